@@ -1,0 +1,45 @@
+//! # passerelle-protocol
+//!
+//! The pure core of Passerelle: everything two nodes must agree on, and
+//! nothing that touches a socket, a disk, a clock or a random source (time
+//! and randomness come in as arguments). The node (`passerelle-node`) drives
+//! it; tests drive it directly.
+//!
+//! ## Layout
+//!
+//! - [`ids`]: `CommuneId`, `NodeId`, `DocId` newtypes.
+//! - [`keys`], [`certificate`], [`book`]: ed25519 keys; a commune certifies
+//!   the node keys it runs; the book maps a node key to its commune.
+//! - [`canonical`]: the canonical byte encoding every signature covers
+//!   (domain tag, version, fields).
+//! - [`header`]: a document's immutable, owner-signed header; its hash is
+//!   the document id.
+//! - [`envelope`]: the signed envelope every Automerge change travels and is
+//!   stored in, and its validation (each failure a named reason).
+//! - [`document`], [`schema`], [`status`], [`codes`]: document content:
+//!   edits as Automerge operations, per-kind fields and their checks,
+//!   status lifecycles that converge, code lists.
+//!
+//! ## Typical flow
+//!
+//! A node creates a [`header::DocHeader`], signs it ([`header::SignedHeader`])
+//! and derives the [`ids::DocId`]. A user's input is checked by
+//! [`schema::KindSchema::edits`], applied by [`document::commit`] into one
+//! Automerge change, wrapped by [`envelope::ChangeEnvelope::sign`] and stored.
+//! A receiver (or `passerelle verify`) runs
+//! [`envelope::ChangeEnvelope::validate`] before Automerge sees the change.
+#![warn(missing_docs)]
+
+pub mod book;
+pub mod canonical;
+pub mod certificate;
+pub mod codes;
+pub mod document;
+pub mod envelope;
+pub mod header;
+pub mod ids;
+pub mod keys;
+pub mod schema;
+pub mod status;
+
+pub use automerge;
