@@ -302,7 +302,7 @@ fn apply<T: Transactable>(tx: &mut T, edit: &Edit) -> Result<(), DocError> {
 }
 
 /// One entry of a status log.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StatusEntry {
     /// The status moved to.
     pub status: String,
@@ -311,7 +311,7 @@ pub struct StatusEntry {
     /// The commune that moved it.
     pub by: String,
     /// Its note, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 

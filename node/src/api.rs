@@ -1,0 +1,24 @@
+//! The local HTTP API: what the CLI and local tools use to drive the node.
+//!
+//! JSON over HTTP/1.1 on a loopback address. Reads are open to local users;
+//! requests that change anything need `Authorization: Bearer <token>`, the
+//! token the node keeps in `api.token` in its home (mode 0600). Every error is
+//! a 4xx or 5xx with an [`types::ApiErrorBody`] naming the reason.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/v1/status` | ids, addresses, document counts |
+//! | GET | `/v1/docs?kind=&status=` | list documents |
+//! | POST | `/v1/docs` | create a document |
+//! | GET | `/v1/docs/{id}?lang=` | one document |
+//! | PATCH | `/v1/docs/{id}` | change fields or status |
+//! | GET | `/v1/docs/{id}/history` | its changes, authors, times |
+//! | POST | `/v1/verify` | re-check every stored signature |
+
+pub mod types;
+
+mod error;
+mod routes;
+
+pub use error::ApiError;
+pub use routes::{ApiState, router};

@@ -1,0 +1,148 @@
+//! The API's routes and handlers. Handlers only translate: HTTP in, an
+//! engine command, HTTP out.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use passerelle_protocol::ids::DocId;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::types::{CreateDoc, DocSummary, DocView, HistoryEntry, NodeStatus, UpdateDoc, VerifyReport};
+use crate::engine::{EngineHandle, ListFilter};
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What handlers share: read-only facts and the engine handle.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The engine.
+    pub engine: EngineHandle,
+    /// Token that write requests must present.
+    pub token: Arc<str>,
+    /// The fixed part of the status.
+    pub status: Arc<NodeStatus>,
+    /// When the node started.
+    pub started: Instant,
+}
+
+/// The API router.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/docs", get(list).post(create))
+        .route("/v1/docs/{id}", get(show).patch(update))
+        .route("/v1/docs/{id}/history", get(history))
+        .route("/v1/verify", post(verify))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Every method but GET and HEAD needs the token.
+async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Result<Response, ApiError> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        check_token(req.headers(), &state.token)?;
+    }
+    Ok(next.run(req).await)
+}
+
+fn check_token(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::unauthorized("this request changes data: send `Authorization: Bearer <token>` (the token is in api.token in the node's home)"))?;
+    // Compare in constant time so the token cannot be guessed byte by byte.
+    let same = given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    if same { Ok(()) } else { Err(ApiError::unauthorized("wrong API token")) }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route; see docs/cli.md for the API")
+}
+
+fn doc_id(raw: &str) -> Result<DocId, ApiError> {
+    raw.parse().map_err(|e: passerelle_protocol::ids::IdParseError| ApiError::bad_request(e.to_string()))
+}
+
+fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    json.map(|Json(v)| v).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {}", e.body_text())))
+}
+
+async fn status(State(state): State<ApiState>) -> Result<Json<NodeStatus>, ApiError> {
+    let (documents, statuses) = state.engine.counts().await?;
+    let mut status = (*state.status).clone();
+    status.uptime_s = state.started.elapsed().as_secs();
+    status.documents = documents;
+    status.statuses = statuses;
+    Ok(Json(status))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    kind: Option<String>,
+    status: Option<String>,
+    owner: Option<String>,
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<DocSummary>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if let Some(kind) = &q.kind {
+        kind.parse::<passerelle_protocol::header::DocKind>().map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    Ok(Json(state.engine.list(ListFilter { kind: q.kind, status: q.status, owner: q.owner }).await?))
+}
+
+async fn create(
+    State(state): State<ApiState>,
+    json: Result<Json<CreateDoc>, JsonRejection>,
+) -> Result<(StatusCode, Json<DocView>), ApiError> {
+    let req = body(json)?;
+    Ok((StatusCode::CREATED, Json(state.engine.create(req).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShowQuery {
+    lang: Option<String>,
+}
+
+async fn show(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    query: Result<Query<ShowQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<DocView>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    Ok(Json(state.engine.get(doc_id(&id)?, q.lang).await?))
+}
+
+async fn update(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    json: Result<Json<UpdateDoc>, JsonRejection>,
+) -> Result<Json<DocView>, ApiError> {
+    let id = doc_id(&id)?;
+    Ok(Json(state.engine.update(id, body(json)?).await?))
+}
+
+async fn history(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<Vec<HistoryEntry>>, ApiError> {
+    Ok(Json(state.engine.history(doc_id(&id)?).await?))
+}
+
+async fn verify(State(state): State<ApiState>) -> Result<Json<VerifyReport>, ApiError> {
+    Ok(Json(state.engine.verify().await?))
+}

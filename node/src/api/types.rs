@@ -1,0 +1,186 @@
+//! Request and response bodies of the local HTTP API, shared by the node
+//! (which serves them) and the CLI (which sends and renders them), so the two
+//! can never disagree.
+
+use std::collections::BTreeMap;
+
+use passerelle_protocol::document::StatusEntry;
+use passerelle_protocol::ids::{CommuneId, DocId, NodeId};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Body of `POST /v1/docs`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDoc {
+    /// Kind: project, request, offer, practice (or profile).
+    pub kind: String,
+    /// Field values (see `docs/cli.md` for each kind's fields).
+    #[serde(default)]
+    pub fields: Map<String, Value>,
+    /// Language of text given as plain strings; the node's language if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lang: Option<String>,
+    /// `network` or `partnership`; the kind's default if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Communes besides the owner allowed to change the document.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writers: Vec<CommuneId>,
+    /// Initial status; the kind's default if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+/// Body of `PATCH /v1/docs/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDoc {
+    /// Fields to set; `null` removes an optional field.
+    #[serde(default)]
+    pub fields: Map<String, Value>,
+    /// Language of text given as plain strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lang: Option<String>,
+    /// A new status (forward moves only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// A note recorded with the status move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A document as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DocView {
+    /// Self-certifying id.
+    pub id: DocId,
+    /// Kind code.
+    pub kind: String,
+    /// Owner commune.
+    pub owner: CommuneId,
+    /// Communes allowed to change it.
+    pub writers: Vec<CommuneId>,
+    /// Scope code.
+    pub scope: String,
+    /// Content schema version it was created with.
+    pub schema: u32,
+    /// Creation time (ms since the Unix epoch).
+    pub created_ms: i64,
+    /// Time of its latest change (ms).
+    pub updated_ms: i64,
+    /// Current status (the most advanced in its log).
+    pub status: Option<String>,
+    /// Title in the requested language, else the original.
+    pub title: Option<String>,
+    /// Field values.
+    pub fields: Map<String, Value>,
+    /// Every status move.
+    pub status_log: Vec<StatusEntry>,
+    /// Automerge heads (hex).
+    pub heads: Vec<String>,
+    /// Number of stored changes.
+    pub changes: u64,
+}
+
+/// A line of a document list.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DocSummary {
+    /// Id.
+    pub id: DocId,
+    /// Kind code.
+    pub kind: String,
+    /// Owner commune.
+    pub owner: String,
+    /// Scope code.
+    pub scope: String,
+    /// Title (original language).
+    pub title: Option<String>,
+    /// Current status.
+    pub status: Option<String>,
+    /// Time of its latest change (ms).
+    pub updated_ms: i64,
+    /// Number of changes.
+    pub changes: u64,
+}
+
+/// One change in a document's history.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Position in the document's log.
+    pub seq: u64,
+    /// Automerge change hash (hex).
+    pub hash: String,
+    /// The node key that signed it.
+    pub author_node: NodeId,
+    /// The commune that node speaks for, if known.
+    pub author_commune: Option<CommuneId>,
+    /// Time the author gave the change (ms).
+    pub time_ms: i64,
+    /// What changed, as the author's node summarised it.
+    pub message: Option<String>,
+    /// Number of operations in the change.
+    pub ops: usize,
+    /// Hashes of the changes it builds on.
+    pub deps: Vec<String>,
+    /// When this node stored it (ms).
+    pub received_ms: i64,
+    /// The peer it came from, or none if written here.
+    pub received_from: Option<String>,
+}
+
+/// One failure found by `verify`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VerifyFailure {
+    /// The document.
+    pub doc: DocId,
+    /// The change's position in the document's log; none for the header.
+    pub seq: Option<u64>,
+    /// The change hash, when it could be read.
+    pub hash: Option<String>,
+    /// What failed.
+    pub reason: String,
+}
+
+/// Result of `POST /v1/verify`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Documents checked.
+    pub documents: u64,
+    /// Changes checked.
+    pub changes: u64,
+    /// What failed; empty when everything holds.
+    pub failures: Vec<VerifyFailure>,
+}
+
+/// Result of `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Version of the node software.
+    pub version: String,
+    /// The commune's name.
+    pub name: String,
+    /// Its country code.
+    pub country: String,
+    /// Its id.
+    pub commune_id: CommuneId,
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Where the API listens.
+    pub api_addr: String,
+    /// Seconds since the node started.
+    pub uptime_s: u64,
+    /// Documents by kind.
+    pub documents: BTreeMap<String, u64>,
+    /// Documents by kind, then status.
+    pub statuses: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// Body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiErrorBody {
+    /// A stable code: `not_found`, `invalid`, `unauthorized`, ...
+    pub code: String,
+    /// A sentence saying what went wrong.
+    pub error: String,
+}

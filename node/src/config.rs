@@ -1,0 +1,174 @@
+//! The node's configuration file (`config.toml` in its home).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Default port of the local API.
+pub const DEFAULT_API_PORT: u16 = 7420;
+/// Default number of Automerge documents kept in memory.
+pub const DEFAULT_CACHED_DOCUMENTS: usize = 256;
+
+/// Errors reading or writing the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("cannot access {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid configuration in {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Who this node speaks for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommuneConfig {
+    /// The commune's name.
+    pub name: String,
+    /// ISO 3166-1 alpha-2 country code.
+    pub country: String,
+    /// Language of text typed without a language (French by default).
+    #[serde(default = "default_language")]
+    pub language: String,
+}
+
+fn default_language() -> String {
+    "fr".into()
+}
+
+/// The local HTTP API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Address to listen on; port 0 picks any free port. Loopback by default:
+    /// reads are open to local users, writes need the token.
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_api_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], DEFAULT_API_PORT))
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { listen: default_api_listen() }
+    }
+}
+
+/// The document store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// How many Automerge documents stay loaded; others are loaded on demand.
+    #[serde(default = "default_cached")]
+    pub cached_documents: usize,
+}
+
+fn default_cached() -> usize {
+    DEFAULT_CACHED_DOCUMENTS
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { cached_documents: DEFAULT_CACHED_DOCUMENTS }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Config {
+    /// Who this node speaks for.
+    pub commune: CommuneConfig,
+    /// The local API.
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// The store.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+impl Config {
+    /// A configuration with defaults for a commune.
+    pub fn new(name: &str, country: &str, api_port: u16) -> Self {
+        Self {
+            commune: CommuneConfig { name: name.to_owned(), country: country.to_owned(), language: default_language() },
+            api: ApiConfig { listen: SocketAddr::from(([127, 0, 0, 1], api_port)) },
+            store: StoreConfig::default(),
+        }
+    }
+
+    /// Reads and checks a configuration file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
+        let config: Config = toml::from_str(&text)
+            .map_err(|e| ConfigError::Invalid { path: path.display().to_string(), reason: e.to_string() })?;
+        if config.store.cached_documents == 0 {
+            return Err(ConfigError::Invalid {
+                path: path.display().to_string(),
+                reason: "store.cached_documents must be at least 1".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// Writes the configuration, refusing to replace an existing file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Io`], including when the file exists.
+    pub fn write_new(&self, path: &Path) -> Result<(), ConfigError> {
+        use std::io::Write;
+        let text = format!(
+            "# Passerelle node configuration.\n# See docs/cli.md; changes take effect at the next `passerelle run`.\n\n{}",
+            toml::to_string(self).expect("the configuration always serializes")
+        );
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_config_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let config = Config::new("Senneval", "BE", 0);
+        config.write_new(&path).unwrap();
+        assert_eq!(Config::load(&path).unwrap(), config);
+        assert!(config.write_new(&path).is_err(), "an existing config is never overwritten");
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[commune]\nname = \"Verbois\"\ncountry = \"BE\"\n").unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.api.listen.port(), DEFAULT_API_PORT);
+        assert_eq!(config.commune.language, "fr");
+        std::fs::write(&path, "[commune]\nname = 3\n").unwrap();
+        assert!(Config::load(&path).unwrap_err().to_string().contains("invalid configuration"));
+    }
+}

@@ -1,0 +1,220 @@
+//! The document engine: one thread that owns the store and the loaded
+//! Automerge documents, and carries out commands from the API (and, with
+//! replication, from the swarm task).
+//!
+//! Commands arrive on a bounded channel with a oneshot reply. The thread
+//! takes whatever commands are waiting (up to [`MAX_BATCH`]), carries them
+//! out, makes all their writes durable with one flush, and only then replies
+//! to the writers: a write is acknowledged once it is on disk, and a burst of
+//! writes costs one flush. Sled and Automerge work never runs on the async
+//! workers.
+//!
+//! Documents are loaded on demand (latest snapshot, then later changes in
+//! one batch) and the least recently used are evicted past the configured
+//! cache size, so memory does not grow with the number of documents.
+
+use std::thread::JoinHandle;
+
+use passerelle_protocol::certificate::NodeCertificate;
+use passerelle_protocol::envelope::ChangeEnvelope;
+use passerelle_protocol::header::SignedHeader;
+use passerelle_protocol::ids::{DocId, NodeId};
+use passerelle_protocol::schema::FieldError;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api::types::{CreateDoc, DocSummary, DocView, HistoryEntry, UpdateDoc, VerifyReport};
+use crate::identity::Identity;
+use crate::store::{Store, StoreError};
+
+mod cache;
+mod docs;
+mod ingest;
+mod verify;
+mod worker;
+
+pub use ingest::IngestReport;
+
+/// Commands waiting for the engine; senders wait (back-pressure) when full.
+pub const ENGINE_INBOX: usize = 256;
+/// Most commands carried out between two flushes.
+pub const MAX_BATCH: usize = 128;
+
+/// Errors the engine reports.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No such document.
+    #[error("no document {0}")]
+    NotFound(DocId),
+    /// The input was refused.
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// This commune may not change the document.
+    #[error("this commune is not a writer of document {0}")]
+    NotAWriter(DocId),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored document cannot be loaded.
+    #[error("document {doc} is damaged in the store: {reason} (run `passerelle verify`)")]
+    Damaged {
+        /// The document.
+        doc: DocId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The engine has stopped.
+    #[error("the node is shutting down")]
+    Stopped,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+/// Filters of a document list.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only documents owned by this commune (hex id).
+    pub owner: Option<String>,
+}
+
+/// Counts of documents by kind and by kind and status.
+pub type Counts = (
+    std::collections::BTreeMap<String, u64>,
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
+);
+
+/// What the engine can be asked.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Create(CreateDoc, Reply<DocView>),
+    Update(DocId, UpdateDoc, Reply<DocView>),
+    Get(DocId, Option<String>, Reply<DocView>),
+    List(ListFilter, Reply<Vec<DocSummary>>),
+    History(DocId, Reply<Vec<HistoryEntry>>),
+    Verify(Reply<VerifyReport>),
+    Counts(Reply<Counts>),
+    Ingest(IngestBatch, Reply<IngestReport>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Signed material received from elsewhere, to verify and store.
+#[derive(Debug, Clone, Default)]
+pub struct IngestBatch {
+    /// Certificates of node keys the changes may be signed by.
+    pub certificates: Vec<NodeCertificate>,
+    /// Headers of documents the changes belong to.
+    pub headers: Vec<SignedHeader>,
+    /// The changes.
+    pub changes: Vec<ChangeEnvelope>,
+    /// The peer they came from.
+    pub from: Option<NodeId>,
+}
+
+/// A cloneable handle to the engine thread.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl EngineHandle {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Creates a document; resolves once it is durable.
+    /// Cancel-safe: a cancelled call may still have created the document.
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] for bad input, store errors.
+    pub async fn create(&self, req: CreateDoc) -> Result<DocView, EngineError> {
+        self.ask(|r| Command::Create(req, r)).await
+    }
+
+    /// Changes a document's fields or status; resolves once durable.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`], [`EngineError::Invalid`], [`EngineError::NotAWriter`].
+    pub async fn update(&self, id: DocId, req: UpdateDoc) -> Result<DocView, EngineError> {
+        self.ask(|r| Command::Update(id, req, r)).await
+    }
+
+    /// One document, its title in `lang` if given.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`], [`EngineError::Damaged`].
+    pub async fn get(&self, id: DocId, lang: Option<String>) -> Result<DocView, EngineError> {
+        self.ask(|r| Command::Get(id, lang, r)).await
+    }
+
+    /// Documents matching a filter, most recently changed first.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn list(&self, filter: ListFilter) -> Result<Vec<DocSummary>, EngineError> {
+        self.ask(|r| Command::List(filter, r)).await
+    }
+
+    /// A document's changes in the order this node stored them.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`].
+    pub async fn history(&self, id: DocId) -> Result<Vec<HistoryEntry>, EngineError> {
+        self.ask(|r| Command::History(id, r)).await
+    }
+
+    /// Re-checks every stored header and change signature.
+    ///
+    /// # Errors
+    /// Store errors (a bad record is a failure in the report, not an error).
+    pub async fn verify(&self) -> Result<VerifyReport, EngineError> {
+        self.ask(Command::Verify).await
+    }
+
+    /// Document counts by kind and status.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn counts(&self) -> Result<Counts, EngineError> {
+        self.ask(Command::Counts).await
+    }
+
+    /// Verifies and stores signed material from elsewhere; resolves once
+    /// what was accepted is durable.
+    ///
+    /// # Errors
+    /// Store errors; refused items are listed in the report.
+    pub async fn ingest(&self, batch: IngestBatch) -> Result<IngestReport, EngineError> {
+        self.ask(|r| Command::Ingest(batch, r)).await
+    }
+
+    /// Flushes and stops the engine thread; resolves when it has stopped.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Starts the engine thread over `store`.
+///
+/// # Errors
+/// Store errors while loading certificates or recording the node's own.
+pub fn spawn<S: Store>(store: S, identity: &Identity) -> Result<(EngineHandle, JoinHandle<()>), EngineError> {
+    let (tx, rx) = mpsc::channel(ENGINE_INBOX);
+    let worker = worker::Worker::new(store, identity)?;
+    let span = tracing::Span::current();
+    let join = std::thread::Builder::new()
+        .name("passerelle-engine".into())
+        .spawn(move || {
+            let _enter = span.enter();
+            worker.run(rx);
+        })
+        .map_err(|e| EngineError::Store(StoreError::Backend(format!("cannot start the engine thread: {e}"))))?;
+    Ok((EngineHandle { tx }, join))
+}

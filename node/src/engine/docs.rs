@@ -1,0 +1,319 @@
+//! Local document work: create, update, read, list, history, counts.
+
+use passerelle_protocol::automerge::{Automerge, Change};
+use passerelle_protocol::document::{self, Edit, SCHEMA_KEY, Scalar};
+use passerelle_protocol::envelope::ChangeEnvelope;
+use passerelle_protocol::header::{DocHeader, DocKind, MAX_WRITERS, Scope, SignedHeader};
+use passerelle_protocol::ids::DocId;
+use passerelle_protocol::keys::SecretKey;
+use passerelle_protocol::schema::{self, CONTENT_SCHEMA, FieldError, InputContext, KindSchema};
+
+use super::worker::Worker;
+use super::{Counts, EngineError, ListFilter};
+use crate::api::types::{CreateDoc, DocSummary, DocView, HistoryEntry, UpdateDoc};
+use crate::clock;
+use crate::store::{DocMeta, Snapshot, Store, StoredChange, WriteOp};
+
+/// A snapshot is saved every this many changes, so loading a long history
+/// replays at most this many changes after the snapshot.
+pub const SNAPSHOT_EVERY: u64 = 64;
+
+fn invalid(field: &str, reason: impl Into<String>) -> EngineError {
+    EngineError::Invalid(FieldError::Invalid { field: field.to_owned(), reason: reason.into() })
+}
+
+/// The status and title a document's metadata shows.
+pub(crate) fn derived(kind: &DocKind, doc: &Automerge) -> (Option<String>, Option<String>) {
+    let Some(schema) = schema::schema_of(kind) else { return (None, None) };
+    let status = schema.lifecycle.and_then(|lc| {
+        let log = document::status_log(doc);
+        lc.current(log.iter().map(|e| e.status.as_str())).map(str::to_owned)
+    });
+    let content = document::to_json(doc);
+    (status, schema.title(&content, ""))
+}
+
+/// Metadata after `added` more changes at time `time_ms`.
+pub(crate) fn refreshed_meta(meta: &DocMeta, header: &DocHeader, doc: &Automerge, added: u64, time_ms: i64) -> DocMeta {
+    let (status, title) = derived(&header.kind, doc);
+    DocMeta {
+        changes: meta.changes + added,
+        updated_ms: meta.updated_ms.max(time_ms),
+        heads: doc.get_heads().iter().map(|h| h.to_string()).collect(),
+        status,
+        title,
+        ..meta.clone()
+    }
+}
+
+/// Snapshot to save with a write, when the log has grown enough since the last.
+pub(crate) fn snapshot_due(id: DocId, meta: &mut DocMeta, doc: &Automerge) -> Option<WriteOp> {
+    if meta.changes - meta.snapshot_changes < SNAPSHOT_EVERY {
+        return None;
+    }
+    meta.snapshot_changes = meta.changes;
+    Some(WriteOp::Snapshot(id, Snapshot { changes: meta.changes, bytes: doc.save() }))
+}
+
+fn summary_message(action: &str, edits: &[Edit]) -> String {
+    let mut fields: Vec<String> = Vec::new();
+    for edit in edits {
+        let name = match edit {
+            Edit::Put { field, .. } if field == SCHEMA_KEY => continue,
+            Edit::Status { code, .. } => format!("status→{code}"),
+            Edit::Text { field, lang, .. } => format!("{field}[{lang}]"),
+            Edit::Put { field, .. }
+            | Edit::Delete { field }
+            | Edit::Members { field, .. }
+            | Edit::Records { field, .. }
+            | Edit::PlainText { field, .. }
+            | Edit::AppendText { field, .. }
+            | Edit::Push { field, .. } => field.clone(),
+        };
+        if !fields.contains(&name) {
+            fields.push(name);
+        }
+    }
+    format!("{action}: {}", fields.join(", "))
+}
+
+/// The write of a change made here, signed by this node.
+fn change_op(key: &SecretKey, doc: DocId, seq: u64, change: &Change, now: i64) -> WriteOp {
+    WriteOp::Change {
+        doc,
+        seq,
+        change: StoredChange { envelope: ChangeEnvelope::sign(doc, change, key), received_ms: now, from: None },
+        hash: change.hash().0,
+    }
+}
+
+fn view(id: DocId, header: &SignedHeader, meta: &DocMeta, doc: &Automerge, lang: Option<&str>) -> DocView {
+    let h = &header.header;
+    let content = document::to_json(doc);
+    let schema = schema::schema_of(&h.kind);
+    let (fields, title) = match schema {
+        Some(s) => (s.present(&content), s.title(&content, lang.unwrap_or(""))),
+        None => (content, None),
+    };
+    DocView {
+        id,
+        kind: h.kind.to_string(),
+        owner: h.owner,
+        writers: h.writers.clone(),
+        scope: h.scope.to_string(),
+        schema: h.schema,
+        created_ms: h.created_ms as i64,
+        updated_ms: meta.updated_ms,
+        status: meta.status.clone(),
+        title,
+        fields,
+        status_log: document::status_log(doc),
+        heads: meta.heads.clone(),
+        changes: meta.changes,
+    }
+}
+
+impl<S: Store> Worker<S> {
+    fn schema_for_create(kind: &str) -> Result<(DocKind, &'static KindSchema), EngineError> {
+        let kind: DocKind = kind.parse().map_err(|e: passerelle_protocol::header::UnknownName| invalid("kind", e.to_string()))?;
+        let schema = schema::schema_of(&kind).expect("every known kind has a schema");
+        Ok((kind, schema))
+    }
+
+    pub(crate) fn create(&mut self, req: CreateDoc) -> Result<DocView, EngineError> {
+        let (kind, schema) = Self::schema_for_create(&req.kind)?;
+        let scope = match &req.scope {
+            Some(s) => s.parse::<Scope>().map_err(|e| invalid("scope", e.to_string()))?,
+            None => schema.default_scope.clone(),
+        };
+        let lang = req.lang.clone().unwrap_or_else(|| self.language.clone());
+        let now = clock::now_ms();
+        let mut edits = vec![Edit::Put { field: SCHEMA_KEY.into(), value: Scalar::Int(CONTENT_SCHEMA.into()) }];
+        edits.extend(schema.edits(&req.fields, &InputContext { lang: &lang, current: None })?);
+        match (schema.lifecycle, &req.status) {
+            (Some(lc), status) => {
+                let status = status.as_deref().unwrap_or(lc.initial);
+                lc.check_move(None, status).map_err(FieldError::from)?;
+                edits.push(Edit::Status { code: status.to_owned(), at_ms: now, by: self.commune.to_string(), note: None });
+            }
+            (None, Some(_)) => return Err(invalid("status", format!("a {kind} has no status"))),
+            (None, None) => {}
+        }
+        let mut writers = vec![self.commune];
+        for w in &req.writers {
+            if !writers.contains(w) {
+                writers.push(*w);
+            }
+        }
+        if writers.len() > MAX_WRITERS {
+            return Err(invalid("writers", format!("at most {MAX_WRITERS} writers")));
+        }
+        let header = DocHeader {
+            kind: kind.clone(),
+            schema: CONTENT_SCHEMA,
+            owner: self.commune,
+            writers,
+            scope,
+            created_ms: now as u64,
+            nonce: clock::random_bytes(),
+        };
+        let signed = SignedHeader::sign(header, &self.node_key, self.certificate.clone());
+        let id = signed.id();
+        let mut doc = document::new_document(&self.node_id);
+        let change = document::commit(&mut doc, &edits, &summary_message(&format!("create {kind}"), &edits), now)
+            .map_err(|e| invalid("fields", e.to_string()))?
+            .expect("a new document always changes: it records its schema");
+        let base = DocMeta {
+            id,
+            kind: kind.to_string(),
+            owner: self.commune.to_string(),
+            scope: signed.header.scope.to_string(),
+            created_ms: now,
+            updated_ms: now,
+            changes: 0,
+            heads: Vec::new(),
+            status: None,
+            title: None,
+            snapshot_changes: 0,
+        };
+        let meta = refreshed_meta(&base, &signed.header, &doc, 1, now);
+        let ops = vec![
+            WriteOp::Header(signed.clone()),
+            change_op(&self.node_key, id, 0, &change, now),
+            WriteOp::Meta(meta.clone()),
+        ];
+        self.store.write(ops)?;
+        let loaded = self.cache.insert(id, signed, meta, doc);
+        tracing::info!(doc = %id.short(), %kind, "document created");
+        Ok(view(id, &loaded.header, &loaded.meta, &loaded.doc, Some(&lang)))
+    }
+
+
+    /// Returns the new view and whether anything was written.
+    pub(crate) fn update(&mut self, id: DocId, req: UpdateDoc) -> Result<(DocView, bool), EngineError> {
+        let commune = self.commune;
+        let node_id = self.node_id;
+        let lang = req.lang.clone().unwrap_or_else(|| self.language.clone());
+        let loaded = self.cache.get_or_load(&self.store, &node_id, &id)?.ok_or(EngineError::NotFound(id))?;
+        if !loaded.header.header.is_writer(&commune) {
+            return Err(EngineError::NotAWriter(id));
+        }
+        let kind = loaded.header.header.kind.clone();
+        let schema = schema::schema_of(&kind).ok_or_else(|| EngineError::Invalid(FieldError::UnknownKind(kind.to_string())))?;
+        let content = document::to_json(&loaded.doc);
+        let mut edits = schema.edits(&req.fields, &InputContext { lang: &lang, current: Some(&content) })?;
+        let now = clock::now_ms();
+        match (schema.lifecycle, &req.status) {
+            (Some(lc), Some(to)) => {
+                let current = loaded.meta.status.clone();
+                if current.as_deref() != Some(to.as_str()) {
+                    lc.check_move(current.as_deref(), to).map_err(FieldError::from)?;
+                    edits.push(Edit::Status { code: to.clone(), at_ms: now, by: commune.to_string(), note: req.note.clone() });
+                } else if req.note.is_some() {
+                    return Err(invalid("note", format!("the status is already {to:?}; a note goes with a status change")));
+                }
+            }
+            (None, Some(_)) => return Err(invalid("status", format!("a {kind} has no status"))),
+            (_, None) if req.note.is_some() => return Err(invalid("note", "a note goes with a status change")),
+            _ => {}
+        }
+        let Some(change) = document::commit(&mut loaded.doc, &edits, &summary_message("update", &edits), now)
+            .map_err(|e| invalid("fields", e.to_string()))?
+        else {
+            return Ok((view(id, &loaded.header, &loaded.meta, &loaded.doc, Some(&lang)), false));
+        };
+        let seq = loaded.meta.changes;
+        let mut meta = refreshed_meta(&loaded.meta, &loaded.header.header, &loaded.doc, 1, now);
+        let snapshot = snapshot_due(id, &mut meta, &loaded.doc);
+        let mut ops = vec![change_op(&self.node_key, id, seq, &change, now), WriteOp::Meta(meta.clone())];
+        ops.extend(snapshot);
+        if let Err(e) = self.store.write(ops) {
+            self.cache.evict(&id);
+            return Err(e.into());
+        }
+        loaded.meta = meta;
+        tracing::info!(doc = %id.short(), seq, "document updated");
+        Ok((view(id, &loaded.header, &loaded.meta, &loaded.doc, Some(&lang)), true))
+    }
+
+    pub(crate) fn get(&mut self, id: DocId, lang: Option<String>) -> Result<DocView, EngineError> {
+        let node_id = self.node_id;
+        let loaded = self.cache.get_or_load(&self.store, &node_id, &id)?.ok_or(EngineError::NotFound(id))?;
+        Ok(view(id, &loaded.header, &loaded.meta, &loaded.doc, lang.as_deref()))
+    }
+
+    pub(crate) fn list(&self, filter: &ListFilter) -> Result<Vec<DocSummary>, EngineError> {
+        let mut out: Vec<DocSummary> = self
+            .store
+            .metas()?
+            .into_iter()
+            .filter(|m| filter.kind.as_ref().is_none_or(|k| &m.kind == k))
+            .filter(|m| filter.status.as_ref().is_none_or(|s| m.status.as_ref() == Some(s)))
+            .filter(|m| filter.owner.as_ref().is_none_or(|o| &m.owner == o))
+            .map(|m| DocSummary {
+                id: m.id,
+                kind: m.kind,
+                owner: m.owner,
+                scope: m.scope,
+                title: m.title,
+                status: m.status,
+                updated_ms: m.updated_ms,
+                changes: m.changes,
+            })
+            .collect();
+        out.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    pub(crate) fn history(&self, id: DocId) -> Result<Vec<HistoryEntry>, EngineError> {
+        if self.store.header(&id)?.is_none() {
+            return Err(EngineError::NotFound(id));
+        }
+        let mut out = Vec::new();
+        for (seq, record) in self.store.changes(&id, 0)? {
+            let damaged = |reason: String| EngineError::Damaged { doc: id, reason: format!("change #{seq}: {reason}") };
+            let stored = record.map_err(|e| damaged(e.to_string()))?;
+            let change = Change::from_bytes(stored.envelope.change.clone()).map_err(|e| damaged(e.to_string()))?;
+            out.push(HistoryEntry {
+                seq,
+                hash: change.hash().to_string(),
+                author_node: stored.envelope.author,
+                author_commune: self.book.commune_of(&stored.envelope.author),
+                time_ms: change.timestamp(),
+                message: change.message().map(str::to_owned),
+                ops: change.len(),
+                deps: change.deps().iter().map(|d| d.to_string()).collect(),
+                received_ms: stored.received_ms,
+                received_from: stored.from,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn counts(&self) -> Result<Counts, EngineError> {
+        let mut by_kind = std::collections::BTreeMap::new();
+        let mut by_status: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> =
+            std::collections::BTreeMap::new();
+        for m in self.store.metas()? {
+            *by_kind.entry(m.kind.clone()).or_insert(0) += 1;
+            if let Some(s) = m.status {
+                *by_status.entry(m.kind).or_default().entry(s).or_insert(0) += 1;
+            }
+        }
+        Ok((by_kind, by_status))
+    }
+
+    /// Creates this commune's profile the first time the node starts.
+    pub(crate) fn ensure_profile(&mut self, name: &str, country: &str) -> Result<(), EngineError> {
+        let filter = ListFilter { kind: Some("profile".into()), owner: Some(self.commune.to_string()), status: None };
+        if !self.list(&filter)?.is_empty() {
+            return Ok(());
+        }
+        let mut fields = serde_json::Map::new();
+        fields.insert("name".into(), name.into());
+        fields.insert("country".into(), country.into());
+        self.create(CreateDoc { kind: "profile".into(), fields, ..CreateDoc::default() })?;
+        self.store.flush()?;
+        Ok(())
+    }
+}

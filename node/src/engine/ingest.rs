@@ -1,0 +1,173 @@
+//! Ingesting signed material from elsewhere (a peer, a bundle, a benchmark):
+//! verify everything first, in batches, then apply each document's new
+//! changes in one Automerge call and store them in one atomic write.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use passerelle_protocol::envelope::{self, ChangeEnvelope, VerifiedChange};
+use passerelle_protocol::header::SignedHeader;
+use passerelle_protocol::ids::DocId;
+use serde::{Deserialize, Serialize};
+
+use super::docs::{refreshed_meta, snapshot_due};
+use super::worker::Worker;
+use super::{EngineError, IngestBatch};
+use crate::clock;
+use crate::store::{DocMeta, Store, StoredChange, WriteOp};
+
+/// An item that was refused, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Rejection {
+    /// The document concerned.
+    pub doc: String,
+    /// A stable reason code (see `ValidationFailure::code`).
+    pub code: String,
+    /// The reason in words.
+    pub reason: String,
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IngestReport {
+    /// Changes verified and stored.
+    pub applied: u64,
+    /// Changes already held.
+    pub duplicates: u64,
+    /// Documents seen here for the first time.
+    pub new_documents: u64,
+    /// What was refused.
+    pub rejected: Vec<Rejection>,
+}
+
+impl<S: Store> Worker<S> {
+    pub(crate) fn ingest(&mut self, batch: IngestBatch) -> Result<IngestReport, EngineError> {
+        let now = clock::now_ms();
+        let from = batch.from.map(|n| n.to_string());
+        let mut report = IngestReport::default();
+        let mut reject = |doc: String, code: &str, reason: String| {
+            tracing::warn!(%doc, code, %reason, "refused");
+            report.rejected.push(Rejection { doc, code: code.to_owned(), reason });
+        };
+
+        let mut cert_ops = Vec::new();
+        for cert in batch.certificates {
+            match self.book.insert(cert.clone()) {
+                Ok(true) => cert_ops.push(WriteOp::Certificate(cert)),
+                Ok(false) => {}
+                Err(e) => reject(String::new(), "bad_certificate", format!("certificate of node {}: {e}", cert.node.short())),
+            }
+        }
+        if !cert_ops.is_empty() {
+            self.store.write(cert_ops)?;
+        }
+
+        let mut new_headers: HashMap<DocId, SignedHeader> = HashMap::new();
+        for header in batch.headers {
+            let id = header.id();
+            if new_headers.contains_key(&id) || self.store.header(&id)?.is_some() {
+                continue;
+            }
+            match header.verify() {
+                Ok(()) => {
+                    // The header's own certificate is a valid certificate too.
+                    if self.book.insert(header.certificate.clone()).unwrap_or(false) {
+                        self.store.write(vec![WriteOp::Certificate(header.certificate.clone())])?;
+                    }
+                    new_headers.insert(id, header);
+                }
+                Err(e) => reject(id.to_string(), "bad_header", e.to_string()),
+            }
+        }
+
+        let signatures = envelope::verify_signatures(&batch.changes);
+        let mut by_doc: BTreeMap<DocId, Vec<ChangeEnvelope>> = BTreeMap::new();
+        for (env, sig) in batch.changes.into_iter().zip(signatures) {
+            match sig {
+                Ok(()) => by_doc.entry(env.doc).or_default().push(env),
+                Err(e) => reject(env.doc.to_string(), e.code(), e.to_string()),
+            }
+        }
+
+        let node_id = self.node_id;
+        for (id, envelopes) in by_doc {
+            let new_header = new_headers.remove(&id);
+            let header = match &new_header {
+                Some(h) => h.clone(),
+                None => match self.store.header(&id)? {
+                    Some(h) => h,
+                    None => {
+                        reject(id.to_string(), "unknown_document", "no header known for this document".into());
+                        continue;
+                    }
+                },
+            };
+            let mut seen = HashSet::new();
+            let mut verified: Vec<VerifiedChange> = Vec::new();
+            for env in envelopes {
+                match env.validate_signed(&id, &header.header, &self.book, now) {
+                    Ok(v) => {
+                        let hash = v.change.hash().0;
+                        if !seen.insert(hash) || self.store.has_change(&hash)? {
+                            report.duplicates += 1;
+                        } else {
+                            verified.push(v);
+                        }
+                    }
+                    Err(e) => reject(id.to_string(), e.code(), e.to_string()),
+                }
+            }
+            if verified.is_empty() && new_header.is_none() {
+                continue;
+            }
+            let mut ops = Vec::with_capacity(verified.len() + 3);
+            let (mut doc, meta) = match &new_header {
+                Some(h) => {
+                    ops.push(WriteOp::Header(h.clone()));
+                    report.new_documents += 1;
+                    let meta = DocMeta {
+                        id,
+                        kind: h.header.kind.to_string(),
+                        owner: h.header.owner.to_string(),
+                        scope: h.header.scope.to_string(),
+                        created_ms: h.header.created_ms as i64,
+                        updated_ms: h.header.created_ms as i64,
+                        changes: 0,
+                        heads: Vec::new(),
+                        status: None,
+                        title: None,
+                        snapshot_changes: 0,
+                    };
+                    (passerelle_protocol::document::new_document(&node_id), meta)
+                }
+                None => {
+                    let loaded =
+                        self.cache.get_or_load(&self.store, &node_id, &id)?.ok_or(EngineError::NotFound(id))?;
+                    (loaded.doc.fork(), loaded.meta.clone())
+                }
+            };
+            let latest = verified.iter().map(|v| v.change.timestamp()).max().unwrap_or(meta.updated_ms);
+            let changes: Vec<_> = verified.iter().map(|v| v.change.clone()).collect();
+            if let Err(e) = doc.apply_changes(changes) {
+                reject(id.to_string(), "bad_change", format!("automerge refused the changes: {e}"));
+                continue;
+            }
+            doc.set_actor(passerelle_protocol::document::actor_of(&node_id));
+            for (i, v) in verified.into_iter().enumerate() {
+                ops.push(WriteOp::Change {
+                    doc: id,
+                    seq: meta.changes + i as u64,
+                    hash: v.change.hash().0,
+                    change: StoredChange { envelope: v.envelope, received_ms: now, from: from.clone() },
+                });
+            }
+            let added = (ops.len() - usize::from(new_header.is_some())) as u64;
+            let mut meta = refreshed_meta(&meta, &header.header, &doc, added, latest);
+            ops.extend(snapshot_due(id, &mut meta, &doc));
+            ops.push(WriteOp::Meta(meta.clone()));
+            self.store.write(ops)?;
+            report.applied += added;
+            self.cache.insert(id, header, meta, doc);
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,197 @@
+//! Durable storage of documents, behind a small trait so the engine does
+//! not depend on sled (and a node could move to another engine).
+//!
+//! What is stored, per document: its signed header, a metadata record for
+//! listing without loading Automerge, every signed change envelope in arrival
+//! order (with when and from whom it arrived: the audit trail), and from time
+//! to time an Automerge snapshot so a long history loads fast. Certificates
+//! of known node keys are stored too.
+//!
+//! [`Store::write`] applies a group of operations atomically but does not
+//! make them durable; [`Store::flush`] does. The engine flushes once per
+//! batch of commands and acknowledges writes only after the flush.
+
+use passerelle_protocol::canonical::{DecodeError, Reader, Writer};
+use passerelle_protocol::certificate::NodeCertificate;
+use passerelle_protocol::envelope::ChangeEnvelope;
+use passerelle_protocol::header::SignedHeader;
+use passerelle_protocol::ids::DocId;
+use serde::{Deserialize, Serialize};
+
+mod sled_store;
+
+pub use sled_store::SledStore;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("store failure: {0}")]
+    Backend(String),
+    /// The store is already used by another running node.
+    #[error("the store at {0} is in use by another process (is a node already running on this home?)")]
+    Locked(String),
+    /// A stored record does not decode.
+    #[error("damaged record {key} in the store: {reason}")]
+    Corrupt {
+        /// Which record.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A change as stored: the signed envelope and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChange {
+    /// The signed envelope, exactly as received or made.
+    pub envelope: ChangeEnvelope,
+    /// When this node stored it, milliseconds since the Unix epoch.
+    pub received_ms: i64,
+    /// The peer it came from (its node id), or `None` if written here.
+    pub from: Option<String>,
+}
+
+const STORED_CHANGE_TAG: &str = "passerelle/stored-change";
+
+impl StoredChange {
+    /// Encodes for storage.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new(STORED_CHANGE_TAG, 1);
+        w.u64(self.received_ms as u64).str(self.from.as_deref().unwrap_or("")).bytes(&self.envelope.encode());
+        w.finish()
+    }
+
+    /// Decodes a stored change.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when the record is damaged.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (mut r, _) = Reader::open(bytes, STORED_CHANGE_TAG, "stored change", 1)?;
+        let received_ms = r.u64("received")? as i64;
+        let from = r.str("from", 128)?;
+        let from = (!from.is_empty()).then(|| from.to_owned());
+        let envelope = ChangeEnvelope::decode(r.bytes("envelope", usize::MAX)?)?;
+        r.end()?;
+        Ok(Self { envelope, received_ms, from })
+    }
+}
+
+/// What lists and counts need to know about a document without loading it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocMeta {
+    /// The document.
+    pub id: DocId,
+    /// Its kind code.
+    pub kind: String,
+    /// Its owner (commune id, hex).
+    pub owner: String,
+    /// Its scope code.
+    pub scope: String,
+    /// Creation time (ms).
+    pub created_ms: i64,
+    /// Time of the latest change (ms).
+    pub updated_ms: i64,
+    /// Number of stored changes.
+    pub changes: u64,
+    /// Current Automerge heads (hex).
+    pub heads: Vec<String>,
+    /// Current status, if the kind has one.
+    pub status: Option<String>,
+    /// Title in its original language.
+    pub title: Option<String>,
+    /// How many changes the latest snapshot covers (0: none).
+    pub snapshot_changes: u64,
+}
+
+/// A saved Automerge document covering the first `changes` stored changes.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Number of stored changes it covers.
+    pub changes: u64,
+    /// `Automerge::save` bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// One operation of an atomic write.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Stores a document's header (once, at creation or first receipt).
+    Header(SignedHeader),
+    /// Replaces a document's metadata.
+    Meta(DocMeta),
+    /// Appends a change at position `seq` of the document's log.
+    Change {
+        /// The document.
+        doc: DocId,
+        /// Position in the document's log, from 0.
+        seq: u64,
+        /// The change.
+        change: StoredChange,
+        /// The Automerge change hash, indexed for duplicate detection.
+        hash: [u8; 32],
+    },
+    /// Replaces a document's snapshot.
+    Snapshot(DocId, Snapshot),
+    /// Stores a verified node certificate.
+    Certificate(NodeCertificate),
+}
+
+/// A stored change, or why it could not be decoded.
+pub type ChangeRecord = (u64, Result<StoredChange, DecodeError>);
+
+/// Durable storage of documents and certificates. Used from one thread
+/// (the engine's), so methods block.
+pub trait Store: Send + 'static {
+    /// A document's header.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn header(&self, id: &DocId) -> Result<Option<SignedHeader>, StoreError>;
+    /// A document's metadata.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn meta(&self, id: &DocId) -> Result<Option<DocMeta>, StoreError>;
+    /// Metadata of every document.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn metas(&self) -> Result<Vec<DocMeta>, StoreError>;
+    /// Ids of every document that has a header.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn doc_ids(&self) -> Result<Vec<DocId>, StoreError>;
+    /// A document's changes from position `from_seq` on, in order; each
+    /// record decoded or with the reason it does not decode.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn changes(&self, id: &DocId, from_seq: u64) -> Result<Vec<ChangeRecord>, StoreError>;
+    /// A document's latest snapshot.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn snapshot(&self, id: &DocId) -> Result<Option<Snapshot>, StoreError>;
+    /// Whether a change with this Automerge hash is stored.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn has_change(&self, hash: &[u8; 32]) -> Result<bool, StoreError>;
+    /// Every stored certificate.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn certificates(&self) -> Result<Vec<NodeCertificate>, StoreError>;
+    /// Applies operations atomically (all or none), not yet durable.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing was applied then.
+    fn write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError>;
+    /// Makes every applied write durable.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn flush(&self) -> Result<(), StoreError>;
+}
