@@ -1,1 +1,129 @@
-fn main() {}
+//! `passerelle`: run a commune's node and talk to it.
+//!
+//! Thin by design: parse arguments, set up logging, call the node library or
+//! its API client, render the answer, exit with a documented code
+//! (`docs/cli.md`): 0 ok, 1 failed, 2 usage, 3 node not reachable.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use passerelle_node::client::ClientError;
+use passerelle_node::home::Home;
+
+mod cmd;
+mod output;
+
+/// Passerelle: federated sync nodes for territories that cooperate across
+/// borders. Each commune runs a node holding its own signed documents.
+#[derive(Debug, Parser)]
+#[command(
+    name = "passerelle",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    /// The node's home directory [default: $PASSERELLE_HOME, else the
+    /// platform's data directory]/passerelle.
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create this commune's identity: its key, a node key it certifies, and
+    /// a configuration file. Never overwrites an existing identity.
+    Init(cmd::init::Args),
+    /// Show this commune's and node's ids.
+    Id,
+    /// Run the node until Ctrl-C or SIGTERM.
+    Run(cmd::run::Args),
+    /// Show the running node's ids, addresses and document counts.
+    Status,
+    /// This commune's profile.
+    #[command(subcommand)]
+    Profile(cmd::docs::ProfileCommand),
+    /// Projects (demonstrative actions, co-responsibility actions, ...).
+    #[command(subcommand)]
+    Project(cmd::docs::DocCommand),
+    /// Requests: needs a commune asks help for.
+    #[command(subcommand)]
+    Request(cmd::docs::DocCommand),
+    /// Offers: capabilities, or answers to requests.
+    #[command(subcommand)]
+    Offer(cmd::docs::DocCommand),
+    /// Practice and method sheets.
+    #[command(subcommand)]
+    Practice(cmd::docs::DocCommand),
+    /// Show every change of a document: author, key, time, what changed.
+    History(cmd::history::Args),
+    /// Re-check every stored signature and name any change that fails.
+    Verify,
+    /// Measure performance (prints JSON lines; see shared BENCH.md).
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
+}
+
+/// Exit codes (docs/cli.md).
+pub mod exit {
+    /// The command failed.
+    pub const FAILED: u8 = 1;
+    /// The command line is wrong (clap uses 2 as well).
+    pub const USAGE: u8 = 2;
+    /// No node answers for this home.
+    pub const NOT_REACHABLE: u8 = 3;
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let json = std::env::var("PASSERELLE_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let is_run = matches!(cli.command, Command::Run(_) | Command::Bench(_));
+    init_tracing(if is_run { "info" } else { "warn" });
+    let home = Home::resolve(cli.home.as_deref());
+    let out = output::Output::new(cli.json);
+    let result = match cli.command {
+        Command::Init(args) => cmd::init::run(&home, args, &out),
+        Command::Id => cmd::init::show_id(&home, &out),
+        Command::Run(args) => cmd::run::run(&home, args),
+        Command::Status => cmd::status::run(&home, &out),
+        Command::Profile(c) => cmd::docs::run_profile(&home, c, &out),
+        Command::Project(c) => cmd::docs::run(&home, "project", c, &out),
+        Command::Request(c) => cmd::docs::run(&home, "request", c, &out),
+        Command::Offer(c) => cmd::docs::run(&home, "offer", c, &out),
+        Command::Practice(c) => cmd::docs::run(&home, "practice", c, &out),
+        Command::History(args) => cmd::history::run(&home, args, &out),
+        Command::Verify => cmd::verify::run(&home, &out),
+        Command::Bench(c) => cmd::bench::run(c, &out),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let code = match e.downcast_ref::<ClientError>() {
+                Some(ClientError::NotReachable { .. }) => exit::NOT_REACHABLE,
+                _ if e.downcast_ref::<cmd::UsageError>().is_some() => exit::USAGE,
+                _ => exit::FAILED,
+            };
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}

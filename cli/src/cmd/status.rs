@@ -1,0 +1,34 @@
+//! `passerelle status`.
+
+use std::process::ExitCode;
+
+use passerelle_node::home::Home;
+
+use crate::output::Output;
+
+/// Shows the running node's status.
+pub fn run(home: &Home, out: &Output) -> anyhow::Result<ExitCode> {
+    let s = super::client(home)?.status()?;
+    out.print(&s, || {
+        let mut text = format!(
+            "{} ({}) — node up {} s, version {}\ncommune id {}\nnode id    {}\nAPI        http://{}\ndocuments  {}",
+            s.name,
+            s.country,
+            s.uptime_s,
+            s.version,
+            s.commune_id,
+            s.node_id,
+            s.api_addr,
+            s.documents.values().sum::<u64>()
+        );
+        for (kind, n) in &s.documents {
+            text.push_str(&format!("\n  {kind:<9} {n}"));
+            if let Some(by) = s.statuses.get(kind) {
+                let parts: Vec<String> = by.iter().map(|(st, n)| format!("{st} {n}")).collect();
+                text.push_str(&format!("  ({})", parts.join(", ")));
+            }
+        }
+        text
+    });
+    Ok(ExitCode::SUCCESS)
+}
