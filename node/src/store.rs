@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 mod sled_store;
 
+pub use sled_store::keys as sled_keys;
+
 pub use sled_store::SledStore;
 
 /// Errors of the store.

@@ -1,1 +1,304 @@
-//! placeholder
+//! # passerelle-tests
+//!
+//! The harness for workspace-level tests: real `passerelle` processes, each
+//! in its own temporary home, on loopback with ports chosen by the OS. Tests
+//! act through the real CLI (or the API client the CLI uses), wait for
+//! conditions with deadlines (never a bare sleep), and can kill a node with
+//! SIGKILL or stop it with SIGTERM.
+//!
+//! The binary is found through `PASSERELLE_BIN`, else next to the test
+//! executable (`target/<profile>/passerelle`, which `cargo test --workspace`
+//! builds because the `passerelle` package has integration tests).
+#![warn(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use passerelle_node::client::ApiClient;
+use passerelle_node::home::Home;
+use serde_json::Value;
+
+/// How long a node may take to start answering.
+pub const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The `passerelle` binary under test.
+///
+/// # Panics
+/// If it cannot be found: build it with `cargo build -p passerelle`.
+pub fn passerelle_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("PASSERELLE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    // target/<profile>/deps/<test> -> target/<profile>/passerelle
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    let bin = dir.join(format!("passerelle{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build -p passerelle` or set PASSERELLE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// What a CLI invocation returned.
+#[derive(Debug)]
+pub struct CliResult {
+    /// Exit code (-1 if killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl CliResult {
+    fn from_output(o: Output) -> Self {
+        Self {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Standard output parsed as JSON.
+    ///
+    /// # Panics
+    /// If it is not JSON, showing both streams.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// A node under test: a temporary home and, while running, its process.
+#[derive(Debug)]
+pub struct TestNode {
+    /// The commune's name.
+    pub name: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    /// Creates a home and an identity (`passerelle init`) with a free API port.
+    ///
+    /// # Errors
+    /// When `init` fails.
+    pub fn init(name: &str, country: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("passerelle-{}-", name.to_lowercase()))
+            .tempdir()?;
+        let node = Self {
+            name: name.to_owned(),
+            dir,
+            child: None,
+        };
+        let r = node.cli(&[
+            "init",
+            "--name",
+            name,
+            "--country",
+            country,
+            "--api-port",
+            "0",
+        ]);
+        if r.code != 0 {
+            bail!("init failed: {}", r.stderr);
+        }
+        Ok(node)
+    }
+
+    /// The home directory.
+    pub fn home(&self) -> Home {
+        Home::new(self.dir.path())
+    }
+
+    /// Runs the CLI on this node's home.
+    pub fn cli(&self, args: &[&str]) -> CliResult {
+        let out = Command::new(passerelle_bin())
+            .args(args)
+            .arg("--home")
+            .arg(self.dir.path())
+            .env_remove("PASSERELLE_HOME")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("the passerelle binary runs");
+        CliResult::from_output(out)
+    }
+
+    /// Runs the CLI with `--json` and parses the answer; fails on a non-zero exit.
+    ///
+    /// # Errors
+    /// When the command fails, with its stderr.
+    pub fn cli_json(&self, args: &[&str]) -> anyhow::Result<Value> {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let r = self.cli(&all);
+        if r.code != 0 {
+            bail!(
+                "`passerelle {}` exited {}: {}",
+                args.join(" "),
+                r.code,
+                r.stderr
+            );
+        }
+        Ok(r.json())
+    }
+
+    /// Starts `passerelle run` and waits until its API answers.
+    ///
+    /// # Errors
+    /// When the node does not answer before [`START_DEADLINE`].
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        // A node killed with SIGKILL leaves its address file behind.
+        let _ = std::fs::remove_file(self.home().api_addr());
+        let log = std::fs::File::create(self.dir.path().join("node.log"))?;
+        let child = Command::new(passerelle_bin())
+            .args(["run", "--home"])
+            .arg(self.dir.path())
+            .env_remove("PASSERELLE_HOME")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawn passerelle run")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if let Ok(client) = self.client() {
+                if client.status().is_ok() {
+                    return Ok(());
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                bail!(
+                    "{} exited with {status} while starting; log:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not answer within {:?}; log:\n{}",
+                    self.name,
+                    START_DEADLINE,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The API client of the running node.
+    ///
+    /// # Errors
+    /// When the node has not written its address.
+    pub fn client(&self) -> anyhow::Result<ApiClient> {
+        Ok(ApiClient::for_home(&self.home())?)
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+
+    /// Kills the node with SIGKILL: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the node with SIGTERM and waits for it to exit; returns its exit code.
+    ///
+    /// # Errors
+    /// When it does not exit within 20 s (it is then killed).
+    pub fn terminate(&mut self) -> anyhow::Result<i32> {
+        let Some(mut child) = self.child.take() else {
+            bail!("{} is not running", self.name)
+        };
+        send_signal(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.code().unwrap_or(-1));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!(
+                    "{} ignored SIGTERM for 20 s; log:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+#[allow(unsafe_code)]
+fn send_signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number has no
+    // memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
+/// Waits until `cond` holds, checking every 50 ms, or fails after `deadline`
+/// with `what` and the last observation.
+///
+/// # Errors
+/// On timeout.
+pub fn wait_until<T: std::fmt::Debug>(
+    what: &str,
+    deadline: Duration,
+    mut probe: impl FnMut() -> anyhow::Result<T>,
+    mut cond: impl FnMut(&T) -> bool,
+) -> anyhow::Result<T> {
+    let end = Instant::now() + deadline;
+    loop {
+        let last = probe();
+        if let Ok(v) = &last {
+            if cond(v) {
+                return last;
+            }
+        }
+        if Instant::now() > end {
+            bail!("timed out after {deadline:?} waiting for {what}; last observation: {last:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
