@@ -27,7 +27,7 @@ use crate::identity::Identity;
 use crate::store::{Store, StoreError};
 
 mod cache;
-mod docs;
+pub(crate) mod docs;
 mod ingest;
 mod verify;
 mod worker;
@@ -228,3 +228,6 @@ pub fn spawn<S: Store>(
         })?;
     Ok((EngineHandle { tx }, join))
 }
+
+#[cfg(test)]
+mod tests;

@@ -178,10 +178,10 @@ impl TestNode {
         self.child = Some(child);
         let deadline = Instant::now() + START_DEADLINE;
         loop {
-            if let Ok(client) = self.client() {
-                if client.status().is_ok() {
-                    return Ok(());
-                }
+            if let Ok(client) = self.client()
+                && client.status().is_ok()
+            {
+                return Ok(());
             }
             if let Some(status) = self
                 .child
@@ -291,10 +291,10 @@ pub fn wait_until<T: std::fmt::Debug>(
     let end = Instant::now() + deadline;
     loop {
         let last = probe();
-        if let Ok(v) = &last {
-            if cond(v) {
-                return last;
-            }
+        if let Ok(v) = &last
+            && cond(v)
+        {
+            return last;
         }
         if Instant::now() > end {
             bail!("timed out after {deadline:?} waiting for {what}; last observation: {last:?}");

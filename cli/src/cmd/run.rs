@@ -20,20 +20,20 @@ pub struct Args {
 
 /// Runs the node until a signal.
 pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
-    if let (Some(name), Some(country)) = (&args.name, &args.country) {
-        if !home.config().exists() {
-            let id = identity::init(
-                home,
-                name,
-                country,
-                passerelle_node::config::DEFAULT_API_PORT,
-            )?;
-            eprintln!(
-                "created identity for {} in {}",
-                id.config.commune.name,
-                home.root().display()
-            );
-        }
+    if let (Some(name), Some(country)) = (&args.name, &args.country)
+        && !home.config().exists()
+    {
+        let id = identity::init(
+            home,
+            name,
+            country,
+            passerelle_node::config::DEFAULT_API_PORT,
+        )?;
+        eprintln!(
+            "created identity for {} in {}",
+            id.config.commune.name,
+            home.root().display()
+        );
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -91,12 +91,12 @@ pub fn title(i: usize) -> String {
 
 /// "BE" for even documents, "MA" for odd ones.
 pub fn country(i: usize) -> &'static str {
-    if i % 2 == 0 { "BE" } else { "MA" }
+    if i.is_multiple_of(2) { "BE" } else { "MA" }
 }
 
 /// The commune of document `i`.
 pub fn commune(i: usize) -> &'static str {
-    let list = if i % 2 == 0 {
+    let list = if i.is_multiple_of(2) {
         &COMMUNES_BE
     } else {
         &COMMUNES_MA

@@ -45,15 +45,15 @@ impl DocCache {
         meta: DocMeta,
         doc: Automerge,
     ) -> &mut LoadedDoc {
-        if self.docs.len() >= self.capacity && !self.docs.contains_key(&id) {
-            if let Some(oldest) = self
+        if self.docs.len() >= self.capacity
+            && !self.docs.contains_key(&id)
+            && let Some(oldest) = self
                 .docs
                 .iter()
                 .min_by_key(|(_, d)| d.last_used)
                 .map(|(k, _)| *k)
-            {
-                self.docs.remove(&oldest);
-            }
+        {
+            self.docs.remove(&oldest);
         }
         self.clock += 1;
         let entry = LoadedDoc {
