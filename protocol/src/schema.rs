@@ -810,3 +810,22 @@ mod tests {
         assert_eq!(text_in(&v, "nl").unwrap(), "Propreté");
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    /// docs/cli.md lists every field of every kind, so it cannot drift.
+    #[test]
+    fn the_cli_guide_lists_every_field() {
+        let guide = include_str!("../../docs/cli.md");
+        for schema in &super::SCHEMAS {
+            for field in schema.fields {
+                assert!(guide.contains(&format!("`{}`", field.name)), "docs/cli.md does not mention {} of {}", field.name, schema.kind);
+            }
+            if let Some(lc) = schema.lifecycle {
+                for stage in lc.stages {
+                    assert!(guide.contains(stage.code), "docs/cli.md does not mention status {}", stage.code);
+                }
+            }
+        }
+    }
+}

@@ -179,6 +179,10 @@ fn bad_input_gets_a_clear_error_and_loses_nothing() -> anyhow::Result<()> {
     assert!(r.stderr.contains("passerelle run --home"), "{}", r.stderr);
 
     node.start()?;
+    // A second node on the same home is refused: the store is in use.
+    let second = node.cli(&["run"]);
+    assert_eq!(second.code, 1, "{}", second.stderr);
+    assert!(second.stderr.contains("in use by another process"), "{}", second.stderr);
     let kept = node.cli_json(&["request", "create", "--title", "Demande valide"])?;
     let kept_id = kept["id"].as_str().unwrap().to_owned();
 
