@@ -17,12 +17,7 @@ mod output;
 /// Passerelle: federated sync nodes for territories that cooperate across
 /// borders. Each commune runs a node holding its own signed documents.
 #[derive(Debug, Parser)]
-#[command(
-    name = "passerelle",
-    version,
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "passerelle", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
     /// The node's home directory [default: $PASSERELLE_HOME, else the
     /// platform's data directory]/passerelle.
@@ -84,9 +79,7 @@ fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let json = std::env::var("PASSERELLE_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

@@ -19,11 +19,8 @@ impl Output {
 
     /// Prints the result: `value` as JSON with `--json`, else `human()`.
     pub fn print<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) {
-        let text = if self.json {
-            serde_json::to_string_pretty(value).expect("results always serialize")
-        } else {
-            human()
-        };
+        let text =
+            if self.json { serde_json::to_string_pretty(value).expect("results always serialize") } else { human() };
         write_stdout(&text);
     }
 }
@@ -31,11 +28,7 @@ impl Output {
 /// Writes a line to stdout; exits quietly if the reader went away.
 pub fn write_stdout(text: &str) {
     let mut out = std::io::stdout().lock();
-    let result = if text.ends_with('\n') {
-        out.write_all(text.as_bytes())
-    } else {
-        writeln!(out, "{text}")
-    };
+    let result = if text.ends_with('\n') { out.write_all(text.as_bytes()) } else { writeln!(out, "{text}") };
     if let Err(e) = result.and_then(|()| out.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
@@ -61,12 +54,7 @@ pub fn time(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -75,9 +63,6 @@ mod tests {
     fn times_are_utc_dates() {
         assert_eq!(super::time(0), "1970-01-01 00:00:00");
         assert_eq!(super::time(1_735_689_600_000), "2025-01-01 00:00:00");
-        assert_eq!(
-            super::time(951_782_400_000 + 3_661_000),
-            "2000-02-29 01:01:01"
-        );
+        assert_eq!(super::time(951_782_400_000 + 3_661_000), "2000-02-29 01:01:01");
     }
 }

@@ -23,9 +23,7 @@ fn help_lists_the_commands() {
     let dir = tempfile::tempdir().unwrap();
     let (code, out, _) = passerelle(&["--help"], dir.path());
     assert_eq!(code, 0);
-    for cmd in [
-        "init", "run", "status", "request", "offer", "project", "practice", "history", "verify",
-    ] {
+    for cmd in ["init", "run", "status", "request", "offer", "project", "practice", "history", "verify"] {
         assert!(out.contains(cmd), "--help mentions {cmd}:\n{out}");
     }
     let (code, out, _) = passerelle(&["request", "create", "--help"], dir.path());
@@ -46,10 +44,7 @@ fn usage_errors_exit_2_and_missing_nodes_exit_3() {
     let (code, _, err) = passerelle(&["status"], dir.path());
     assert_eq!(code, 3);
     assert!(err.contains("passerelle run"), "{err}");
-    let (code, _, err) = passerelle(
-        &["init", "--name", "Senneval", "--country", "Belgique"],
-        dir.path(),
-    );
+    let (code, _, err) = passerelle(&["init", "--name", "Senneval", "--country", "Belgique"], dir.path());
     assert_eq!(code, 1);
     assert!(err.contains("ISO 3166-1"), "{err}");
 }
@@ -58,19 +53,8 @@ fn usage_errors_exit_2_and_missing_nodes_exit_3() {
 fn init_prints_ids_as_json() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("senneval");
-    let (code, out, err) = passerelle(
-        &[
-            "init",
-            "--name",
-            "Senneval",
-            "--country",
-            "be",
-            "--api-port",
-            "0",
-            "--json",
-        ],
-        &home,
-    );
+    let (code, out, err) =
+        passerelle(&["init", "--name", "Senneval", "--country", "be", "--api-port", "0", "--json"], &home);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["country"], "BE");

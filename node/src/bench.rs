@@ -66,9 +66,7 @@ pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -86,12 +84,7 @@ pub struct SignedWorkload {
 
 impl std::fmt::Debug for SignedWorkload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "SignedWorkload({} docs, {} changes)",
-            self.headers.len(),
-            self.changes.len()
-        )
+        write!(f, "SignedWorkload({} docs, {} changes)", self.headers.len(), self.changes.len())
     }
 }
 
@@ -131,18 +124,12 @@ pub fn signed_workload(n_docs: usize, seed: u8) -> SignedWorkload {
         }
         headers.push(signed);
     }
-    SignedWorkload {
-        certificate,
-        headers,
-        changes,
-    }
+    SignedWorkload { certificate, headers, changes }
 }
 
 fn temp_home(label: &str) -> std::io::Result<Home> {
-    let dir = std::env::temp_dir().join(format!(
-        "passerelle-bench-{label}-{}",
-        hex::encode(crate::clock::random_bytes::<6>())
-    ));
+    let dir = std::env::temp_dir()
+        .join(format!("passerelle-bench-{label}-{}", hex::encode(crate::clock::random_bytes::<6>())));
     std::fs::create_dir_all(&dir)?;
     Ok(Home::new(dir))
 }
@@ -152,17 +139,13 @@ fn temp_home(label: &str) -> std::io::Result<Home> {
 ///
 /// # Errors
 /// When the temporary node cannot be set up or a write fails.
-pub async fn ingest(
-    n_docs: usize,
-    mut emit: impl FnMut(&Figure),
-) -> Result<(), Box<dyn std::error::Error>> {
+pub async fn ingest(n_docs: usize, mut emit: impl FnMut(&Figure)) -> Result<(), Box<dyn std::error::Error>> {
     let n_changes = n_docs * 11;
 
     // Bare ed25519 rates: the ceilings.
     let key = SecretKey::from_seed([42; 32]);
-    let msgs: Vec<Vec<u8>> = (0..n_changes)
-        .map(|i| format!("passerelle bench message {i} {}", "x".repeat(200)).into_bytes())
-        .collect();
+    let msgs: Vec<Vec<u8>> =
+        (0..n_changes).map(|i| format!("passerelle bench message {i} {}", "x".repeat(200)).into_bytes()).collect();
     let start = Instant::now();
     let sigs: Vec<[u8; 64]> = msgs.iter().map(|m| key.sign(m)).collect();
     emit(&figure("ed25519-sign", n_docs, n_changes, start));
@@ -179,10 +162,7 @@ pub async fn ingest(
     emit(&figure("workload-build-and-sign", n_docs, n_changes, start));
     let start = Instant::now();
     let results = envelope::verify_signatures(&work.changes);
-    assert!(
-        results.iter().all(Result::is_ok),
-        "the workload's own signatures verify"
-    );
+    assert!(results.iter().all(Result::is_ok), "the workload's own signatures verify");
     emit(&figure("envelope-verify-batched", n_docs, n_changes, start));
 
     // Remote ingest: verify, apply, make durable, in chunks.
@@ -217,30 +197,24 @@ pub async fn ingest(
             })
             .await?;
         if !report.rejected.is_empty() {
-            return Err(format!(
-                "ingest refused {} changes: {:?}",
-                report.rejected.len(),
-                report.rejected.first()
-            )
-            .into());
+            return Err(
+                format!("ingest refused {} changes: {:?}", report.rejected.len(), report.rejected.first()).into()
+            );
         }
         applied += report.applied as usize;
     }
-    emit(&figure(
-        "ingest-remote-verify-apply-durable",
-        n_docs,
-        applied,
-        start,
-    ));
+    emit(&figure("ingest-remote-verify-apply-durable", n_docs, applied, start));
     engine.shutdown().await;
     let _ = thread.join();
     drop(work);
 
-    // Local writes through the engine: schema checks, Automerge, sign, durable.
+    // Local writes through the engine: schema checks, Automerge, sign,
+    // durable. Like people at work, each writer creates a document then
+    // edits it 10 times; LOCAL_IN_FLIGHT writers run at once.
     let local_docs = n_docs.min(2_000);
     let (engine, thread) = engine::spawn(SledStore::open(&home.store())?, &id)?;
     let start = Instant::now();
-    let mut ids = Vec::with_capacity(local_docs);
+    let mut local_changes = 0;
     for batch in (0..local_docs).collect::<Vec<_>>().chunks(LOCAL_IN_FLIGHT) {
         let futures = batch.iter().map(|&i| {
             let engine = engine.clone();
@@ -248,53 +222,20 @@ pub async fn ingest(
                 let mut fields = serde_json::Map::new();
                 fields.insert("title".into(), json!(workload::title(i)));
                 fields.insert("description".into(), json!(workload::description(i)));
-                engine
-                    .create(CreateDoc {
-                        kind: "request".into(),
-                        fields,
-                        ..CreateDoc::default()
-                    })
-                    .await
+                let doc = engine.create(CreateDoc { kind: "request".into(), fields, ..CreateDoc::default() }).await?;
+                for round in 0..10 {
+                    let mut fields = serde_json::Map::new();
+                    fields.insert("deadline".into(), json!(format!("2026-01-{:02}", round + 10)));
+                    engine.update(doc.id, UpdateDoc { fields, ..UpdateDoc::default() }).await?;
+                }
+                Ok::<_, EngineError>(11)
             }
         });
         for r in join_all(futures).await {
-            ids.push(r?.id);
+            local_changes += r?;
         }
     }
-    let mut local_changes = ids.len();
-    for round in 0..10 {
-        for batch in ids.chunks(LOCAL_IN_FLIGHT) {
-            let futures = batch.iter().map(|&doc| {
-                let engine = engine.clone();
-                async move {
-                    let mut fields = serde_json::Map::new();
-                    fields.insert(
-                        "deadline".into(),
-                        json!(format!("2026-01-{:02}", round + 10)),
-                    );
-                    engine
-                        .update(
-                            doc,
-                            UpdateDoc {
-                                fields,
-                                ..UpdateDoc::default()
-                            },
-                        )
-                        .await
-                }
-            });
-            for r in join_all(futures).await {
-                r?;
-                local_changes += 1;
-            }
-        }
-    }
-    emit(&figure(
-        "local-write-sign-durable",
-        local_docs,
-        local_changes,
-        start,
-    ));
+    emit(&figure("local-write-sign-durable", local_docs, local_changes, start));
     engine.shutdown().await;
     let _ = thread.join();
     let _ = std::fs::remove_dir_all(home.root());

@@ -22,9 +22,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No node answers for this home.
-    #[error(
-        "no node is running for {home}: {reason}. Start it with `passerelle run --home {home}`"
-    )]
+    #[error("no node is running for {home}: {reason}. Start it with `passerelle run --home {home}`")]
     NotReachable {
         /// The home.
         home: String,
@@ -62,18 +60,15 @@ impl ApiClient {
     /// [`ClientError::NotReachable`] when the node's address file is absent.
     pub fn for_home(home: &Home) -> Result<Self, ClientError> {
         let home_text = home.root().display().to_string();
-        let addr =
-            std::fs::read_to_string(home.api_addr()).map_err(|_| ClientError::NotReachable {
-                home: home_text.clone(),
-                reason: "it has not written its API address".into(),
-            })?;
+        let addr = std::fs::read_to_string(home.api_addr()).map_err(|_| ClientError::NotReachable {
+            home: home_text.clone(),
+            reason: "it has not written its API address".into(),
+        })?;
         let addr: SocketAddr = addr.trim().parse().map_err(|_| ClientError::NotReachable {
             home: home_text.clone(),
             reason: format!("its address file holds {:?}", addr.trim()),
         })?;
-        let token = std::fs::read_to_string(home.api_token())
-            .ok()
-            .map(|t| t.trim().to_owned());
+        let token = std::fs::read_to_string(home.api_token()).ok().map(|t| t.trim().to_owned());
         Ok(Self::new(addr, token, home_text))
     }
 
@@ -84,40 +79,24 @@ impl ApiClient {
             .timeout_global(Some(REQUEST_TIMEOUT))
             .timeout_connect(Some(Duration::from_secs(5)))
             .build();
-        Self {
-            base: format!("http://{addr}"),
-            token,
-            home,
-            agent: config.into(),
-        }
+        Self { base: format!("http://{addr}"), token, home, agent: config.into() }
     }
 
     fn finish<T: DeserializeOwned>(
         &self,
         result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<T, ClientError> {
-        let mut resp = result.map_err(|e| ClientError::NotReachable {
-            home: self.home.clone(),
-            reason: e.to_string(),
-        })?;
+        let mut resp =
+            result.map_err(|e| ClientError::NotReachable { home: self.home.clone(), reason: e.to_string() })?;
         let status = resp.status().as_u16();
         if resp.status().is_success() {
-            resp.body_mut()
-                .read_json::<T>()
-                .map_err(|e| ClientError::Protocol(e.to_string()))
+            resp.body_mut().read_json::<T>().map_err(|e| ClientError::Protocol(e.to_string()))
         } else {
-            let body: ApiErrorBody = resp
-                .body_mut()
-                .read_json()
-                .unwrap_or_else(|_| ApiErrorBody {
-                    code: "http".into(),
-                    error: format!("the node answered HTTP {status}"),
-                });
-            Err(ClientError::Api {
-                status,
-                code: body.code,
-                message: body.error,
-            })
+            let body: ApiErrorBody = resp.body_mut().read_json().unwrap_or_else(|_| ApiErrorBody {
+                code: "http".into(),
+                error: format!("the node answered HTTP {status}"),
+            });
+            Err(ClientError::Api { status, code: body.code, message: body.error })
         }
     }
 
@@ -125,25 +104,12 @@ impl ApiClient {
         self.finish(self.agent.get(format!("{}{path}", self.base)).call())
     }
 
-    fn send<B: Serialize, T: DeserializeOwned>(
-        &self,
-        method: &str,
-        path: &str,
-        body: &B,
-    ) -> Result<T, ClientError> {
+    fn send<B: Serialize, T: DeserializeOwned>(&self, method: &str, path: &str, body: &B) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let auth = format!("Bearer {}", self.token.as_deref().unwrap_or(""));
         let result = match method {
-            "POST" => self
-                .agent
-                .post(url)
-                .header("Authorization", &auth)
-                .send_json(body),
-            _ => self
-                .agent
-                .patch(url)
-                .header("Authorization", &auth)
-                .send_json(body),
+            "POST" => self.agent.post(url).header("Authorization", &auth).send_json(body),
+            _ => self.agent.patch(url).header("Authorization", &auth).send_json(body),
         };
         self.finish(result)
     }
@@ -172,11 +138,7 @@ impl ApiClient {
                 query.push(format!("{k}={}", encode(v)));
             }
         }
-        let q = if query.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", query.join("&"))
-        };
+        let q = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
         self.get(&format!("/v1/docs{q}"))
     }
 
@@ -185,9 +147,7 @@ impl ApiClient {
     /// # Errors
     /// [`ClientError`].
     pub fn show(&self, id: &DocId, lang: Option<&str>) -> Result<DocView, ClientError> {
-        let q = lang
-            .map(|l| format!("?lang={}", encode(l)))
-            .unwrap_or_default();
+        let q = lang.map(|l| format!("?lang={}", encode(l))).unwrap_or_default();
         self.get(&format!("/v1/docs/{id}{q}"))
     }
 
@@ -228,9 +188,7 @@ impl ApiClient {
 fn encode(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -62,9 +62,7 @@ fn default_api_listen() -> SocketAddr {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self {
-            listen: default_api_listen(),
-        }
+        Self { listen: default_api_listen() }
     }
 }
 
@@ -82,9 +80,7 @@ fn default_cached() -> usize {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self {
-            cached_documents: DEFAULT_CACHED_DOCUMENTS,
-        }
+        Self { cached_documents: DEFAULT_CACHED_DOCUMENTS }
     }
 }
 
@@ -105,14 +101,8 @@ impl Config {
     /// A configuration with defaults for a commune.
     pub fn new(name: &str, country: &str, api_port: u16) -> Self {
         Self {
-            commune: CommuneConfig {
-                name: name.to_owned(),
-                country: country.to_owned(),
-                language: default_language(),
-            },
-            api: ApiConfig {
-                listen: SocketAddr::from(([127, 0, 0, 1], api_port)),
-            },
+            commune: CommuneConfig { name: name.to_owned(), country: country.to_owned(), language: default_language() },
+            api: ApiConfig { listen: SocketAddr::from(([127, 0, 0, 1], api_port)) },
             store: StoreConfig::default(),
         }
     }
@@ -122,14 +112,10 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
+        let config: Config = toml::from_str(&text)
+            .map_err(|e| ConfigError::Invalid { path: path.display().to_string(), reason: e.to_string() })?;
         if config.store.cached_documents == 0 {
             return Err(ConfigError::Invalid {
                 path: path.display().to_string(),
@@ -153,16 +139,10 @@ impl Config {
             .write(true)
             .create_new(true)
             .open(path)
-            .map_err(|source| ConfigError::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
+            .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
         file.write_all(text.as_bytes())
             .and_then(|()| file.sync_all())
-            .map_err(|source| ConfigError::Io {
-                path: path.display().to_string(),
-                source,
-            })
+            .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })
     }
 }
 
@@ -177,10 +157,7 @@ mod tests {
         let config = Config::new("Senneval", "BE", 0);
         config.write_new(&path).unwrap();
         assert_eq!(Config::load(&path).unwrap(), config);
-        assert!(
-            config.write_new(&path).is_err(),
-            "an existing config is never overwritten"
-        );
+        assert!(config.write_new(&path).is_err(), "an existing config is never overwritten");
     }
 
     #[test]
@@ -192,11 +169,6 @@ mod tests {
         assert_eq!(config.api.listen.port(), DEFAULT_API_PORT);
         assert_eq!(config.commune.language, "fr");
         std::fs::write(&path, "[commune]\nname = 3\n").unwrap();
-        assert!(
-            Config::load(&path)
-                .unwrap_err()
-                .to_string()
-                .contains("invalid configuration")
-        );
+        assert!(Config::load(&path).unwrap_err().to_string().contains("invalid configuration"));
     }
 }

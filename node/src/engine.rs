@@ -122,10 +122,7 @@ pub struct EngineHandle {
 impl EngineHandle {
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(make(tx))
-            .await
-            .map_err(|_| EngineError::Stopped)?;
+        self.tx.send(make(tx)).await.map_err(|_| EngineError::Stopped)?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
@@ -208,10 +205,7 @@ impl EngineHandle {
 ///
 /// # Errors
 /// Store errors while loading certificates or recording the node's own.
-pub fn spawn<S: Store>(
-    store: S,
-    identity: &Identity,
-) -> Result<(EngineHandle, JoinHandle<()>), EngineError> {
+pub fn spawn<S: Store>(store: S, identity: &Identity) -> Result<(EngineHandle, JoinHandle<()>), EngineError> {
     let (tx, rx) = mpsc::channel(ENGINE_INBOX);
     let worker = worker::Worker::new(store, identity)?;
     let span = tracing::Span::current();
@@ -221,11 +215,7 @@ pub fn spawn<S: Store>(
             let _enter = span.enter();
             worker.run(rx);
         })
-        .map_err(|e| {
-            EngineError::Store(StoreError::Backend(format!(
-                "cannot start the engine thread: {e}"
-            )))
-        })?;
+        .map_err(|e| EngineError::Store(StoreError::Backend(format!("cannot start the engine thread: {e}"))))?;
     Ok((EngineHandle { tx }, join))
 }
 

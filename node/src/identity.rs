@@ -28,9 +28,7 @@ pub enum IdentityError {
     #[error("an identity already exists in {0}: it is never overwritten (use another --home)")]
     AlreadyExists(PathBuf),
     /// No identity in the home.
-    #[error(
-        "no identity in {0}: create one with `passerelle init --name <commune> --country <code> --home {0}`"
-    )]
+    #[error("no identity in {0}: create one with `passerelle init --name <commune> --country <code> --home {0}`")]
     Missing(PathBuf),
     /// A file could not be read or written.
     #[error("cannot access {path}: {source}")]
@@ -82,10 +80,7 @@ impl Identity {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
-    move |source| IdentityError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| IdentityError::Io { path: path.to_owned(), source }
 }
 
 /// Checks and normalises a commune name and country code.
@@ -95,9 +90,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
 pub fn check_commune(name: &str, country: &str) -> Result<(String, String), IdentityError> {
     let name = name.trim();
     if name.is_empty() {
-        return Err(IdentityError::InvalidInput(
-            "the commune name must not be empty".into(),
-        ));
+        return Err(IdentityError::InvalidInput("the commune name must not be empty".into()));
     }
     if name.chars().count() > MAX_NAME_CHARS {
         return Err(IdentityError::InvalidInput(format!(
@@ -119,19 +112,9 @@ pub fn check_commune(name: &str, country: &str) -> Result<(String, String), Iden
 /// # Errors
 /// [`IdentityError::AlreadyExists`] if any identity file is there already;
 /// [`IdentityError::InvalidInput`] for a bad name or country; I/O errors.
-pub fn init(
-    home: &Home,
-    name: &str,
-    country: &str,
-    api_port: u16,
-) -> Result<Identity, IdentityError> {
+pub fn init(home: &Home, name: &str, country: &str, api_port: u16) -> Result<Identity, IdentityError> {
     let (name, country) = check_commune(name, country)?;
-    for path in [
-        home.config(),
-        home.commune_key(),
-        home.node_key(),
-        home.node_certificate(),
-    ] {
+    for path in [home.config(), home.commune_key(), home.node_key(), home.node_certificate()] {
         if path.exists() {
             return Err(IdentityError::AlreadyExists(home.root().to_owned()));
         }
@@ -141,34 +124,15 @@ pub fn init(
 
     let commune_key = SecretKey::from_seed(clock::random_bytes());
     let node_key = SecretKey::from_seed(clock::random_bytes());
-    let certificate =
-        NodeCertificate::issue(&commune_key, node_key.node_id(), clock::now_ms() as u64);
-    write_private(
-        &home.commune_key(),
-        key_text(COMMUNE_KEY_LABEL, &commune_key).as_bytes(),
-    )?;
-    write_private(
-        &home.node_key(),
-        key_text(NODE_KEY_LABEL, &node_key).as_bytes(),
-    )?;
-    write_private(
-        &home.node_certificate(),
-        format!("{}\n", hex::encode(certificate.encode())).as_bytes(),
-    )?;
+    let certificate = NodeCertificate::issue(&commune_key, node_key.node_id(), clock::now_ms() as u64);
+    write_private(&home.commune_key(), key_text(COMMUNE_KEY_LABEL, &commune_key).as_bytes())?;
+    write_private(&home.node_key(), key_text(NODE_KEY_LABEL, &node_key).as_bytes())?;
+    write_private(&home.node_certificate(), format!("{}\n", hex::encode(certificate.encode())).as_bytes())?;
     let config = Config::new(&name, &country, crate::config::DEFAULT_API_PORT);
-    let config = Config {
-        api: crate::config::ApiConfig {
-            listen: (config.api.listen.ip(), api_port).into(),
-        },
-        ..config
-    };
+    let config =
+        Config { api: crate::config::ApiConfig { listen: (config.api.listen.ip(), api_port).into() }, ..config };
     config.write_new(&home.config())?;
-    Ok(Identity {
-        commune_key,
-        node_key,
-        certificate,
-        config,
-    })
+    Ok(Identity { commune_key, node_key, certificate, config })
 }
 
 /// Loads the identity of `home`.
@@ -185,24 +149,14 @@ pub fn load(home: &Home) -> Result<Identity, IdentityError> {
     let node_key = read_key(&home.node_key(), NODE_KEY_LABEL)?;
     let cert_path = home.node_certificate();
     let text = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
-    let bad = |reason: String| IdentityError::BadKeyFile {
-        path: cert_path.clone(),
-        reason,
-    };
+    let bad = |reason: String| IdentityError::BadKeyFile { path: cert_path.clone(), reason };
     let bytes = hex::decode(text.trim()).map_err(|e| bad(e.to_string()))?;
     let certificate = NodeCertificate::decode(&bytes).map_err(|e| bad(e.to_string()))?;
     certificate.verify().map_err(|e| bad(e.to_string()))?;
     if certificate.node != node_key.node_id() || certificate.commune != commune_key.commune_id() {
-        return Err(bad(
-            "the certificate does not bind this node key to this commune key".into(),
-        ));
+        return Err(bad("the certificate does not bind this node key to this commune key".into()));
     }
-    Ok(Identity {
-        commune_key,
-        node_key,
-        certificate,
-        config,
-    })
+    Ok(Identity { commune_key, node_key, certificate, config })
 }
 
 fn key_text(label: &str, key: &SecretKey) -> String {
@@ -211,10 +165,7 @@ fn key_text(label: &str, key: &SecretKey) -> String {
 
 fn read_key(path: &Path, label: &str) -> Result<SecretKey, IdentityError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
-    let bad = |reason: &str| IdentityError::BadKeyFile {
-        path: path.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let bad = |reason: &str| IdentityError::BadKeyFile { path: path.to_owned(), reason: reason.to_owned() };
     let mut lines = text.lines();
     if lines.next() != Some(label) {
         return Err(bad(&format!("expected a first line {label:?}")));
@@ -228,11 +179,7 @@ fn read_key(path: &Path, label: &str) -> Result<SecretKey, IdentityError> {
 #[cfg(unix)]
 fn create_private_dir(path: &Path) -> Result<(), IdentityError> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(io(path))
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(io(path))
 }
 
 #[cfg(not(unix))]
@@ -253,9 +200,7 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), IdentityError> 
         options.mode(0o600);
     }
     let mut file = options.open(path).map_err(io(path))?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .map_err(io(path))
+    file.write_all(contents).and_then(|()| file.sync_all()).map_err(io(path))
 }
 
 #[cfg(test)]
@@ -276,10 +221,7 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             for p in [home.commune_key(), home.node_key()] {
-                assert_eq!(
-                    std::fs::metadata(p).unwrap().permissions().mode() & 0o777,
-                    0o600
-                );
+                assert_eq!(std::fs::metadata(p).unwrap().permissions().mode() & 0o777, 0o600);
             }
         }
     }
@@ -289,10 +231,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
         let first = init(&home, "Verbois", "BE", 0).unwrap();
-        assert!(matches!(
-            init(&home, "Other", "MA", 0),
-            Err(IdentityError::AlreadyExists(_))
-        ));
+        assert!(matches!(init(&home, "Other", "MA", 0), Err(IdentityError::AlreadyExists(_))));
         assert_eq!(load(&home).unwrap().commune_id(), first.commune_id());
     }
 
@@ -300,18 +239,8 @@ mod tests {
     fn bad_input_and_missing_identity_are_explained() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
-        assert!(
-            init(&home, "", "BE", 0)
-                .unwrap_err()
-                .to_string()
-                .contains("name")
-        );
-        assert!(
-            init(&home, "X", "Belgique", 0)
-                .unwrap_err()
-                .to_string()
-                .contains("country")
-        );
+        assert!(init(&home, "", "BE", 0).unwrap_err().to_string().contains("name"));
+        assert!(init(&home, "X", "Belgique", 0).unwrap_err().to_string().contains("country"));
         assert!(matches!(load(&home), Err(IdentityError::Missing(_))));
     }
 }

@@ -59,10 +59,7 @@ pub struct RunningNode {
 }
 
 fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
-    move |source| NodeError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    move |source| NodeError::Io { path: path.display().to_string(), source }
 }
 
 /// The API token in the home, created (mode 0600) on the first run.
@@ -93,16 +90,11 @@ pub async fn start(home: &Home) -> Result<RunningNode, NodeError> {
         Ok(l) => l,
         Err(source) => {
             engine.shutdown().await;
-            return Err(NodeError::Bind {
-                addr: identity.config.api.listen,
-                source,
-            });
+            return Err(NodeError::Bind { addr: identity.config.api.listen, source });
         }
     };
-    let api_addr = listener.local_addr().map_err(|source| NodeError::Bind {
-        addr: identity.config.api.listen,
-        source,
-    })?;
+    let api_addr =
+        listener.local_addr().map_err(|source| NodeError::Bind { addr: identity.config.api.listen, source })?;
     let status = NodeStatus {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         name: identity.config.commune.name.clone(),
@@ -114,12 +106,8 @@ pub async fn start(home: &Home) -> Result<RunningNode, NodeError> {
         documents: Default::default(),
         statuses: Default::default(),
     };
-    let state = ApiState {
-        engine: engine.clone(),
-        token: token.clone(),
-        status: Arc::new(status),
-        started: Instant::now(),
-    };
+    let state =
+        ApiState { engine: engine.clone(), token: token.clone(), status: Arc::new(status), started: Instant::now() };
     let (stop_api, stopped) = oneshot::channel::<()>();
     let app = api::router(state);
     let api_task = tokio::spawn(async move {
@@ -136,15 +124,7 @@ pub async fn start(home: &Home) -> Result<RunningNode, NodeError> {
     std::fs::write(&tmp, format!("{api_addr}\n")).map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, &addr_path).map_err(io_err(&addr_path))?;
     tracing::info!(commune = %identity.config.commune.name, node = %identity.node_id().short(), api = %api_addr, "node started");
-    Ok(RunningNode {
-        api_addr,
-        engine,
-        token,
-        home: home.clone(),
-        stop_api,
-        api_task,
-        engine_thread,
-    })
+    Ok(RunningNode { api_addr, engine, token, home: home.clone(), stop_api, api_task, engine_thread })
 }
 
 impl RunningNode {

@@ -31,9 +31,7 @@ pub enum StoreError {
     #[error("store failure: {0}")]
     Backend(String),
     /// The store is already used by another running node.
-    #[error(
-        "the store at {0} is in use by another process (is a node already running on this home?)"
-    )]
+    #[error("the store at {0} is in use by another process (is a node already running on this home?)")]
     Locked(String),
     /// A stored record does not decode.
     #[error("damaged record {key} in the store: {reason}")]
@@ -62,9 +60,7 @@ impl StoredChange {
     /// Encodes for storage.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new(STORED_CHANGE_TAG, 1);
-        w.u64(self.received_ms as u64)
-            .str(self.from.as_deref().unwrap_or(""))
-            .bytes(&self.envelope.encode());
+        w.u64(self.received_ms as u64).str(self.from.as_deref().unwrap_or("")).bytes(&self.envelope.encode());
         w.finish()
     }
 
@@ -79,11 +75,7 @@ impl StoredChange {
         let from = (!from.is_empty()).then(|| from.to_owned());
         let envelope = ChangeEnvelope::decode(r.bytes("envelope", usize::MAX)?)?;
         r.end()?;
-        Ok(Self {
-            envelope,
-            received_ms,
-            from,
-        })
+        Ok(Self { envelope, received_ms, from })
     }
 }
 

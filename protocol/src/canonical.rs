@@ -72,9 +72,7 @@ pub struct Writer {
 impl Writer {
     /// Starts a structure with its domain tag and version.
     pub fn new(tag: &str, version: u8) -> Self {
-        let mut w = Self {
-            buf: Vec::with_capacity(128),
-        };
+        let mut w = Self { buf: Vec::with_capacity(128) };
         w.bytes(tag.as_bytes());
         w.buf.push(version);
         w
@@ -145,19 +143,13 @@ impl<'a> Reader<'a> {
         max_version: u8,
     ) -> Result<(Self, u8), DecodeError> {
         let mut r = Self { buf };
-        let found = r
-            .bytes("domain tag", 64)
-            .map_err(|_| DecodeError::WrongTag { expected: tag })?;
+        let found = r.bytes("domain tag", 64).map_err(|_| DecodeError::WrongTag { expected: tag })?;
         if found != tag.as_bytes() {
             return Err(DecodeError::WrongTag { expected: tag });
         }
         let version = r.u8("version")?;
         if version == 0 || version > max_version {
-            return Err(DecodeError::UnsupportedVersion {
-                what,
-                found: version,
-                supported: max_version,
-            });
+            return Err(DecodeError::UnsupportedVersion { what, found: version, supported: max_version });
         }
         Ok((r, version))
     }
@@ -169,10 +161,7 @@ impl<'a> Reader<'a> {
 
     fn take(&mut self, field: &'static str, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
-            return Err(DecodeError::Truncated {
-                field,
-                needed: n - self.buf.len(),
-            });
+            return Err(DecodeError::Truncated { field, needed: n - self.buf.len() });
         }
         let (head, tail) = self.buf.split_at(n);
         self.buf = tail;
@@ -243,11 +232,7 @@ impl<'a> Reader<'a> {
     /// # Errors
     /// [`DecodeError::TrailingBytes`].
     pub fn end(self) -> Result<(), DecodeError> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(DecodeError::TrailingBytes(self.buf.len()))
-        }
+        if self.buf.is_empty() { Ok(()) } else { Err(DecodeError::TrailingBytes(self.buf.len())) }
     }
 }
 
@@ -276,26 +261,13 @@ mod tests {
         w.bytes(&[0u8; 100]);
         let bytes = w.finish();
         let (mut r, _) = Reader::open(&bytes, "t", "test", 1).unwrap();
-        assert!(matches!(
-            r.bytes("x", 10),
-            Err(DecodeError::TooLarge {
-                len: 100,
-                max: 10,
-                ..
-            })
-        ));
+        assert!(matches!(r.bytes("x", 10), Err(DecodeError::TooLarge { len: 100, max: 10, .. })));
     }
 
     #[test]
     fn wrong_tag_and_future_versions_are_refused() {
         let bytes = Writer::new("a", 2).finish();
-        assert!(matches!(
-            Reader::open(&bytes, "b", "x", 2),
-            Err(DecodeError::WrongTag { .. })
-        ));
-        assert!(matches!(
-            Reader::open(&bytes, "a", "x", 1),
-            Err(DecodeError::UnsupportedVersion { found: 2, .. })
-        ));
+        assert!(matches!(Reader::open(&bytes, "b", "x", 2), Err(DecodeError::WrongTag { .. })));
+        assert!(matches!(Reader::open(&bytes, "a", "x", 1), Err(DecodeError::UnsupportedVersion { found: 2, .. })));
     }
 }

@@ -32,19 +32,12 @@ impl NodeCertificate {
     pub fn issue(commune_key: &SecretKey, node: NodeId, issued_ms: u64) -> Self {
         let commune = commune_key.commune_id();
         let signature = commune_key.sign(&Self::signed_bytes(&commune, &node, issued_ms));
-        Self {
-            commune,
-            node,
-            issued_ms,
-            signature,
-        }
+        Self { commune, node, issued_ms, signature }
     }
 
     fn signed_bytes(commune: &CommuneId, node: &NodeId, issued_ms: u64) -> Vec<u8> {
         let mut w = Writer::new(TAG, VERSION);
-        w.fixed(commune.as_bytes())
-            .fixed(node.as_bytes())
-            .u64(issued_ms);
+        w.fixed(commune.as_bytes()).fixed(node.as_bytes()).u64(issued_ms);
         w.finish()
     }
 
@@ -109,9 +102,7 @@ mod tests {
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x01;
-            let ok = NodeCertificate::decode(&bad)
-                .map(|c| c.verify().is_ok())
-                .unwrap_or(false);
+            let ok = NodeCertificate::decode(&bad).map(|c| c.verify().is_ok()).unwrap_or(false);
             assert!(!ok, "flipping byte {i} went unnoticed");
         }
     }

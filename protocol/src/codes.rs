@@ -22,19 +22,12 @@ impl CodeList {
 
     /// The codes, comma-separated, for error messages and help.
     pub fn list(&self) -> String {
-        self.codes
-            .iter()
-            .map(|(c, _, _)| *c)
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.codes.iter().map(|(c, _, _)| *c).collect::<Vec<_>>().join(", ")
     }
 
     /// The label of `code` in `lang` (French unless `lang` is `en`).
     pub fn label(&self, code: &str, lang: &str) -> Option<&'static str> {
-        self.codes
-            .iter()
-            .find(|(c, _, _)| *c == code)
-            .map(|(_, fr, en)| if lang == "en" { *en } else { *fr })
+        self.codes.iter().find(|(c, _, _)| *c == code).map(|(_, fr, en)| if lang == "en" { *en } else { *fr })
     }
 }
 
@@ -42,16 +35,8 @@ impl CodeList {
 pub static THEMES: CodeList = CodeList {
     name: "theme",
     codes: &[
-        (
-            "THEME:waste",
-            "Déchets et propreté",
-            "Waste and cleanliness",
-        ),
-        (
-            "THEME:water",
-            "Eau et assainissement",
-            "Water and sanitation",
-        ),
+        ("THEME:waste", "Déchets et propreté", "Waste and cleanliness"),
+        ("THEME:water", "Eau et assainissement", "Water and sanitation"),
         ("THEME:environment", "Environnement", "Environment"),
         ("THEME:energy", "Énergie", "Energy"),
         ("THEME:mobility", "Mobilité", "Mobility"),
@@ -64,26 +49,14 @@ pub static THEMES: CodeList = CodeList {
         ("THEME:disability", "Handicap", "Disability"),
         ("THEME:migration", "Migrations", "Migration"),
         ("THEME:employment", "Emploi et insertion", "Employment"),
-        (
-            "THEME:social-cohesion",
-            "Cohésion sociale",
-            "Social cohesion",
-        ),
+        ("THEME:social-cohesion", "Cohésion sociale", "Social cohesion"),
         ("THEME:culture", "Culture", "Culture"),
         ("THEME:sport", "Sport", "Sport"),
         ("THEME:tourism", "Tourisme solidaire", "Solidarity tourism"),
-        (
-            "THEME:agriculture",
-            "Agriculture et alimentation",
-            "Agriculture and food",
-        ),
+        ("THEME:agriculture", "Agriculture et alimentation", "Agriculture and food"),
         ("THEME:local-economy", "Économie locale", "Local economy"),
         ("THEME:governance", "Gouvernance locale", "Local governance"),
-        (
-            "THEME:participation",
-            "Participation citoyenne",
-            "Citizen participation",
-        ),
+        ("THEME:participation", "Participation citoyenne", "Citizen participation"),
         ("THEME:digital", "Numérique", "Digital"),
     ],
 };
@@ -93,30 +66,14 @@ pub static THEMES: CodeList = CodeList {
 pub static DIMENSIONS: CodeList = CodeList {
     name: "SPIRAL dimension",
     codes: &[
-        (
-            "SPIRAL:A",
-            "Accès aux moyens de vie",
-            "Access to essential resources",
-        ),
+        ("SPIRAL:A", "Accès aux moyens de vie", "Access to essential resources"),
         ("SPIRAL:B", "Cadre de vie", "Living environment"),
-        (
-            "SPIRAL:C",
-            "Relations avec les institutions",
-            "Relations with institutions",
-        ),
+        ("SPIRAL:C", "Relations avec les institutions", "Relations with institutions"),
         ("SPIRAL:D", "Relations personnelles", "Personal relations"),
         ("SPIRAL:E", "Équilibres sociétaux", "Social balance"),
         ("SPIRAL:F", "Équilibres personnels", "Personal balance"),
-        (
-            "SPIRAL:G",
-            "Sentiments de bien-être",
-            "Feelings of well-being",
-        ),
-        (
-            "SPIRAL:H",
-            "Attitudes et initiatives",
-            "Attitudes and initiatives",
-        ),
+        ("SPIRAL:G", "Sentiments de bien-être", "Feelings of well-being"),
+        ("SPIRAL:H", "Attitudes et initiatives", "Attitudes and initiatives"),
     ],
 };
 
@@ -124,22 +81,10 @@ pub static DIMENSIONS: CodeList = CodeList {
 pub static PCS_AXES: CodeList = CodeList {
     name: "PCS axis",
     codes: &[
-        (
-            "PCS:AX1",
-            "Insertion socioprofessionnelle",
-            "Job integration",
-        ),
+        ("PCS:AX1", "Insertion socioprofessionnelle", "Job integration"),
         ("PCS:AX2", "Accès à un logement décent", "Decent housing"),
-        (
-            "PCS:AX3",
-            "Accès à la santé et assuétudes",
-            "Health and addictions",
-        ),
-        (
-            "PCS:AX4",
-            "Retissage des liens sociaux",
-            "Rebuilding social ties",
-        ),
+        ("PCS:AX3", "Accès à la santé et assuétudes", "Health and addictions"),
+        ("PCS:AX4", "Retissage des liens sociaux", "Rebuilding social ties"),
     ],
 };
 
@@ -186,16 +131,8 @@ pub static RESOURCE_TYPES: CodeList = CodeList {
 pub static PROJECT_KINDS: CodeList = CodeList {
     name: "project kind",
     codes: &[
-        (
-            "demonstrative_action",
-            "Action démonstrative",
-            "Demonstrative action",
-        ),
-        (
-            "co_responsibility_action",
-            "Action de coresponsabilité",
-            "Co-responsibility action",
-        ),
+        ("demonstrative_action", "Action démonstrative", "Demonstrative action"),
+        ("co_responsibility_action", "Action de coresponsabilité", "Co-responsibility action"),
         ("cic_project", "Projet CIC", "CIC project"),
         ("pcs_action", "Action PCS", "PCS action"),
         ("other", "Autre", "Other"),
@@ -219,11 +156,7 @@ pub static TARGET_GROUPS: CodeList = CodeList {
         ("youth", "Jeunes", "Young people"),
         ("women", "Femmes", "Women"),
         ("elderly", "Personnes âgées", "Older people"),
-        (
-            "disabled",
-            "Personnes en situation de handicap",
-            "People with disabilities",
-        ),
+        ("disabled", "Personnes en situation de handicap", "People with disabilities"),
         ("migrants", "Migrants", "Migrants"),
         ("families", "Familles", "Families"),
         ("residents", "Habitants", "Residents"),
@@ -282,14 +215,8 @@ mod tests {
 
     #[test]
     fn labels_follow_the_language() {
-        assert_eq!(
-            THEMES.label("THEME:waste", "fr"),
-            Some("Déchets et propreté")
-        );
-        assert_eq!(
-            THEMES.label("THEME:waste", "en"),
-            Some("Waste and cleanliness")
-        );
+        assert_eq!(THEMES.label("THEME:waste", "fr"), Some("Déchets et propreté"));
+        assert_eq!(THEMES.label("THEME:waste", "en"), Some("Waste and cleanliness"));
         assert!(!DIMENSIONS.contains("SPIRAL:Z"));
     }
 }

@@ -16,9 +16,7 @@
 use std::collections::BTreeMap;
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{
-    ActorId, Automerge, AutomergeError, Change, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value,
-};
+use automerge::{ActorId, Automerge, AutomergeError, Change, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 
 use crate::ids::NodeId;
 
@@ -159,12 +157,7 @@ pub fn new_document(node: &NodeId) -> Automerge {
 ///
 /// # Errors
 /// [`DocError`]; the document is then left as it was.
-pub fn commit(
-    doc: &mut Automerge,
-    edits: &[Edit],
-    message: &str,
-    time_ms: i64,
-) -> Result<Option<Change>, DocError> {
+pub fn commit(doc: &mut Automerge, edits: &[Edit], message: &str, time_ms: i64) -> Result<Option<Change>, DocError> {
     let mut tx = doc.transaction();
     for edit in edits {
         if let Err(e) = apply(&mut tx, edit) {
@@ -176,25 +169,14 @@ pub fn commit(
         tx.rollback();
         return Ok(None);
     }
-    let (hash, _) = tx.commit_with(
-        CommitOptions::default()
-            .with_message(message)
-            .with_time(time_ms),
-    );
+    let (hash, _) = tx.commit_with(CommitOptions::default().with_message(message).with_time(time_ms));
     Ok(hash.and_then(|_| doc.get_last_local_change()))
 }
 
-fn object<T: Transactable>(
-    tx: &mut T,
-    parent: &ObjId,
-    key: &str,
-    ty: ObjType,
-) -> Result<ObjId, DocError> {
+fn object<T: Transactable>(tx: &mut T, parent: &ObjId, key: &str, ty: ObjType) -> Result<ObjId, DocError> {
     match tx.get(parent, key)? {
         Some((Value::Object(found), id)) if found == ty => Ok(id),
-        Some((Value::Object(_), _)) | Some((Value::Scalar(_), _)) => {
-            Err(DocError::Shape(key.to_owned()))
-        }
+        Some((Value::Object(_), _)) | Some((Value::Scalar(_), _)) => Err(DocError::Shape(key.to_owned())),
         None => Ok(tx.put_object(parent, key, ty)?),
     }
 }
@@ -265,12 +247,7 @@ fn apply<T: Transactable>(tx: &mut T, edit: &Edit) -> Result<(), DocError> {
                 tx.delete(&list, i)?;
             }
         }
-        Edit::Status {
-            code,
-            at_ms,
-            by,
-            note,
-        } => {
+        Edit::Status { code, at_ms, by, note } => {
             let log = object(tx, &ROOT, STATUS_LOG, ObjType::List)?;
             let at = tx.length(&log);
             let entry = tx.insert_object(&log, at, ObjType::Map)?;
@@ -347,6 +324,37 @@ pub fn status_log(doc: &Automerge) -> Vec<StatusEntry> {
         .collect()
 }
 
+/// The text of a root field without reading the rest of the document: a
+/// plain string or Automerge text as is; a multilingual text in `lang` if
+/// present, else in its original language.
+pub fn field_text(doc: &Automerge, field: &str, lang: &str) -> Option<String> {
+    match doc.get(ROOT, field).ok()?? {
+        (Value::Scalar(s), _) => match s.as_ref() {
+            ScalarValue::Str(v) => Some(v.to_string()),
+            _ => None,
+        },
+        (Value::Object(ObjType::Text), id) => doc.text(&id).ok(),
+        (Value::Object(ObjType::Map), map) => {
+            let original = match doc.get(&map, ORIGINAL).ok()? {
+                Some((Value::Scalar(s), _)) => s.as_str().map(str::to_owned),
+                _ => None,
+            };
+            [Some(lang.to_owned()), original].into_iter().flatten().find_map(|l| match doc.get(&map, l.as_str()) {
+                Ok(Some((Value::Object(ObjType::Text), t))) => doc.text(&t).ok(),
+                _ => None,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// One root field as JSON (as [`to_json`] would show it), without reading
+/// the rest of the document.
+pub fn field_json(doc: &Automerge, field: &str) -> Option<serde_json::Value> {
+    let (value, id) = doc.get(ROOT, field).ok()??;
+    Some(value_json(doc, value, &id))
+}
+
 /// The whole content as JSON: maps as objects, lists as arrays, texts as
 /// strings, timestamps as milliseconds. Unknown fields come along as they are.
 pub fn to_json(doc: &Automerge) -> serde_json::Map<String, serde_json::Value> {
@@ -369,12 +377,7 @@ fn object_json(doc: &Automerge, obj: &ObjId, ty: ObjType) -> serde_json::Value {
         }
         ObjType::List => serde_json::Value::Array(
             (0..doc.length(obj))
-                .filter_map(|i| {
-                    doc.get(obj, i)
-                        .ok()
-                        .flatten()
-                        .map(|(v, id)| value_json(doc, v, &id))
-                })
+                .filter_map(|i| doc.get(obj, i).ok().flatten().map(|(v, id)| value_json(doc, v, &id)))
                 .collect(),
         ),
         ObjType::Text => serde_json::Value::String(doc.text(obj).unwrap_or_default()),
@@ -389,9 +392,7 @@ fn value_json(doc: &Automerge, value: Value<'_>, id: &ObjId) -> serde_json::Valu
             ScalarValue::Str(v) => J::String(v.to_string()),
             ScalarValue::Int(v) | ScalarValue::Timestamp(v) => J::from(*v),
             ScalarValue::Uint(v) => J::from(*v),
-            ScalarValue::F64(v) => serde_json::Number::from_f64(*v)
-                .map(J::Number)
-                .unwrap_or(J::Null),
+            ScalarValue::F64(v) => serde_json::Number::from_f64(*v).map(J::Number).unwrap_or(J::Null),
             ScalarValue::Counter(c) => J::from(i64::from(c)),
             ScalarValue::Boolean(v) => J::Bool(*v),
             ScalarValue::Bytes(b) => J::String(hex_string(b)),
@@ -428,26 +429,10 @@ mod tests {
     fn edits_read_back_as_json() {
         let mut doc = new_document(&node(1));
         let edits = vec![
-            Edit::Text {
-                field: "title".into(),
-                lang: "fr".into(),
-                text: "Quartier propre".into(),
-            },
-            Edit::Members {
-                field: "themes".into(),
-                add: vec!["THEME:waste".into()],
-                remove: vec![],
-            },
-            Edit::Put {
-                field: "deadline".into(),
-                value: Scalar::Str("2026-12-31".into()),
-            },
-            Edit::Status {
-                code: "open".into(),
-                at_ms: 5,
-                by: "c".into(),
-                note: None,
-            },
+            Edit::Text { field: "title".into(), lang: "fr".into(), text: "Quartier propre".into() },
+            Edit::Members { field: "themes".into(), add: vec!["THEME:waste".into()], remove: vec![] },
+            Edit::Put { field: "deadline".into(), value: Scalar::Str("2026-12-31".into()) },
+            Edit::Status { code: "open".into(), at_ms: 5, by: "c".into(), note: None },
         ];
         let change = commit(&mut doc, &edits, "create", 1_000).unwrap().unwrap();
         assert_eq!(change.message(), Some("create"));
@@ -455,6 +440,8 @@ mod tests {
         let json = serde_json::Value::Object(to_json(&doc));
         assert_eq!(json["title"]["fr"], "Quartier propre");
         assert_eq!(json["title"]["original"], "fr");
+        assert_eq!(field_text(&doc, "title", "ar").as_deref(), Some("Quartier propre"));
+        assert_eq!(field_text(&doc, "deadline", "fr").as_deref(), Some("2026-12-31"));
         assert_eq!(json["themes"]["THEME:waste"], true);
         assert_eq!(status_log(&doc)[0].status, "open");
         // The same edits again change nothing and make no change.
@@ -465,28 +452,10 @@ mod tests {
     #[test]
     fn a_translation_never_overwrites_the_original() {
         let mut doc = new_document(&node(1));
-        commit(
-            &mut doc,
-            &[Edit::Text {
-                field: "title".into(),
-                lang: "fr".into(),
-                text: "Propreté".into(),
-            }],
-            "a",
-            1,
-        )
-        .unwrap();
-        commit(
-            &mut doc,
-            &[Edit::Text {
-                field: "title".into(),
-                lang: "ar".into(),
-                text: "نظافة".into(),
-            }],
-            "b",
-            2,
-        )
-        .unwrap();
+        commit(&mut doc, &[Edit::Text { field: "title".into(), lang: "fr".into(), text: "Propreté".into() }], "a", 1)
+            .unwrap();
+        commit(&mut doc, &[Edit::Text { field: "title".into(), lang: "ar".into(), text: "نظافة".into() }], "b", 2)
+            .unwrap();
         let json = to_json(&doc);
         assert_eq!(json["title"]["fr"], "Propreté");
         assert_eq!(json["title"]["ar"], "نظافة");
@@ -498,11 +467,7 @@ mod tests {
         let mut a = new_document(&node(1));
         commit(
             &mut a,
-            &[Edit::Members {
-                field: "themes".into(),
-                add: vec!["THEME:waste".into()],
-                remove: vec![],
-            }],
+            &[Edit::Members { field: "themes".into(), add: vec!["THEME:waste".into()], remove: vec![] }],
             "a",
             1,
         )
@@ -510,22 +475,14 @@ mod tests {
         let mut b = a.fork().with_actor(actor_of(&node(2)));
         commit(
             &mut a,
-            &[Edit::Members {
-                field: "themes".into(),
-                add: vec!["THEME:water".into()],
-                remove: vec![],
-            }],
+            &[Edit::Members { field: "themes".into(), add: vec!["THEME:water".into()], remove: vec![] }],
             "a",
             2,
         )
         .unwrap();
         commit(
             &mut b,
-            &[Edit::Members {
-                field: "themes".into(),
-                add: vec!["THEME:youth".into()],
-                remove: vec![],
-            }],
+            &[Edit::Members { field: "themes".into(), add: vec!["THEME:youth".into()], remove: vec![] }],
             "b",
             2,
         )

@@ -111,12 +111,7 @@ impl ChangeEnvelope {
         let author = key.node_id();
         let change = change.raw_bytes().to_vec();
         let signature = key.sign(&signed_bytes(&doc, &author, &change));
-        Self {
-            doc,
-            author,
-            change,
-            signature,
-        }
+        Self { doc, author, change, signature }
     }
 
     /// The canonical bytes the signature covers.
@@ -143,12 +138,7 @@ impl ChangeEnvelope {
         let change = r.bytes("change", MAX_CHANGE_BYTES)?.to_vec();
         let signature = r.fixed("signature")?;
         r.end()?;
-        Ok(Self {
-            doc,
-            author,
-            change,
-            signature,
-        })
+        Ok(Self { doc, author, change, signature })
     }
 
     /// Checks the signature alone.
@@ -156,12 +146,8 @@ impl ChangeEnvelope {
     /// # Errors
     /// [`ValidationFailure::BadSignature`].
     pub fn check_signature(&self) -> Result<(), ValidationFailure> {
-        keys::verify(
-            self.author.as_bytes(),
-            &self.signed_bytes(),
-            &self.signature,
-        )
-        .map_err(|_| ValidationFailure::BadSignature(self.author.short()))
+        keys::verify(self.author.as_bytes(), &self.signed_bytes(), &self.signature)
+            .map_err(|_| ValidationFailure::BadSignature(self.author.short()))
     }
 
     /// Every check but the signature: document, certified author, writer,
@@ -178,36 +164,22 @@ impl ChangeEnvelope {
         now_ms: i64,
     ) -> Result<VerifiedChange, ValidationFailure> {
         if &self.doc != id {
-            return Err(ValidationFailure::WrongDocument {
-                expected: id.short(),
-                found: self.doc.short(),
-            });
+            return Err(ValidationFailure::WrongDocument { expected: id.short(), found: self.doc.short() });
         }
-        let commune = book
-            .commune_of(&self.author)
-            .ok_or_else(|| ValidationFailure::UnknownAuthor(self.author.short()))?;
+        let commune =
+            book.commune_of(&self.author).ok_or_else(|| ValidationFailure::UnknownAuthor(self.author.short()))?;
         if !header.is_writer(&commune) {
-            return Err(ValidationFailure::NotAWriter {
-                commune: commune.short(),
-                doc: id.short(),
-            });
+            return Err(ValidationFailure::NotAWriter { commune: commune.short(), doc: id.short() });
         }
-        let change = Change::from_bytes(self.change.clone())
-            .map_err(|e| ValidationFailure::BadChange(e.to_string()))?;
+        let change =
+            Change::from_bytes(self.change.clone()).map_err(|e| ValidationFailure::BadChange(e.to_string()))?;
         if change.actor_id().to_bytes() != self.author.as_bytes() {
             return Err(ValidationFailure::ActorMismatch(self.author.short()));
         }
         if change.timestamp() > now_ms.saturating_add(MAX_CLOCK_SKEW_MS) {
-            return Err(ValidationFailure::FromTheFuture {
-                time_ms: change.timestamp(),
-                now_ms,
-            });
+            return Err(ValidationFailure::FromTheFuture { time_ms: change.timestamp(), now_ms });
         }
-        Ok(VerifiedChange {
-            envelope: self,
-            change,
-            commune,
-        })
+        Ok(VerifiedChange { envelope: self, change, commune })
     }
 
     /// Every check, signature included.
@@ -228,9 +200,7 @@ impl ChangeEnvelope {
 
 fn signed_bytes(doc: &DocId, author: &NodeId, change: &[u8]) -> Vec<u8> {
     let mut w = Writer::new(TAG, VERSION);
-    w.fixed(doc.as_bytes())
-        .fixed(author.as_bytes())
-        .bytes(change);
+    w.fixed(doc.as_bytes()).fixed(author.as_bytes()).bytes(change);
     w.finish()
 }
 
@@ -242,11 +212,8 @@ pub fn verify_signatures(envelopes: &[ChangeEnvelope]) -> Vec<Result<(), Validat
     let mut out = Vec::with_capacity(envelopes.len());
     for chunk in envelopes.chunks(BATCH) {
         let msgs: Vec<Vec<u8>> = chunk.iter().map(ChangeEnvelope::signed_bytes).collect();
-        let items: Vec<_> = chunk
-            .iter()
-            .zip(&msgs)
-            .map(|(e, m)| (e.author.as_bytes(), m.as_slice(), &e.signature))
-            .collect();
+        let items: Vec<_> =
+            chunk.iter().zip(&msgs).map(|(e, m)| (e.author.as_bytes(), m.as_slice(), &e.signature)).collect();
         if keys::verify_batch(&items).is_ok() {
             out.extend(chunk.iter().map(|_| Ok(())));
         } else {
@@ -276,8 +243,7 @@ mod tests {
         let commune = SecretKey::from_seed([1; 32]);
         let node = SecretKey::from_seed([2; 32]);
         let mut book = CertificateBook::new();
-        book.insert(NodeCertificate::issue(&commune, node.node_id(), 0))
-            .unwrap();
+        book.insert(NodeCertificate::issue(&commune, node.node_id(), 0)).unwrap();
         let header = DocHeader {
             kind: DocKind::Request,
             schema: 1,
@@ -292,12 +258,7 @@ mod tests {
         tx.put(ROOT, "status", "open").unwrap();
         tx.commit_with(CommitOptions::default().with_time(1_000));
         let change = doc.get_last_local_change().unwrap();
-        Fixture {
-            node,
-            header,
-            book,
-            change,
-        }
+        Fixture { node, header, book, change }
     }
 
     #[test]
@@ -319,94 +280,46 @@ mod tests {
 
         let mut forged = env.clone();
         forged.signature[5] ^= 1;
-        assert_eq!(
-            forged
-                .validate(&id, &f.header, &f.book, 2_000)
-                .unwrap_err()
-                .code(),
-            "bad_signature"
-        );
+        assert_eq!(forged.validate(&id, &f.header, &f.book, 2_000).unwrap_err().code(), "bad_signature");
 
         let stranger = SecretKey::from_seed([3; 32]);
         let env2 = ChangeEnvelope::sign(id, &f.change, &stranger);
-        assert_eq!(
-            env2.validate(&id, &f.header, &f.book, 2_000)
-                .unwrap_err()
-                .code(),
-            "unknown_author"
-        );
+        assert_eq!(env2.validate(&id, &f.header, &f.book, 2_000).unwrap_err().code(), "unknown_author");
 
         // Certified, but its commune is not a writer.
         let other_commune = SecretKey::from_seed([4; 32]);
         let mut book = f.book.clone();
-        book.insert(NodeCertificate::issue(
-            &other_commune,
-            stranger.node_id(),
-            0,
-        ))
-        .unwrap();
+        book.insert(NodeCertificate::issue(&other_commune, stranger.node_id(), 0)).unwrap();
         let env3 = ChangeEnvelope::sign(id, &f.change, &stranger);
-        assert_eq!(
-            env3.clone()
-                .validate(&id, &f.header, &book, 2_000)
-                .unwrap_err()
-                .code(),
-            "not_a_writer"
-        );
+        assert_eq!(env3.clone().validate(&id, &f.header, &book, 2_000).unwrap_err().code(), "not_a_writer");
 
         // A writer wrapping someone else's change.
         let mut header = f.header.clone();
         header.writers.push(other_commune.commune_id());
         let id2 = header.id();
         let env4 = ChangeEnvelope::sign(id2, &f.change, &stranger);
-        assert_eq!(
-            env4.validate(&id2, &header, &book, 2_000)
-                .unwrap_err()
-                .code(),
-            "actor_mismatch"
-        );
+        assert_eq!(env4.validate(&id2, &header, &book, 2_000).unwrap_err().code(), "actor_mismatch");
 
         let other_doc = DocId::from_bytes([5; 32]);
-        assert_eq!(
-            env.clone()
-                .validate(&other_doc, &f.header, &f.book, 2_000)
-                .unwrap_err()
-                .code(),
-            "wrong_document"
-        );
+        assert_eq!(env.clone().validate(&other_doc, &f.header, &f.book, 2_000).unwrap_err().code(), "wrong_document");
 
         let now = 1_000 - MAX_CLOCK_SKEW_MS - 1;
-        assert_eq!(
-            env.validate(&id, &f.header, &f.book, now)
-                .unwrap_err()
-                .code(),
-            "from_the_future"
-        );
+        assert_eq!(env.validate(&id, &f.header, &f.book, now).unwrap_err().code(), "from_the_future");
     }
 
     #[test]
     fn oversized_changes_are_refused_before_allocation() {
         let mut w = Writer::new(TAG, VERSION);
-        w.fixed(&[0; 32])
-            .fixed(&[0; 32])
-            .u32((MAX_CHANGE_BYTES + 1) as u32);
+        w.fixed(&[0; 32]).fixed(&[0; 32]).u32((MAX_CHANGE_BYTES + 1) as u32);
         let err = ChangeEnvelope::decode(&w.finish()).unwrap_err();
-        assert!(matches!(
-            err,
-            DecodeError::TooLarge {
-                field: "change",
-                ..
-            }
-        ));
+        assert!(matches!(err, DecodeError::TooLarge { field: "change", .. }));
     }
 
     #[test]
     fn batch_verification_names_the_bad_envelope() {
         let f = fixture();
         let id = f.header.id();
-        let mut envs: Vec<_> = (0..70)
-            .map(|_| ChangeEnvelope::sign(id, &f.change, &f.node))
-            .collect();
+        let mut envs: Vec<_> = (0..70).map(|_| ChangeEnvelope::sign(id, &f.change, &f.node)).collect();
         envs[66].signature[0] ^= 1;
         let results = verify_signatures(&envs);
         assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);

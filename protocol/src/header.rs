@@ -44,13 +44,8 @@ pub enum DocKind {
 
 impl DocKind {
     /// The kinds this release can create and validate.
-    pub const KNOWN: [DocKind; 5] = [
-        DocKind::Profile,
-        DocKind::Project,
-        DocKind::Request,
-        DocKind::Offer,
-        DocKind::Practice,
-    ];
+    pub const KNOWN: [DocKind; 5] =
+        [DocKind::Profile, DocKind::Project, DocKind::Request, DocKind::Offer, DocKind::Practice];
 
     /// The kind's code on the wire and in the API.
     pub fn as_str(&self) -> &str {
@@ -148,11 +143,9 @@ impl FromStr for Scope {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match Self::parse_any(s) {
-            Scope::Unknown(_) => Err(UnknownName {
-                what: "scope",
-                input: s.to_owned(),
-                expected: "network, partnership",
-            }),
+            Scope::Unknown(_) => {
+                Err(UnknownName { what: "scope", input: s.to_owned(), expected: "network, partnership" })
+            }
             k => Ok(k),
         }
     }
@@ -181,17 +174,13 @@ impl DocHeader {
     /// The canonical bytes the id and signature are computed over.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new(TAG, VERSION);
-        w.str(self.kind.as_str())
-            .u32(self.schema)
-            .fixed(self.owner.as_bytes());
+        w.str(self.kind.as_str()).u32(self.schema).fixed(self.owner.as_bytes());
         // Writer count fits: MAX_WRITERS is enforced at creation and decoding.
         w.u32(self.writers.len() as u32);
         for writer in &self.writers {
             w.fixed(writer.as_bytes());
         }
-        w.str(self.scope.as_str())
-            .u64(self.created_ms)
-            .fixed(&self.nonce);
+        w.str(self.scope.as_str()).u64(self.created_ms).fixed(&self.nonce);
         w.finish()
     }
 
@@ -212,11 +201,7 @@ impl DocHeader {
         let owner = CommuneId::from_bytes(r.fixed("owner")?);
         let count = r.u32("writer count")? as usize;
         if count > MAX_WRITERS {
-            return Err(DecodeError::TooLarge {
-                field: "writers",
-                len: count,
-                max: MAX_WRITERS,
-            });
+            return Err(DecodeError::TooLarge { field: "writers", len: count, max: MAX_WRITERS });
         }
         let mut writers = Vec::with_capacity(count);
         for _ in 0..count {
@@ -227,20 +212,9 @@ impl DocHeader {
         let nonce = r.fixed("nonce")?;
         r.end()?;
         if !writers.contains(&owner) {
-            return Err(DecodeError::Invalid {
-                field: "writers",
-                reason: "the owner is not a writer".into(),
-            });
+            return Err(DecodeError::Invalid { field: "writers", reason: "the owner is not a writer".into() });
         }
-        Ok(Self {
-            kind,
-            schema,
-            owner,
-            writers,
-            scope,
-            created_ms,
-            nonce,
-        })
+        Ok(Self { kind, schema, owner, writers, scope, created_ms, nonce })
     }
 }
 
@@ -297,21 +271,10 @@ impl SignedHeader {
     /// If the certificate is not the one of `node_key` for the owner: a
     /// programming error in the caller.
     pub fn sign(header: DocHeader, node_key: &SecretKey, certificate: NodeCertificate) -> Self {
-        assert_eq!(
-            certificate.node,
-            node_key.node_id(),
-            "certificate of another node"
-        );
-        assert_eq!(
-            certificate.commune, header.owner,
-            "certificate of another commune"
-        );
+        assert_eq!(certificate.node, node_key.node_id(), "certificate of another node");
+        assert_eq!(certificate.commune, header.owner, "certificate of another commune");
         let signature = node_key.sign(&header.canonical_bytes());
-        Self {
-            header,
-            certificate,
-            signature,
-        }
+        Self { header, certificate, signature }
     }
 
     /// The document id.
@@ -325,22 +288,13 @@ impl SignedHeader {
     /// [`HeaderError`] naming what failed.
     pub fn verify(&self) -> Result<(), HeaderError> {
         let cert = &self.certificate;
-        cert.verify().map_err(|_| HeaderError::BadCertificate {
-            node: cert.node.short(),
-            commune: cert.commune.short(),
-        })?;
+        cert.verify()
+            .map_err(|_| HeaderError::BadCertificate { node: cert.node.short(), commune: cert.commune.short() })?;
         if cert.commune != self.header.owner {
-            return Err(HeaderError::NotOwner {
-                signer: cert.commune.short(),
-                owner: self.header.owner.short(),
-            });
+            return Err(HeaderError::NotOwner { signer: cert.commune.short(), owner: self.header.owner.short() });
         }
-        keys::verify(
-            cert.node.as_bytes(),
-            &self.header.canonical_bytes(),
-            &self.signature,
-        )
-        .map_err(|_| HeaderError::BadSignature)
+        keys::verify(cert.node.as_bytes(), &self.header.canonical_bytes(), &self.signature)
+            .map_err(|_| HeaderError::BadSignature)
     }
 
     /// Verifies the header and that it is the one `id` names.
@@ -350,10 +304,7 @@ impl SignedHeader {
     pub fn verify_for(&self, id: &DocId) -> Result<(), HeaderError> {
         let actual = self.id();
         if &actual != id {
-            return Err(HeaderError::IdMismatch {
-                claimed: id.to_string(),
-                actual: actual.to_string(),
-            });
+            return Err(HeaderError::IdMismatch { claimed: id.to_string(), actual: actual.to_string() });
         }
         self.verify()
     }
@@ -361,9 +312,7 @@ impl SignedHeader {
     /// Encodes the signed header.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new(SIGNED_TAG, VERSION);
-        w.bytes(&self.header.canonical_bytes())
-            .bytes(&self.certificate.encode())
-            .fixed(&self.signature);
+        w.bytes(&self.header.canonical_bytes()).bytes(&self.certificate.encode()).fixed(&self.signature);
         w.finish()
     }
 
@@ -377,11 +326,7 @@ impl SignedHeader {
         let certificate = NodeCertificate::decode(r.bytes("certificate", 512)?)?;
         let signature = r.fixed("signature")?;
         r.end()?;
-        Ok(Self {
-            header,
-            certificate,
-            signature,
-        })
+        Ok(Self { header, certificate, signature })
     }
 }
 
@@ -421,9 +366,7 @@ mod tests {
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x01;
-            let ok = SignedHeader::decode(&bad)
-                .map(|h| h.verify_for(&id).is_ok())
-                .unwrap_or(false);
+            let ok = SignedHeader::decode(&bad).map(|h| h.verify_for(&id).is_ok()).unwrap_or(false);
             assert!(!ok, "flipping byte {i} went unnoticed");
         }
     }

@@ -69,14 +69,9 @@ pub enum SignatureError {
 ///
 /// # Errors
 /// [`SignatureError`].
-pub fn verify(
-    public: &[u8; 32],
-    msg: &[u8],
-    sig: &[u8; SIGNATURE_LEN],
-) -> Result<(), SignatureError> {
+pub fn verify(public: &[u8; 32], msg: &[u8], sig: &[u8; SIGNATURE_LEN]) -> Result<(), SignatureError> {
     let key = VerifyingKey::from_bytes(public).map_err(|_| SignatureError::BadKey)?;
-    key.verify_strict(msg, &Signature::from_bytes(sig))
-        .map_err(|_| SignatureError::Mismatch)
+    key.verify_strict(msg, &Signature::from_bytes(sig)).map_err(|_| SignatureError::Mismatch)
 }
 
 /// Verifies many signatures at once, about twice as fast per signature as
@@ -86,9 +81,7 @@ pub fn verify(
 /// # Errors
 /// [`SignatureError::Mismatch`] if any signature fails, [`SignatureError::BadKey`]
 /// if any key is invalid.
-pub fn verify_batch(
-    items: &[(&[u8; 32], &[u8], &[u8; SIGNATURE_LEN])],
-) -> Result<(), SignatureError> {
+pub fn verify_batch(items: &[(&[u8; 32], &[u8], &[u8; SIGNATURE_LEN])]) -> Result<(), SignatureError> {
     let mut keys = Vec::with_capacity(items.len());
     let mut msgs = Vec::with_capacity(items.len());
     let mut sigs = Vec::with_capacity(items.len());
@@ -109,15 +102,9 @@ mod tests {
         let key = SecretKey::from_seed([7; 32]);
         let sig = key.sign(b"bonjour");
         verify(&key.public(), b"bonjour", &sig).unwrap();
-        assert_eq!(
-            verify(&key.public(), b"bonjouR", &sig),
-            Err(SignatureError::Mismatch)
-        );
+        assert_eq!(verify(&key.public(), b"bonjouR", &sig), Err(SignatureError::Mismatch));
         let other = SecretKey::from_seed([8; 32]);
-        assert_eq!(
-            verify(&other.public(), b"bonjour", &sig),
-            Err(SignatureError::Mismatch)
-        );
+        assert_eq!(verify(&other.public(), b"bonjour", &sig), Err(SignatureError::Mismatch));
     }
 
     #[test]
@@ -126,15 +113,11 @@ mod tests {
         let pubs: Vec<_> = keys.iter().map(SecretKey::public).collect();
         let msgs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 10]).collect();
         let sigs: Vec<_> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
-        let items: Vec<_> = (0..5)
-            .map(|i| (&pubs[i], msgs[i].as_slice(), &sigs[i]))
-            .collect();
+        let items: Vec<_> = (0..5).map(|i| (&pubs[i], msgs[i].as_slice(), &sigs[i])).collect();
         verify_batch(&items).unwrap();
         let mut bad = sigs.clone();
         bad[3][0] ^= 1;
-        let items: Vec<_> = (0..5)
-            .map(|i| (&pubs[i], msgs[i].as_slice(), &bad[i]))
-            .collect();
+        let items: Vec<_> = (0..5).map(|i| (&pubs[i], msgs[i].as_slice(), &bad[i])).collect();
         assert!(verify_batch(&items).is_err());
     }
 }

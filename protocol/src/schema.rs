@@ -69,19 +69,11 @@ pub struct FieldSpec {
 }
 
 const fn f(name: &'static str, ty: FieldType) -> FieldSpec {
-    FieldSpec {
-        name,
-        ty,
-        required: false,
-    }
+    FieldSpec { name, ty, required: false }
 }
 
 const fn req(name: &'static str, ty: FieldType) -> FieldSpec {
-    FieldSpec {
-        name,
-        ty,
-        required: true,
-    }
+    FieldSpec { name, ty, required: true }
 }
 
 /// The schema of one kind of document.
@@ -99,11 +91,8 @@ pub struct KindSchema {
     pub default_scope: Scope,
 }
 
-static CONTACT: [FieldSpec; 3] = [
-    req("name", FieldType::Plain),
-    f("role", FieldType::Plain),
-    f("email", FieldType::Email),
-];
+static CONTACT: [FieldSpec; 3] =
+    [req("name", FieldType::Plain), f("role", FieldType::Plain), f("email", FieldType::Email)];
 static INDICATOR: [FieldSpec; 6] = [
     req("name", FieldType::Plain),
     f("unit", FieldType::Plain),
@@ -112,20 +101,10 @@ static INDICATOR: [FieldSpec; 6] = [
     f("current", FieldType::Number),
     f("measured_at", FieldType::Date),
 ];
-static MILESTONE: [FieldSpec; 3] = [
-    req("title", FieldType::Plain),
-    f("due", FieldType::Date),
-    f("done", FieldType::Bool),
-];
-static COMMITMENT: [FieldSpec; 2] = [
-    req("commune", FieldType::Commune),
-    f("commitment", FieldType::Plain),
-];
-static RELAY: [FieldSpec; 3] = [
-    req("by", FieldType::Commune),
-    req("at", FieldType::Date),
-    f("note", FieldType::Plain),
-];
+static MILESTONE: [FieldSpec; 3] =
+    [req("title", FieldType::Plain), f("due", FieldType::Date), f("done", FieldType::Bool)];
+static COMMITMENT: [FieldSpec; 2] = [req("commune", FieldType::Commune), f("commitment", FieldType::Plain)];
+static RELAY: [FieldSpec; 3] = [req("by", FieldType::Commune), req("at", FieldType::Date), f("note", FieldType::Plain)];
 
 static PROFILE_FIELDS: [FieldSpec; 14] = [
     req("name", FieldType::Plain),
@@ -287,10 +266,7 @@ pub enum FieldError {
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> FieldError {
-    FieldError::Invalid {
-        field: field.to_owned(),
-        reason: reason.into(),
-    }
+    FieldError::Invalid { field: field.to_owned(), reason: reason.into() }
 }
 
 /// The context input is checked in.
@@ -304,19 +280,11 @@ pub struct InputContext<'a> {
 
 impl KindSchema {
     fn spec(&self, field: &str) -> Result<&'static FieldSpec, FieldError> {
-        self.fields
-            .iter()
-            .find(|s| s.name == field)
-            .ok_or_else(|| FieldError::Unknown {
-                kind: self.kind.to_string(),
-                field: field.to_owned(),
-                known: self
-                    .fields
-                    .iter()
-                    .map(|s| s.name)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+        self.fields.iter().find(|s| s.name == field).ok_or_else(|| FieldError::Unknown {
+            kind: self.kind.to_string(),
+            field: field.to_owned(),
+            known: self.fields.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
+        })
     }
 
     /// Checks `input` and turns it into edits. When creating
@@ -325,27 +293,17 @@ impl KindSchema {
     ///
     /// # Errors
     /// The first [`FieldError`] found; nothing is to be written then.
-    pub fn edits(
-        &self,
-        input: &Map<String, Value>,
-        ctx: &InputContext<'_>,
-    ) -> Result<Vec<Edit>, FieldError> {
+    pub fn edits(&self, input: &Map<String, Value>, ctx: &InputContext<'_>) -> Result<Vec<Edit>, FieldError> {
         if !is_language(ctx.lang) {
             return Err(invalid(
                 "lang",
-                format!(
-                    "{:?} is not a known language ({})",
-                    ctx.lang,
-                    codes::LANGUAGES.list()
-                ),
+                format!("{:?} is not a known language ({})", ctx.lang, codes::LANGUAGES.list()),
             ));
         }
         if ctx.current.is_none() {
             for spec in self.fields.iter().filter(|s| s.required) {
                 if input.get(spec.name).is_none_or(Value::is_null) {
-                    return Err(FieldError::Missing {
-                        field: spec.name.to_owned(),
-                    });
+                    return Err(FieldError::Missing { field: spec.name.to_owned() });
                 }
             }
         }
@@ -354,13 +312,9 @@ impl KindSchema {
             let spec = self.spec(name)?;
             if value.is_null() {
                 if spec.required {
-                    return Err(FieldError::Missing {
-                        field: name.clone(),
-                    });
+                    return Err(FieldError::Missing { field: name.clone() });
                 }
-                edits.push(Edit::Delete {
-                    field: name.clone(),
-                });
+                edits.push(Edit::Delete { field: name.clone() });
                 continue;
             }
             let current = ctx.current.and_then(|c| c.get(name));
@@ -379,9 +333,7 @@ impl KindSchema {
             }
             let presented = match self.fields.iter().find(|s| s.name == name).map(|s| &s.ty) {
                 Some(FieldType::Codes(_)) | Some(FieldType::DocRefs) => match value {
-                    Value::Object(set) => {
-                        Value::Array(set.keys().cloned().map(Value::String).collect())
-                    }
+                    Value::Object(set) => Value::Array(set.keys().cloned().map(Value::String).collect()),
                     other => other.clone(),
                 },
                 _ => value.clone(),
@@ -408,11 +360,7 @@ pub fn text_in(value: &Value, lang: &str) -> Option<String> {
                 .into_iter()
                 .flatten()
                 .find_map(|l| map.get(l).and_then(Value::as_str))
-                .or_else(|| {
-                    map.iter()
-                        .find(|(k, _)| k.as_str() != ORIGINAL)
-                        .and_then(|(_, v)| v.as_str())
-                })
+                .or_else(|| map.iter().find(|(k, _)| k.as_str() != ORIGINAL).and_then(|(_, v)| v.as_str()))
                 .map(str::to_owned)
         }
         _ => None,
@@ -445,10 +393,7 @@ fn field_edits(
                     })
                     .collect::<Result<_, _>>()?,
                 _ => {
-                    return Err(invalid(
-                        name,
-                        "expected a string or an object of language → text",
-                    ));
+                    return Err(invalid(name, "expected a string or an object of language → text"));
                 }
             };
             if texts.is_empty() {
@@ -459,48 +404,26 @@ fn field_edits(
             texts.sort_by_key(|(l, _)| l.as_str() != lang);
             for (l, text) in texts {
                 if !is_language(&l) {
-                    return Err(invalid(
-                        name,
-                        format!(
-                            "{l:?} is not a known language ({})",
-                            codes::LANGUAGES.list()
-                        ),
-                    ));
+                    return Err(invalid(name, format!("{l:?} is not a known language ({})", codes::LANGUAGES.list())));
                 }
                 let chars = text.chars().count();
                 if chars > MAX_TEXT_CHARS {
-                    return Err(invalid(
-                        name,
-                        format!("{chars} characters, over the limit of {MAX_TEXT_CHARS}"),
-                    ));
+                    return Err(invalid(name, format!("{chars} characters, over the limit of {MAX_TEXT_CHARS}")));
                 }
                 if spec.required && text.trim().is_empty() {
-                    return Err(FieldError::Missing {
-                        field: name.to_owned(),
-                    });
+                    return Err(FieldError::Missing { field: name.to_owned() });
                 }
-                out.push(Edit::Text {
-                    field: name.to_owned(),
-                    lang: l,
-                    text,
-                });
+                out.push(Edit::Text { field: name.to_owned(), lang: l, text });
             }
         }
         FieldType::Codes(_) | FieldType::DocRefs => {
-            let items = value
-                .as_array()
-                .ok_or_else(|| invalid(name, "expected an array"))?;
+            let items = value.as_array().ok_or_else(|| invalid(name, "expected an array"))?;
             let mut wanted = BTreeSet::new();
             for item in items {
-                let s = item
-                    .as_str()
-                    .ok_or_else(|| invalid(name, "expected an array of strings"))?;
+                let s = item.as_str().ok_or_else(|| invalid(name, "expected an array of strings"))?;
                 let code = match &spec.ty {
                     FieldType::Codes(list) => check_code(name, list, s)?,
-                    _ => s
-                        .parse::<DocId>()
-                        .map_err(|e| invalid(name, e.to_string()))?
-                        .to_string(),
+                    _ => s.parse::<DocId>().map_err(|e| invalid(name, e.to_string()))?.to_string(),
                 };
                 wanted.insert(code);
             }
@@ -515,47 +438,33 @@ fn field_edits(
             });
         }
         FieldType::Records(fields) => {
-            let items = value
-                .as_array()
-                .ok_or_else(|| invalid(name, "expected an array of objects"))?;
+            let items = value.as_array().ok_or_else(|| invalid(name, "expected an array of objects"))?;
             if items.len() > MAX_RECORDS {
-                return Err(invalid(
-                    name,
-                    format!("{} records, over the limit of {MAX_RECORDS}", items.len()),
-                ));
+                return Err(invalid(name, format!("{} records, over the limit of {MAX_RECORDS}", items.len())));
             }
             let mut records = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
-                let obj = item
-                    .as_object()
-                    .ok_or_else(|| invalid(name, format!("record {i} is not an object")))?;
+                let obj = item.as_object().ok_or_else(|| invalid(name, format!("record {i} is not an object")))?;
                 let mut record = BTreeMap::new();
                 for sub in fields.iter().filter(|s| s.required) {
                     if obj.get(sub.name).is_none_or(Value::is_null) {
-                        return Err(FieldError::Missing {
-                            field: format!("{name}[{i}].{}", sub.name),
-                        });
+                        return Err(FieldError::Missing { field: format!("{name}[{i}].{}", sub.name) });
                     }
                 }
                 for (key, v) in obj {
-                    let sub = fields.iter().find(|s| s.name == key).ok_or_else(|| {
-                        invalid(name, format!("record {i} has unknown field {key:?}"))
-                    })?;
+                    let sub = fields
+                        .iter()
+                        .find(|s| s.name == key)
+                        .ok_or_else(|| invalid(name, format!("record {i} has unknown field {key:?}")))?;
                     if !v.is_null() {
                         record.insert(key.clone(), scalar(sub, v)?);
                     }
                 }
                 records.push(record);
             }
-            out.push(Edit::Records {
-                field: name.to_owned(),
-                records,
-            });
+            out.push(Edit::Records { field: name.to_owned(), records });
         }
-        _ => out.push(Edit::Put {
-            field: name.to_owned(),
-            value: scalar(spec, value)?,
-        }),
+        _ => out.push(Edit::Put { field: name.to_owned(), value: scalar(spec, value)? }),
     }
     Ok(())
 }
@@ -564,47 +473,30 @@ fn check_code(field: &str, list: &CodeList, code: &str) -> Result<String, FieldE
     if list.contains(code) {
         Ok(code.to_owned())
     } else {
-        Err(invalid(
-            field,
-            format!(
-                "unknown {} code {code:?}; expected one of: {}",
-                list.name,
-                list.list()
-            ),
-        ))
+        Err(invalid(field, format!("unknown {} code {code:?}; expected one of: {}", list.name, list.list())))
     }
 }
 
 fn scalar(spec: &FieldSpec, value: &Value) -> Result<Scalar, FieldError> {
     let name = spec.name;
-    let string = || {
-        value
-            .as_str()
-            .ok_or_else(|| invalid(name, "expected a string"))
-    };
+    let string = || value.as_str().ok_or_else(|| invalid(name, "expected a string"));
     Ok(match &spec.ty {
         FieldType::Plain => {
             let s = string()?;
             if spec.required && s.trim().is_empty() {
-                return Err(FieldError::Missing {
-                    field: name.to_owned(),
-                });
+                return Err(FieldError::Missing { field: name.to_owned() });
             }
             let chars = s.chars().count();
             if chars > MAX_PLAIN_CHARS {
-                return Err(invalid(
-                    name,
-                    format!("{chars} characters, over the limit of {MAX_PLAIN_CHARS}"),
-                ));
+                return Err(invalid(name, format!("{chars} characters, over the limit of {MAX_PLAIN_CHARS}")));
             }
             Scalar::Str(s.to_owned())
         }
         FieldType::Email => {
             let s = string()?;
             let ok = s.len() <= 254
-                && s.split_once('@').is_some_and(|(user, host)| {
-                    !user.is_empty() && host.contains('.') && !host.contains('@')
-                });
+                && s.split_once('@')
+                    .is_some_and(|(user, host)| !user.is_empty() && host.contains('.') && !host.contains('@'));
             if !ok {
                 return Err(invalid(name, format!("{s:?} is not an e-mail address")));
             }
@@ -614,32 +506,20 @@ fn scalar(spec: &FieldSpec, value: &Value) -> Result<Scalar, FieldError> {
         FieldType::Date => {
             let s = string()?;
             if !is_date(s) {
-                return Err(invalid(
-                    name,
-                    format!("{s:?} is not a date of the form YYYY-MM-DD"),
-                ));
+                return Err(invalid(name, format!("{s:?} is not a date of the form YYYY-MM-DD")));
             }
             Scalar::Str(s.to_owned())
         }
-        FieldType::Bool => Scalar::Bool(
-            value
-                .as_bool()
-                .ok_or_else(|| invalid(name, "expected true or false"))?,
-        ),
+        FieldType::Bool => Scalar::Bool(value.as_bool().ok_or_else(|| invalid(name, "expected true or false"))?),
         FieldType::Int(lo, hi) => {
-            let n = value
-                .as_i64()
-                .ok_or_else(|| invalid(name, "expected a whole number"))?;
+            let n = value.as_i64().ok_or_else(|| invalid(name, "expected a whole number"))?;
             if n < *lo || n > *hi {
                 return Err(invalid(name, format!("{n} is outside {lo}..={hi}")));
             }
             Scalar::Int(n)
         }
         FieldType::Number => {
-            let n = value
-                .as_f64()
-                .filter(|n| n.is_finite())
-                .ok_or_else(|| invalid(name, "expected a number"))?;
+            let n = value.as_f64().filter(|n| n.is_finite()).ok_or_else(|| invalid(name, "expected a number"))?;
             Scalar::F64(n)
         }
         FieldType::Country => {
@@ -647,26 +527,17 @@ fn scalar(spec: &FieldSpec, value: &Value) -> Result<Scalar, FieldError> {
             if !codes::is_country(&s) {
                 return Err(invalid(
                     name,
-                    format!(
-                        "{:?} is not an ISO 3166-1 alpha-2 country code (e.g. BE, MA)",
-                        string()?
-                    ),
+                    format!("{:?} is not an ISO 3166-1 alpha-2 country code (e.g. BE, MA)", string()?),
                 ));
             }
             Scalar::Str(s)
         }
-        FieldType::Commune => Scalar::Str(
-            string()?
-                .parse::<CommuneId>()
-                .map_err(|e| invalid(name, e.to_string()))?
-                .to_string(),
-        ),
-        FieldType::DocRef => Scalar::Str(
-            string()?
-                .parse::<DocId>()
-                .map_err(|e| invalid(name, e.to_string()))?
-                .to_string(),
-        ),
+        FieldType::Commune => {
+            Scalar::Str(string()?.parse::<CommuneId>().map_err(|e| invalid(name, e.to_string()))?.to_string())
+        }
+        FieldType::DocRef => {
+            Scalar::Str(string()?.parse::<DocId>().map_err(|e| invalid(name, e.to_string()))?.to_string())
+        }
         FieldType::Text | FieldType::Codes(_) | FieldType::DocRefs | FieldType::Records(_) => {
             return Err(invalid(name, "not a scalar field"));
         }
@@ -707,13 +578,7 @@ mod tests {
     }
 
     fn create(kind: DocKind, v: Value) -> Result<Vec<Edit>, FieldError> {
-        schema_of(&kind).unwrap().edits(
-            &obj(v),
-            &InputContext {
-                lang: "fr",
-                current: None,
-            },
-        )
+        schema_of(&kind).unwrap().edits(&obj(v), &InputContext { lang: "fr", current: None })
     }
 
     #[test]
@@ -724,49 +589,21 @@ mod tests {
                    "deadline": "2026-03-31", "consent_relay": true}),
         )
         .unwrap();
-        assert!(edits.contains(&Edit::Put {
-            field: "theme".into(),
-            value: Scalar::Str("THEME:waste".into())
-        }));
-        assert!(
-            edits
-                .iter()
-                .any(|e| matches!(e, Edit::Text { lang, .. } if lang == "fr"))
-        );
+        assert!(edits.contains(&Edit::Put { field: "theme".into(), value: Scalar::Str("THEME:waste".into()) }));
+        assert!(edits.iter().any(|e| matches!(e, Edit::Text { lang, .. } if lang == "fr")));
     }
 
     #[test]
     fn bad_input_names_the_field_and_reason() {
         let err = create(DocKind::Request, json!({"title": "  "})).unwrap_err();
-        assert_eq!(
-            err,
-            FieldError::Missing {
-                field: "title".into()
-            }
-        );
-        let err = create(
-            DocKind::Request,
-            json!({"title": "x", "theme": "THEME:nope"}),
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("unknown theme code \"THEME:nope\""),
-            "{err}"
-        );
-        let err = create(
-            DocKind::Profile,
-            json!({"name": "Senneval", "country": "Belgium"}),
-        )
-        .unwrap_err();
+        assert_eq!(err, FieldError::Missing { field: "title".into() });
+        let err = create(DocKind::Request, json!({"title": "x", "theme": "THEME:nope"})).unwrap_err();
+        assert!(err.to_string().contains("unknown theme code \"THEME:nope\""), "{err}");
+        let err = create(DocKind::Profile, json!({"name": "Senneval", "country": "Belgium"})).unwrap_err();
         assert!(err.to_string().contains("country"), "{err}");
         let err = create(DocKind::Request, json!({"title": "x", "colour": "blue"})).unwrap_err();
         assert!(matches!(err, FieldError::Unknown { .. }));
-        let err = create(
-            DocKind::Request,
-            json!({"title": "x", "deadline": "2026-02-30"}),
-        )
-        .unwrap_err();
+        let err = create(DocKind::Request, json!({"title": "x", "deadline": "2026-02-30"})).unwrap_err();
         assert!(err.to_string().contains("deadline"));
         let err = create(DocKind::Request, json!({"title": {"xx": "x"}})).unwrap_err();
         assert!(err.to_string().contains("language"));
@@ -779,10 +616,7 @@ mod tests {
         let edits = schema
             .edits(
                 &obj(json!({"themes": ["THEME:waste", "THEME:youth"]})),
-                &InputContext {
-                    lang: "fr",
-                    current: Some(&current),
-                },
+                &InputContext { lang: "fr", current: Some(&current) },
             )
             .unwrap();
         assert_eq!(
@@ -819,7 +653,12 @@ mod doc_tests {
         let guide = include_str!("../../docs/cli.md");
         for schema in &super::SCHEMAS {
             for field in schema.fields {
-                assert!(guide.contains(&format!("`{}`", field.name)), "docs/cli.md does not mention {} of {}", field.name, schema.kind);
+                assert!(
+                    guide.contains(&format!("`{}`", field.name)),
+                    "docs/cli.md does not mention {} of {}",
+                    field.name,
+                    schema.kind
+                );
             }
             if let Some(lc) = schema.lifecycle {
                 for stage in lc.stages {

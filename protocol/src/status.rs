@@ -31,20 +31,8 @@ pub struct Lifecycle {
     pub stages: &'static [Stage],
 }
 
-const fn st(
-    code: &'static str,
-    rank: u8,
-    terminal: bool,
-    fr: &'static str,
-    en: &'static str,
-) -> Stage {
-    Stage {
-        code,
-        rank,
-        terminal,
-        fr,
-        en,
-    }
+const fn st(code: &'static str, rank: u8, terminal: bool, fr: &'static str, en: &'static str) -> Stage {
+    Stage { code, rank, terminal, fr, en }
 }
 
 /// request: draft → open → matched → answered → closed (or withdrawn, expired).
@@ -124,11 +112,7 @@ impl Lifecycle {
 
     /// The codes, comma-separated.
     pub fn list(&self) -> String {
-        self.stages
-            .iter()
-            .map(|s| s.code)
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.stages.iter().map(|s| s.code).collect::<Vec<_>>().join(", ")
     }
 
     /// The status a log converges to: the most advanced entry; at equal rank,
@@ -137,8 +121,7 @@ impl Lifecycle {
     pub fn current<'a>(&self, log: impl IntoIterator<Item = &'a str>) -> Option<&'static str> {
         let mut best: Option<(usize, &Stage)> = None;
         for code in log {
-            if let Some((pos, stage)) = self.stages.iter().enumerate().find(|(_, s)| s.code == code)
-            {
+            if let Some((pos, stage)) = self.stages.iter().enumerate().find(|(_, s)| s.code == code) {
                 let better = match best {
                     None => true,
                     Some((bpos, b)) => stage.rank > b.rank || (stage.rank == b.rank && pos < bpos),
@@ -156,19 +139,14 @@ impl Lifecycle {
     /// # Errors
     /// [`StatusError`] when `to` is unknown or not ahead of `from`.
     pub fn check_move(&self, from: Option<&str>, to: &str) -> Result<(), StatusError> {
-        let target = self.stage(to).ok_or_else(|| StatusError::Unknown {
-            status: to.to_owned(),
-            expected: self.list(),
-        })?;
+        let target =
+            self.stage(to).ok_or_else(|| StatusError::Unknown { status: to.to_owned(), expected: self.list() })?;
         let Some(from) = from else { return Ok(()) };
         let Some(current) = self.stage(from) else {
             return Ok(());
         };
         if current.terminal || target.rank <= current.rank {
-            return Err(StatusError::Backwards {
-                from: from.to_owned(),
-                to: to.to_owned(),
-            });
+            return Err(StatusError::Backwards { from: from.to_owned(), to: to.to_owned() });
         }
         Ok(())
     }
@@ -181,22 +159,10 @@ mod tests {
 
     #[test]
     fn the_most_advanced_status_wins() {
-        assert_eq!(
-            REQUEST.current(["open", "matched", "answered"]),
-            Some("answered")
-        );
-        assert_eq!(
-            REQUEST.current(["open", "answered", "matched"]),
-            Some("answered")
-        );
-        assert_eq!(
-            REQUEST.current(["open", "withdrawn", "closed"]),
-            Some("closed")
-        );
-        assert_eq!(
-            REQUEST.current(["open", "from-a-newer-release"]),
-            Some("open")
-        );
+        assert_eq!(REQUEST.current(["open", "matched", "answered"]), Some("answered"));
+        assert_eq!(REQUEST.current(["open", "answered", "matched"]), Some("answered"));
+        assert_eq!(REQUEST.current(["open", "withdrawn", "closed"]), Some("closed"));
+        assert_eq!(REQUEST.current(["open", "from-a-newer-release"]), Some("open"));
         assert_eq!(REQUEST.current([]), None);
     }
 
@@ -204,18 +170,9 @@ mod tests {
     fn moves_go_forward_only() {
         REQUEST.check_move(Some("open"), "matched").unwrap();
         REQUEST.check_move(Some("open"), "answered").unwrap();
-        assert!(matches!(
-            REQUEST.check_move(Some("answered"), "open"),
-            Err(StatusError::Backwards { .. })
-        ));
-        assert!(matches!(
-            REQUEST.check_move(Some("closed"), "withdrawn"),
-            Err(StatusError::Backwards { .. })
-        ));
-        assert!(matches!(
-            REQUEST.check_move(None, "done"),
-            Err(StatusError::Unknown { .. })
-        ));
+        assert!(matches!(REQUEST.check_move(Some("answered"), "open"), Err(StatusError::Backwards { .. })));
+        assert!(matches!(REQUEST.check_move(Some("closed"), "withdrawn"), Err(StatusError::Backwards { .. })));
+        assert!(matches!(REQUEST.check_move(None, "done"), Err(StatusError::Unknown { .. })));
     }
 
     proptest! {

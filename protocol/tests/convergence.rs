@@ -21,12 +21,7 @@ enum Action {
     Status(usize),
 }
 
-const TITLES: [&str; 4] = [
-    "Compostage",
-    "Tri des déchets",
-    "Quartier propre",
-    "Propreté des rues",
-];
+const TITLES: [&str; 4] = ["Compostage", "Tri des déchets", "Quartier propre", "Propreté des rues"];
 const DIMS: [&str; 4] = ["SPIRAL:A", "SPIRAL:B", "SPIRAL:C", "SPIRAL:D"];
 const NEEDS: [&str; 3] = ["expertise", "training", "mission"];
 
@@ -46,9 +41,8 @@ fn action() -> impl Strategy<Value = Action> {
 fn apply(doc: &mut Automerge, who: &str, action: &Action, time: i64) {
     let schema = schema_of(&DocKind::Request).unwrap();
     let content = document::to_json(doc);
-    let current_status = REQUEST
-        .current(document::status_log(doc).iter().map(|e| e.status.as_str()))
-        .map(str::to_owned);
+    let current_status =
+        REQUEST.current(document::status_log(doc).iter().map(|e| e.status.as_str())).map(str::to_owned);
     let (input, lang) = match action {
         Action::Title(i) => (json!({"title": TITLES[*i]}), "fr"),
         Action::Translate(i) => (json!({"title": format!("ترجمة {i}")}), "ar"),
@@ -62,35 +56,19 @@ fn apply(doc: &mut Automerge, who: &str, action: &Action, time: i64) {
             needs.push(json!(NEEDS[*i]));
             (json!({"need_types": needs}), "fr")
         }
-        Action::Dimensions(ds) => (
-            json!({"dimensions": ds.iter().map(|d| DIMS[*d]).collect::<Vec<_>>()}),
-            "fr",
-        ),
+        Action::Dimensions(ds) => (json!({"dimensions": ds.iter().map(|d| DIMS[*d]).collect::<Vec<_>>()}), "fr"),
         Action::Status(s) => {
             let to = REQUEST.stages[*s].code;
             if REQUEST.check_move(current_status.as_deref(), to).is_err() {
                 return;
             }
-            let edit = Edit::Status {
-                code: to.into(),
-                at_ms: time,
-                by: who.into(),
-                note: None,
-            };
+            let edit = Edit::Status { code: to.into(), at_ms: time, by: who.into(), note: None };
             document::commit(doc, &[edit], "status", time).unwrap();
             return;
         }
     };
     let input: Map<String, Value> = input.as_object().unwrap().clone();
-    let edits = schema
-        .edits(
-            &input,
-            &InputContext {
-                lang,
-                current: Some(&content),
-            },
-        )
-        .unwrap();
+    let edits = schema.edits(&input, &InputContext { lang, current: Some(&content) }).unwrap();
     document::commit(doc, &edits, "update", time).unwrap();
 }
 

@@ -33,16 +33,9 @@ pub fn passerelle_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("the test knows its own path");
     // target/<profile>/deps/<test> -> target/<profile>/passerelle
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("tests run from target/<profile>/deps");
+    let dir = exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps");
     let bin = dir.join(format!("passerelle{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} not found: run `cargo build -p passerelle` or set PASSERELLE_BIN",
-        bin.display()
-    );
+    assert!(bin.exists(), "{} not found: run `cargo build -p passerelle` or set PASSERELLE_BIN", bin.display());
     bin
 }
 
@@ -71,12 +64,8 @@ impl CliResult {
     /// # Panics
     /// If it is not JSON, showing both streams.
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
     }
 }
 
@@ -95,23 +84,9 @@ impl TestNode {
     /// # Errors
     /// When `init` fails.
     pub fn init(name: &str, country: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("passerelle-{}-", name.to_lowercase()))
-            .tempdir()?;
-        let node = Self {
-            name: name.to_owned(),
-            dir,
-            child: None,
-        };
-        let r = node.cli(&[
-            "init",
-            "--name",
-            name,
-            "--country",
-            country,
-            "--api-port",
-            "0",
-        ]);
+        let dir = tempfile::Builder::new().prefix(&format!("passerelle-{}-", name.to_lowercase())).tempdir()?;
+        let node = Self { name: name.to_owned(), dir, child: None };
+        let r = node.cli(&["init", "--name", name, "--country", country, "--api-port", "0"]);
         if r.code != 0 {
             bail!("init failed: {}", r.stderr);
         }
@@ -146,12 +121,7 @@ impl TestNode {
         all.push("--json");
         let r = self.cli(&all);
         if r.code != 0 {
-            bail!(
-                "`passerelle {}` exited {}: {}",
-                args.join(" "),
-                r.code,
-                r.stderr
-            );
+            bail!("`passerelle {}` exited {}: {}", args.join(" "), r.code, r.stderr);
         }
         Ok(r.json())
     }
@@ -183,25 +153,12 @@ impl TestNode {
             {
                 return Ok(());
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 self.child = None;
-                bail!(
-                    "{} exited with {status} while starting; log:\n{}",
-                    self.name,
-                    self.log()
-                );
+                bail!("{} exited with {status} while starting; log:\n{}", self.name, self.log());
             }
             if Instant::now() > deadline {
-                bail!(
-                    "{} did not answer within {:?}; log:\n{}",
-                    self.name,
-                    START_DEADLINE,
-                    self.log()
-                );
+                bail!("{} did not answer within {:?}; log:\n{}", self.name, START_DEADLINE, self.log());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -233,9 +190,7 @@ impl TestNode {
     /// # Errors
     /// When it does not exit within 20 s (it is then killed).
     pub fn terminate(&mut self) -> anyhow::Result<i32> {
-        let Some(mut child) = self.child.take() else {
-            bail!("{} is not running", self.name)
-        };
+        let Some(mut child) = self.child.take() else { bail!("{} is not running", self.name) };
         send_signal(child.id(), libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -244,11 +199,7 @@ impl TestNode {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                bail!(
-                    "{} ignored SIGTERM for 20 s; log:\n{}",
-                    self.name,
-                    self.log()
-                );
+                bail!("{} ignored SIGTERM for 20 s; log:\n{}", self.name, self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -256,9 +207,7 @@ impl TestNode {
 
     /// Whether the process is running.
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 }
 

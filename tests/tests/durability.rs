@@ -40,8 +40,7 @@ fn acknowledged_writes_survive_kill_9() -> anyhow::Result<()> {
                 let mut my_docs: Vec<DocId> = Vec::new();
                 for n in 0u64.. {
                     if n % 3 == 0 || my_docs.is_empty() {
-                        let fields =
-                            json!({"title": format!("r{round} w{w} n{n}"), "description": "v0"});
+                        let fields = json!({"title": format!("r{round} w{w} n{n}"), "description": "v0"});
                         let req = CreateDoc {
                             kind: "request".into(),
                             fields: fields.as_object().unwrap().clone(),
@@ -59,10 +58,7 @@ fn acknowledged_writes_survive_kill_9() -> anyhow::Result<()> {
                         let value = acked.docs[&doc] + 1;
                         acked.attempted.insert(doc, value);
                         let fields = json!({"description": format!("v{value}")});
-                        let req = UpdateDoc {
-                            fields: fields.as_object().unwrap().clone(),
-                            ..Default::default()
-                        };
+                        let req = UpdateDoc { fields: fields.as_object().unwrap().clone(), ..Default::default() };
                         match client.update(&doc, &req) {
                             Ok(_) => {
                                 acked.docs.insert(doc, value);
@@ -93,14 +89,10 @@ fn acknowledged_writes_survive_kill_9() -> anyhow::Result<()> {
         let mut checked = 0;
         for acked in &results {
             for (doc, value) in &acked.docs {
-                let view = client
-                    .show(doc, None)
-                    .map_err(|e| anyhow::anyhow!("acknowledged document {doc} lost: {e}"))?;
-                let stored = view.fields["description"]["fr"]
-                    .as_str()
-                    .unwrap()
-                    .trim_start_matches('v')
-                    .parse::<u64>()?;
+                let view =
+                    client.show(doc, None).map_err(|e| anyhow::anyhow!("acknowledged document {doc} lost: {e}"))?;
+                let stored =
+                    view.fields["description"]["fr"].as_str().unwrap().trim_start_matches('v').parse::<u64>()?;
                 let attempted = acked.attempted.get(doc).copied().unwrap_or(*value);
                 assert!(
                     stored == *value || stored == attempted,
@@ -111,11 +103,7 @@ fn acknowledged_writes_survive_kill_9() -> anyhow::Result<()> {
         }
         assert!(checked > 0);
         let report = client.verify()?;
-        assert!(
-            report.failures.is_empty(),
-            "round {round}: {:?}",
-            report.failures
-        );
+        assert!(report.failures.is_empty(), "round {round}: {:?}", report.failures);
         node.terminate()?;
     }
     Ok(())

@@ -17,10 +17,7 @@ fn a_commune_publishes_and_edits_documents_that_survive_a_restart() -> anyhow::R
 
     let status = node.cli_json(&["status"])?;
     assert_eq!(status["commune_id"], id["commune_id"]);
-    assert_eq!(
-        status["documents"]["profile"], 1,
-        "the node creates its commune's profile"
-    );
+    assert_eq!(status["documents"]["profile"], 1, "the node creates its commune's profile");
 
     let req = node.cli_json(&[
         "request",
@@ -60,19 +57,8 @@ fn a_commune_publishes_and_edits_documents_that_survive_a_restart() -> anyhow::R
     ])?;
     assert_eq!(updated["fields"]["deadline"], "2026-04-30");
     assert_eq!(updated["fields"]["description"]["ar"], "مشروع حي نظيف");
-    assert_eq!(
-        updated["fields"]["description"]["original"], "fr",
-        "a translation never replaces the original"
-    );
-    let moved = node.cli_json(&[
-        "request",
-        "update",
-        &doc,
-        "--status",
-        "matched",
-        "--note",
-        "offre de Hautrieu",
-    ])?;
+    assert_eq!(updated["fields"]["description"]["original"], "fr", "a translation never replaces the original");
+    let moved = node.cli_json(&["request", "update", &doc, "--status", "matched", "--note", "offre de Hautrieu"])?;
     assert_eq!(moved["status"], "matched");
     assert_eq!(moved["status_log"].as_array().unwrap().len(), 2);
 
@@ -108,29 +94,16 @@ fn a_commune_publishes_and_edits_documents_that_survive_a_restart() -> anyhow::R
     assert_eq!(list.as_array().unwrap().len(), 1);
     let human = node.cli(&["request", "list"]);
     assert_eq!(human.code, 0);
-    assert!(
-        human.stdout.contains("matched") && human.stdout.contains("Expertise en tri"),
-        "{}",
-        human.stdout
-    );
+    assert!(human.stdout.contains("matched") && human.stdout.contains("Expertise en tri"), "{}", human.stdout);
 
     let history = node.cli_json(&["history", &doc])?;
     let entries = history.as_array().unwrap();
     assert_eq!(entries.len(), 3);
     assert_eq!(entries[0]["author_commune"], id["commune_id"]);
     assert_eq!(entries[0]["author_node"], id["node_id"]);
-    assert!(
-        entries[2]["message"]
-            .as_str()
-            .unwrap()
-            .contains("status→matched")
-    );
+    assert!(entries[2]["message"].as_str().unwrap().contains("status→matched"));
     let human = node.cli(&["history", &doc]);
-    assert!(
-        human.stdout.contains("Senneval"),
-        "history names the commune: {}",
-        human.stdout
-    );
+    assert!(human.stdout.contains("Senneval"), "history names the commune: {}", human.stdout);
 
     // Restart: everything is still there, and verify agrees.
     assert_eq!(node.terminate()?, 0, "SIGTERM is a clean exit");
@@ -158,21 +131,9 @@ fn bad_input_gets_a_clear_error_and_loses_nothing() -> anyhow::Result<()> {
     assert_eq!(node.cli(&["request", "frobnicate"]).code, 2);
     assert_eq!(node.cli(&["init", "--name", "X"]).code, 2);
     // An identity is never overwritten.
-    let again = node.cli(&[
-        "init",
-        "--name",
-        "Other",
-        "--country",
-        "MA",
-        "--api-port",
-        "0",
-    ]);
+    let again = node.cli(&["init", "--name", "Other", "--country", "MA", "--api-port", "0"]);
     assert_eq!(again.code, 1);
-    assert!(
-        again.stderr.contains("never overwritten"),
-        "{}",
-        again.stderr
-    );
+    assert!(again.stderr.contains("never overwritten"), "{}", again.stderr);
     // Node not running: exit 3 with how to start it.
     let r = node.cli(&["request", "list"]);
     assert_eq!(r.code, 3);
@@ -187,127 +148,44 @@ fn bad_input_gets_a_clear_error_and_loses_nothing() -> anyhow::Result<()> {
     let kept_id = kept["id"].as_str().unwrap().to_owned();
 
     let cases: &[(&[&str], &str)] = &[
-        (
-            &["request", "create", "--title", "   "],
-            "title is required",
-        ),
-        (
-            &["request", "create", "--title", "x", "--status", "done"],
-            "unknown status",
-        ),
-        (
-            &[
-                "request",
-                "create",
-                "--title",
-                "x",
-                "--theme",
-                "THEME:bogus",
-            ],
-            "unknown theme code",
-        ),
-        (
-            &[
-                "request",
-                "create",
-                "--title",
-                "x",
-                "--deadline",
-                "2026-02-30",
-            ],
-            "invalid deadline",
-        ),
-        (
-            &[
-                "request",
-                "create",
-                "--title",
-                "x",
-                "--field",
-                "colour=blue",
-            ],
-            "unknown field",
-        ),
-        (
-            &["request", "create", "--title", "x", "--lang", "xx"],
-            "not a known language",
-        ),
-        (
-            &["request", "create", "--title", "x", "--scope", "everyone"],
-            "unknown scope",
-        ),
+        (&["request", "create", "--title", "   "], "title is required"),
+        (&["request", "create", "--title", "x", "--status", "done"], "unknown status"),
+        (&["request", "create", "--title", "x", "--theme", "THEME:bogus"], "unknown theme code"),
+        (&["request", "create", "--title", "x", "--deadline", "2026-02-30"], "invalid deadline"),
+        (&["request", "create", "--title", "x", "--field", "colour=blue"], "unknown field"),
+        (&["request", "create", "--title", "x", "--lang", "xx"], "not a known language"),
+        (&["request", "create", "--title", "x", "--scope", "everyone"], "unknown scope"),
         (&["request", "show", &"a".repeat(64)], "no document"),
-        (
-            &["request", "update", &kept_id, "--status", "draft"],
-            "can only move forward",
-        ),
-        (
-            &["profile", "update", "--field", "country=Belgium"],
-            "ISO 3166-1",
-        ),
+        (&["request", "update", &kept_id, "--status", "draft"], "can only move forward"),
+        (&["profile", "update", "--field", "country=Belgium"], "ISO 3166-1"),
     ];
     for (args, expected) in cases {
         let r = node.cli(args);
-        assert_eq!(
-            r.code,
-            1,
-            "`{}` should fail with exit 1: {}",
-            args.join(" "),
-            r.stderr
-        );
-        assert!(
-            r.stderr.contains(expected),
-            "`{}`: expected {expected:?} in {:?}",
-            args.join(" "),
-            r.stderr
-        );
+        assert_eq!(r.code, 1, "`{}` should fail with exit 1: {}", args.join(" "), r.stderr);
+        assert!(r.stderr.contains(expected), "`{}`: expected {expected:?} in {:?}", args.join(" "), r.stderr);
     }
     let r = node.cli(&["request", "show", "zz"]);
     assert_eq!(r.code, 2, "a malformed id is a usage error: {}", r.stderr);
 
     // Malformed JSON and missing or wrong tokens at the API: 4xx with a reason.
-    let addr = std::fs::read_to_string(node.home().api_addr())?
-        .trim()
-        .to_owned();
-    let token = std::fs::read_to_string(node.home().api_token())?
-        .trim()
-        .to_owned();
+    let addr = std::fs::read_to_string(node.home().api_addr())?.trim().to_owned();
+    let token = std::fs::read_to_string(node.home().api_token())?.trim().to_owned();
     let raw = |method: &str, path: &str, auth: Option<&str>, body: &str| -> (u16, String) {
         raw_http::send(method, &format!("http://{addr}{path}"), auth, body)
     };
-    let (code, body) = raw(
-        "POST",
-        "/v1/docs",
-        None,
-        r#"{"kind":"request","fields":{"title":"x"}}"#,
-    );
+    let (code, body) = raw("POST", "/v1/docs", None, r#"{"kind":"request","fields":{"title":"x"}}"#);
     assert_eq!(code, 401, "{body}");
-    let (code, body) = raw(
-        "POST",
-        "/v1/docs",
-        Some("wrong"),
-        r#"{"kind":"request","fields":{"title":"x"}}"#,
-    );
+    let (code, body) = raw("POST", "/v1/docs", Some("wrong"), r#"{"kind":"request","fields":{"title":"x"}}"#);
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("wrong API token"));
     let (code, body) = raw("POST", "/v1/docs", Some(&token), "{not json");
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("malformed JSON"), "{body}");
-    let (code, body) = raw(
-        "POST",
-        "/v1/docs",
-        Some(&token),
-        r#"{"kind":"spaceship","fields":{}}"#,
-    );
+    let (code, body) = raw("POST", "/v1/docs", Some(&token), r#"{"kind":"spaceship","fields":{}}"#);
     assert_eq!(code, 422, "{body}");
     let (code, _) = raw("GET", "/v1/nothing-here", None, "");
     assert_eq!(code, 404);
-    let (code, body) = raw(
-        "PATCH",
-        &format!("/v1/docs/{kept_id}"),
-        Some(&token),
-        r#"{"fields":{"title":""}}"#,
-    );
+    let (code, body) = raw("PATCH", &format!("/v1/docs/{kept_id}"), Some(&token), r#"{"fields":{"title":""}}"#);
     assert_eq!(code, 422, "{body}");
 
     // Nothing was lost or changed by all of that.
@@ -329,9 +207,7 @@ mod raw_http {
         let rest = url.strip_prefix("http://").unwrap();
         let (host, path) = rest.split_at(rest.find('/').unwrap());
         let mut s = TcpStream::connect(host).unwrap();
-        let auth = auth
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
+        let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
         write!(
             s,
             "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -341,10 +217,7 @@ mod raw_http {
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
         let code = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let body = resp
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
         (code, body)
     }
 }

@@ -11,13 +11,7 @@ fn verify_names_a_tampered_change() -> anyhow::Result<()> {
     node.start()?;
     let victim = node.cli_json(&["request", "create", "--title", "Compostage"])?;
     let victim: DocId = victim["id"].as_str().unwrap().parse()?;
-    node.cli_json(&[
-        "request",
-        "update",
-        &victim.to_string(),
-        "--deadline",
-        "2026-06-30",
-    ])?;
+    node.cli_json(&["request", "update", &victim.to_string(), "--deadline", "2026-06-30"])?;
     let other = node.cli_json(&["project", "create", "--title", "Quartier propre"])?;
     node.terminate()?;
 
@@ -25,11 +19,7 @@ fn verify_names_a_tampered_change() -> anyhow::Result<()> {
     {
         let store = SledStore::open(&node.home().store())?;
         let key = passerelle_node::store::sled_keys::change(&victim, 1);
-        let mut value = store
-            .raw_tree()
-            .get(&key)?
-            .expect("the change is stored")
-            .to_vec();
+        let mut value = store.raw_tree().get(&key)?.expect("the change is stored").to_vec();
         let last = value.len() - 10;
         value[last] ^= 0x40;
         store.raw_tree().insert(&key, value)?;
@@ -38,31 +28,15 @@ fn verify_names_a_tampered_change() -> anyhow::Result<()> {
 
     node.start()?;
     let r = node.cli(&["verify", "--json"]);
-    assert_eq!(
-        r.code, 1,
-        "verify fails when a signature does not hold: {}",
-        r.stderr
-    );
+    assert_eq!(r.code, 1, "verify fails when a signature does not hold: {}", r.stderr);
     let report = r.json();
     let failures = report["failures"].as_array().unwrap();
     assert_eq!(failures.len(), 1, "{report}");
     assert_eq!(failures[0]["doc"], victim.to_string());
     assert_eq!(failures[0]["seq"], 1);
-    assert!(
-        failures[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("bad signature"),
-        "{report}"
-    );
+    assert!(failures[0]["reason"].as_str().unwrap().contains("bad signature"), "{report}");
     let human = node.cli(&["verify"]);
-    assert!(
-        human
-            .stdout
-            .contains(&format!("FAILED document {victim} change #1")),
-        "{}",
-        human.stdout
-    );
+    assert!(human.stdout.contains(&format!("FAILED document {victim} change #1")), "{}", human.stdout);
 
     // The other documents are intact and the node keeps serving.
     let project = node.cli_json(&["project", "show", other["id"].as_str().unwrap()])?;

@@ -20,19 +20,14 @@ pub enum BenchCommand {
 
 /// Runs a benchmark; each figure is one JSON line on stdout.
 pub fn run(command: BenchCommand, _out: &Output) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     match command {
         BenchCommand::Ingest { docs } => {
             if docs == 0 {
                 return Err(super::UsageError("--docs must be at least 1".into()).into());
             }
-            eprintln!(
-                "bench ingest: {docs} documents, {} signed changes",
-                docs * 11
-            );
+            eprintln!("bench ingest: {docs} documents, {} signed changes", docs * 11);
             rt.block_on(passerelle_node::bench::ingest(docs, |f| {
                 write_stdout(&serde_json::to_string(f).expect("figures serialize"));
             }))

@@ -60,9 +60,7 @@ impl FieldArgs {
         if !self.themes.is_empty() {
             if kind == "request" {
                 if self.themes.len() > 1 {
-                    return Err(UsageError(
-                        "a request has one theme: give --theme once".into(),
-                    ));
+                    return Err(UsageError("a request has one theme: give --theme once".into()));
                 }
                 put("theme", self.themes[0].clone().into());
             } else {
@@ -76,9 +74,8 @@ impl FieldArgs {
             put("deadline", d.clone().into());
         }
         for kv in &self.fields {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| UsageError(format!("--field expects KEY=VALUE, got {kv:?}")))?;
+            let (k, v) =
+                kv.split_once('=').ok_or_else(|| UsageError(format!("--field expects KEY=VALUE, got {kv:?}")))?;
             let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
             put(k.trim(), value);
         }
@@ -154,12 +151,7 @@ pub enum ProfileCommand {
 pub fn run(home: &Home, kind: &str, command: DocCommand, out: &Output) -> anyhow::Result<ExitCode> {
     let client = super::client(home)?;
     match command {
-        DocCommand::Create {
-            fields,
-            status,
-            scope,
-            writers,
-        } => {
+        DocCommand::Create { fields, status, scope, writers } => {
             let req = CreateDoc {
                 kind: kind.to_owned(),
                 fields: fields.to_map(kind)?,
@@ -171,16 +163,8 @@ pub fn run(home: &Home, kind: &str, command: DocCommand, out: &Output) -> anyhow
             let doc = client.create(&req)?;
             out.print(&doc, || format!("created {}\n{}", doc.kind, render(&doc)));
         }
-        DocCommand::List {
-            status,
-            owner,
-            mine,
-        } => {
-            let owner = if mine {
-                Some(client.status()?.commune_id.to_string())
-            } else {
-                owner
-            };
+        DocCommand::List { status, owner, mine } => {
+            let owner = if mine { Some(client.status()?.commune_id.to_string()) } else { owner };
             let docs = client.list(Some(kind), status.as_deref(), owner.as_deref())?;
             out.print(&docs, || render_list(kind, &docs));
         }
@@ -188,34 +172,17 @@ pub fn run(home: &Home, kind: &str, command: DocCommand, out: &Output) -> anyhow
             let id = resolve_id(&client, Some(kind), &id)?;
             let doc = client.show(&id, lang.as_deref())?;
             if doc.kind != kind {
-                anyhow::bail!(
-                    "document {id} is a {}, not a {kind}: use `passerelle {} show {id}`",
-                    doc.kind,
-                    doc.kind
-                );
+                anyhow::bail!("document {id} is a {}, not a {kind}: use `passerelle {} show {id}`", doc.kind, doc.kind);
             }
             out.print(&doc, || render(&doc));
         }
-        DocCommand::Update {
-            id,
-            fields,
-            status,
-            note,
-        } => {
+        DocCommand::Update { id, fields, status, note } => {
             let id = resolve_id(&client, Some(kind), &id)?;
             let map = fields.to_map(kind)?;
             if map.is_empty() && status.is_none() {
-                return Err(UsageError(
-                    "nothing to update: give fields to change or --status".into(),
-                )
-                .into());
+                return Err(UsageError("nothing to update: give fields to change or --status".into()).into());
             }
-            let req = UpdateDoc {
-                fields: map,
-                lang: fields.lang.clone(),
-                status,
-                note,
-            };
+            let req = UpdateDoc { fields: map, lang: fields.lang.clone(), status, note };
             let doc = client.update(&id, &req)?;
             out.print(&doc, || format!("updated {}\n{}", doc.kind, render(&doc)));
         }
@@ -237,19 +204,9 @@ pub fn run_profile(home: &Home, command: ProfileCommand, out: &Output) -> anyhow
         ProfileCommand::Update { fields } => {
             let map = fields.to_map("profile")?;
             if map.is_empty() {
-                return Err(UsageError(
-                    "nothing to update: give fields with --field KEY=VALUE".into(),
-                )
-                .into());
+                return Err(UsageError("nothing to update: give fields with --field KEY=VALUE".into()).into());
             }
-            client.update(
-                &profile.id,
-                &UpdateDoc {
-                    fields: map,
-                    lang: fields.lang.clone(),
-                    ..UpdateDoc::default()
-                },
-            )?
+            client.update(&profile.id, &UpdateDoc { fields: map, lang: fields.lang.clone(), ..UpdateDoc::default() })?
         }
     };
     out.print(&doc, || render(&doc));
@@ -277,35 +234,24 @@ pub fn resolve_id(client: &ApiClient, kind: Option<&str>, given: &str) -> anyhow
         .collect();
     match matches.as_slice() {
         [one] => Ok(*one),
-        [] => anyhow::bail!(
-            "no {} document with an id starting with {prefix}",
-            kind.unwrap_or("")
-        ),
-        many => anyhow::bail!(
-            "{} documents have ids starting with {prefix}: give more characters",
-            many.len()
-        ),
+        [] => anyhow::bail!("no {} document with an id starting with {prefix}", kind.unwrap_or("")),
+        many => anyhow::bail!("{} documents have ids starting with {prefix}: give more characters", many.len()),
     }
 }
 
 fn render_value(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Array(items) if items.iter().all(Value::is_string) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(", "),
+        Value::Array(items) if items.iter().all(Value::is_string) => {
+            items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")
+        }
         Value::Object(map) if map.contains_key("original") => {
             let original = map.get("original").and_then(Value::as_str).unwrap_or("");
             let mut parts: Vec<String> = Vec::new();
             if let Some(t) = map.get(original).and_then(Value::as_str) {
                 parts.push(format!("[{original}] {t}"));
             }
-            for (lang, t) in map
-                .iter()
-                .filter(|(k, _)| k.as_str() != "original" && k.as_str() != original)
-            {
+            for (lang, t) in map.iter().filter(|(k, _)| k.as_str() != "original" && k.as_str() != original) {
                 parts.push(format!("[{lang}] {}", t.as_str().unwrap_or("")));
             }
             parts.join("\n               ")
@@ -335,11 +281,7 @@ pub fn render(doc: &DocView) -> String {
     if doc.status_log.len() > 1 {
         text.push_str("\n  status log");
         for e in &doc.status_log {
-            let note = e
-                .note
-                .as_deref()
-                .map(|n| format!(" — {n}"))
-                .unwrap_or_default();
+            let note = e.note.as_deref().map(|n| format!(" — {n}")).unwrap_or_default();
             text.push_str(&format!(
                 "\n    {}  {:<10} by {}{note}",
                 time(e.at_ms),

@@ -23,22 +23,15 @@ pub fn run(home: &Home, args: Args, out: &Output) -> anyhow::Result<ExitCode> {
     let names: HashMap<String, String> = if out.json {
         HashMap::new()
     } else {
-        client
-            .list(Some("profile"), None, None)?
-            .into_iter()
-            .filter_map(|p| Some((p.owner, p.title?)))
-            .collect()
+        client.list(Some("profile"), None, None)?.into_iter().filter_map(|p| Some((p.owner, p.title?))).collect()
     };
     out.print(&entries, || {
         entries
             .iter()
             .map(|e| {
-                let commune = e.author_commune.map(|c| {
-                    names
-                        .get(&c.to_string())
-                        .cloned()
-                        .unwrap_or_else(|| format!("commune {}", c.short()))
-                });
+                let commune = e
+                    .author_commune
+                    .map(|c| names.get(&c.to_string()).cloned().unwrap_or_else(|| format!("commune {}", c.short())));
                 let from = match &e.received_from {
                     Some(peer) => format!(", received from node {}", &peer[..8.min(peer.len())]),
                     None => String::new(),

@@ -54,13 +54,7 @@ fn human(v: &IdView) -> String {
 pub fn run(home: &Home, args: Args, out: &Output) -> anyhow::Result<ExitCode> {
     let id = identity::init(home, &args.name, &args.country, args.api_port)?;
     let view = id_view(home, &id);
-    out.print(&view, || {
-        format!(
-            "{}\n\nStart the node with: passerelle run --home {}",
-            human(&view),
-            view.home
-        )
-    });
+    out.print(&view, || format!("{}\n\nStart the node with: passerelle run --home {}", human(&view), view.home));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -23,29 +23,14 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
     if let (Some(name), Some(country)) = (&args.name, &args.country)
         && !home.config().exists()
     {
-        let id = identity::init(
-            home,
-            name,
-            country,
-            passerelle_node::config::DEFAULT_API_PORT,
-        )?;
-        eprintln!(
-            "created identity for {} in {}",
-            id.config.commune.name,
-            home.root().display()
-        );
+        let id = identity::init(home, name, country, passerelle_node::config::DEFAULT_API_PORT)?;
+        eprintln!("created identity for {} in {}", id.config.commune.name, home.root().display());
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     rt.block_on(async {
         let node = runtime::start(home).await?;
-        eprintln!(
-            "node running: API on http://{} (home {}). Stop with Ctrl-C.",
-            node.api_addr,
-            home.root().display()
-        );
+        eprintln!("node running: API on http://{} (home {}). Stop with Ctrl-C.", node.api_addr, home.root().display());
         runtime::shutdown_signal().await;
         node.shutdown().await;
         Ok::<_, anyhow::Error>(())

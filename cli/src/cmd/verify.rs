@@ -10,10 +10,7 @@ use crate::output::Output;
 pub fn run(home: &Home, out: &Output) -> anyhow::Result<ExitCode> {
     let report = super::client(home)?.verify()?;
     out.print(&report, || {
-        let mut text = format!(
-            "checked {} documents, {} changes",
-            report.documents, report.changes
-        );
+        let mut text = format!("checked {} documents, {} changes", report.documents, report.changes);
         if report.failures.is_empty() {
             text.push_str(": every signature holds");
         }
@@ -27,9 +24,5 @@ pub fn run(home: &Home, out: &Output) -> anyhow::Result<ExitCode> {
         }
         text
     });
-    Ok(if report.failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(crate::exit::FAILED)
-    })
+    Ok(if report.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(crate::exit::FAILED) })
 }

@@ -19,11 +19,7 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a status, a stable code and a message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
 
     /// 400: the request cannot be understood.
@@ -58,13 +54,6 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(code = self.code, error = %self.message, "request refused");
         }
-        (
-            self.status,
-            Json(ApiErrorBody {
-                code: self.code.to_owned(),
-                error: self.message,
-            }),
-        )
-            .into_response()
+        (self.status, Json(ApiErrorBody { code: self.code.to_owned(), error: self.message })).into_response()
     }
 }

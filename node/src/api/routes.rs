@@ -15,9 +15,7 @@ use passerelle_protocol::ids::DocId;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::types::{
-    CreateDoc, DocSummary, DocView, HistoryEntry, NodeStatus, UpdateDoc, VerifyReport,
-};
+use super::types::{CreateDoc, DocSummary, DocView, HistoryEntry, NodeStatus, UpdateDoc, VerifyReport};
 use crate::engine::{EngineHandle, ListFilter};
 
 /// Largest request body accepted, in bytes.
@@ -51,11 +49,7 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// Every method but GET and HEAD needs the token.
-async fn require_token(
-    State(state): State<ApiState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Result<Response, ApiError> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         check_token(req.headers(), &state.token)?;
     }
@@ -69,35 +63,21 @@ fn check_token(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError::unauthorized("this request changes data: send `Authorization: Bearer <token>` (the token is in api.token in the node's home)"))?;
     // Compare in constant time so the token cannot be guessed byte by byte.
-    let same = given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized("wrong API token"))
-    }
+    let same =
+        given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    if same { Ok(()) } else { Err(ApiError::unauthorized("wrong API token")) }
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such API route; see docs/cli.md for the API",
-    )
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route; see docs/cli.md for the API")
 }
 
 fn doc_id(raw: &str) -> Result<DocId, ApiError> {
-    raw.parse()
-        .map_err(|e: passerelle_protocol::ids::IdParseError| ApiError::bad_request(e.to_string()))
+    raw.parse().map_err(|e: passerelle_protocol::ids::IdParseError| ApiError::bad_request(e.to_string()))
 }
 
 fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    json.map(|Json(v)| v)
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {}", e.body_text())))
+    json.map(|Json(v)| v).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {}", e.body_text())))
 }
 
 async fn status(State(state): State<ApiState>) -> Result<Json<NodeStatus>, ApiError> {
@@ -123,19 +103,9 @@ async fn list(
 ) -> Result<Json<Vec<DocSummary>>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     if let Some(kind) = &q.kind {
-        kind.parse::<passerelle_protocol::header::DocKind>()
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        kind.parse::<passerelle_protocol::header::DocKind>().map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
-    Ok(Json(
-        state
-            .engine
-            .list(ListFilter {
-                kind: q.kind,
-                status: q.status,
-                owner: q.owner,
-            })
-            .await?,
-    ))
+    Ok(Json(state.engine.list(ListFilter { kind: q.kind, status: q.status, owner: q.owner }).await?))
 }
 
 async fn create(
@@ -170,10 +140,7 @@ async fn update(
     Ok(Json(state.engine.update(id, body(json)?).await?))
 }
 
-async fn history(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<Json<Vec<HistoryEntry>>, ApiError> {
+async fn history(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<Vec<HistoryEntry>>, ApiError> {
     Ok(Json(state.engine.history(doc_id(&id)?).await?))
 }
 

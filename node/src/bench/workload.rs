@@ -14,16 +14,8 @@ const COMMUNES_BE: [&str; 8] = [
     "Charleroi",
     "Ottignies-Louvain-la-Neuve",
 ];
-const COMMUNES_MA: [&str; 8] = [
-    "Tétouan",
-    "Chefchaouen",
-    "Al Hoceïma",
-    "Nador",
-    "Oujda",
-    "Berkane",
-    "Larache",
-    "Ouarzazate",
-];
+const COMMUNES_MA: [&str; 8] =
+    ["Tétouan", "Chefchaouen", "Al Hoceïma", "Nador", "Oujda", "Berkane", "Larache", "Ouarzazate"];
 const STATUSES: [&str; 5] = ["open", "in_review", "accepted", "in_progress", "done"];
 const TAG_POOL: [&str; 12] = [
     "voirie",
@@ -83,10 +75,7 @@ pub fn description(i: usize) -> String {
 
 /// Exactly [`TITLE_LEN`] code points.
 pub fn title(i: usize) -> String {
-    format!("Demande n°{i} : {}", TOPICS[i % TOPICS.len()])
-        .chars()
-        .take(TITLE_LEN)
-        .collect()
+    format!("Demande n°{i} : {}", TOPICS[i % TOPICS.len()]).chars().take(TITLE_LEN).collect()
 }
 
 /// "BE" for even documents, "MA" for odd ones.
@@ -96,11 +85,7 @@ pub fn country(i: usize) -> &'static str {
 
 /// The commune of document `i`.
 pub fn commune(i: usize) -> &'static str {
-    let list = if i.is_multiple_of(2) {
-        &COMMUNES_BE
-    } else {
-        &COMMUNES_MA
-    };
+    let list = if i.is_multiple_of(2) { &COMMUNES_BE } else { &COMMUNES_MA };
     list[(i / 2) % list.len()]
 }
 
@@ -112,41 +97,17 @@ pub fn created_at_ms(i: usize) -> i64 {
 /// The edits that create document `i` (its first change).
 pub fn initial(i: usize) -> Vec<Edit> {
     let mut edits = vec![
-        Edit::Put {
-            field: "kind".into(),
-            value: Scalar::Str("request".into()),
-        },
-        Edit::PlainText {
-            field: "title".into(),
-            text: title(i),
-        },
-        Edit::PlainText {
-            field: "description".into(),
-            text: description(i),
-        },
-        Edit::Put {
-            field: "country".into(),
-            value: Scalar::Str(country(i).into()),
-        },
-        Edit::Put {
-            field: "commune".into(),
-            value: Scalar::Str(commune(i).into()),
-        },
-        Edit::Put {
-            field: "status".into(),
-            value: Scalar::Str("open".into()),
-        },
+        Edit::Put { field: "kind".into(), value: Scalar::Str("request".into()) },
+        Edit::PlainText { field: "title".into(), text: title(i) },
+        Edit::PlainText { field: "description".into(), text: description(i) },
+        Edit::Put { field: "country".into(), value: Scalar::Str(country(i).into()) },
+        Edit::Put { field: "commune".into(), value: Scalar::Str(commune(i).into()) },
+        Edit::Put { field: "status".into(), value: Scalar::Str("open".into()) },
     ];
     for k in 0..3 {
-        edits.push(Edit::Push {
-            field: "tags".into(),
-            value: Scalar::Str(TAG_POOL[(i + k) % TAG_POOL.len()].into()),
-        });
+        edits.push(Edit::Push { field: "tags".into(), value: Scalar::Str(TAG_POOL[(i + k) % TAG_POOL.len()].into()) });
     }
-    edits.push(Edit::Put {
-        field: "createdAt".into(),
-        value: Scalar::Timestamp(created_at_ms(i)),
-    });
+    edits.push(Edit::Put { field: "createdAt".into(), value: Scalar::Timestamp(created_at_ms(i)) });
     edits
 }
 
@@ -157,26 +118,18 @@ pub fn edits(i: usize) -> Vec<Edit> {
     (0..10)
         .map(|k| match k % 3 {
             0 => {
-                let e = Edit::Put {
-                    field: "status".into(),
-                    value: Scalar::Str(STATUSES[st % STATUSES.len()].into()),
-                };
+                let e = Edit::Put { field: "status".into(), value: Scalar::Str(STATUSES[st % STATUSES.len()].into()) };
                 st += 1;
                 e
             }
             1 => {
-                let e = Edit::Push {
-                    field: "tags".into(),
-                    value: Scalar::Str(TAG_POOL[(i + tg) % TAG_POOL.len()].into()),
-                };
+                let e =
+                    Edit::Push { field: "tags".into(), value: Scalar::Str(TAG_POOL[(i + tg) % TAG_POOL.len()].into()) };
                 tg += 1;
                 e
             }
             _ => {
-                let e = Edit::AppendText {
-                    field: "title".into(),
-                    text: format!(" (MAJ {ti})"),
-                };
+                let e = Edit::AppendText { field: "title".into(), text: format!(" (MAJ {ti})") };
                 ti += 1;
                 e
             }
@@ -204,33 +157,9 @@ mod tests {
         assert_eq!(country(3), "MA");
         assert_eq!(created_at_ms(2), EPOCH_2025_MS + 120_000);
         let e = edits(0);
-        assert_eq!(
-            e[0],
-            Edit::Put {
-                field: "status".into(),
-                value: Scalar::Str("in_review".into())
-            }
-        );
-        assert_eq!(
-            e[1],
-            Edit::Push {
-                field: "tags".into(),
-                value: Scalar::Str("transport".into())
-            }
-        );
-        assert_eq!(
-            e[2],
-            Edit::AppendText {
-                field: "title".into(),
-                text: " (MAJ 1)".into()
-            }
-        );
-        assert_eq!(
-            e[9],
-            Edit::Put {
-                field: "status".into(),
-                value: Scalar::Str("done".into())
-            }
-        );
+        assert_eq!(e[0], Edit::Put { field: "status".into(), value: Scalar::Str("in_review".into()) });
+        assert_eq!(e[1], Edit::Push { field: "tags".into(), value: Scalar::Str("transport".into()) });
+        assert_eq!(e[2], Edit::AppendText { field: "title".into(), text: " (MAJ 1)".into() });
+        assert_eq!(e[9], Edit::Put { field: "status".into(), value: Scalar::Str("done".into()) });
     }
 }

@@ -30,38 +30,19 @@ pub(crate) struct DocCache {
 
 impl DocCache {
     pub fn new(capacity: usize) -> Self {
-        Self {
-            docs: HashMap::new(),
-            capacity: capacity.max(1),
-            clock: 0,
-        }
+        Self { docs: HashMap::new(), capacity: capacity.max(1), clock: 0 }
     }
 
     /// Keeps a document, evicting the least recently used beyond capacity.
-    pub fn insert(
-        &mut self,
-        id: DocId,
-        header: SignedHeader,
-        meta: DocMeta,
-        doc: Automerge,
-    ) -> &mut LoadedDoc {
+    pub fn insert(&mut self, id: DocId, header: SignedHeader, meta: DocMeta, doc: Automerge) -> &mut LoadedDoc {
         if self.docs.len() >= self.capacity
             && !self.docs.contains_key(&id)
-            && let Some(oldest) = self
-                .docs
-                .iter()
-                .min_by_key(|(_, d)| d.last_used)
-                .map(|(k, _)| *k)
+            && let Some(oldest) = self.docs.iter().min_by_key(|(_, d)| d.last_used).map(|(k, _)| *k)
         {
             self.docs.remove(&oldest);
         }
         self.clock += 1;
-        let entry = LoadedDoc {
-            header,
-            meta,
-            doc,
-            last_used: self.clock,
-        };
+        let entry = LoadedDoc { header, meta, doc, last_used: self.clock };
         self.docs.insert(id, entry);
         self.docs.get_mut(&id).expect("just inserted")
     }
@@ -93,13 +74,10 @@ impl DocCache {
             return Ok(None);
         };
         let damaged = |reason: String| EngineError::Damaged { doc: *id, reason };
-        let meta = store
-            .meta(id)?
-            .ok_or_else(|| damaged("its metadata is missing".into()))?;
+        let meta = store.meta(id)?.ok_or_else(|| damaged("its metadata is missing".into()))?;
         let (mut doc, from) = match store.snapshot(id)? {
             Some(snap) => {
-                let mut doc =
-                    Automerge::load(&snap.bytes).map_err(|e| damaged(format!("snapshot: {e}")))?;
+                let mut doc = Automerge::load(&snap.bytes).map_err(|e| damaged(format!("snapshot: {e}")))?;
                 doc.set_actor(actor_of(node));
                 (doc, snap.changes)
             }
@@ -108,13 +86,10 @@ impl DocCache {
         let mut changes = Vec::new();
         for (seq, record) in store.changes(id, from)? {
             let stored = record.map_err(|e| damaged(format!("change #{seq}: {e}")))?;
-            changes.push(
-                Change::from_bytes(stored.envelope.change)
-                    .map_err(|e| damaged(format!("change #{seq}: {e}")))?,
-            );
+            changes
+                .push(Change::from_bytes(stored.envelope.change).map_err(|e| damaged(format!("change #{seq}: {e}")))?);
         }
-        doc.apply_changes(changes)
-            .map_err(|e| damaged(e.to_string()))?;
+        doc.apply_changes(changes).map_err(|e| damaged(e.to_string()))?;
         Ok(Some(self.insert(*id, header, meta, doc)))
     }
 }

@@ -19,10 +19,7 @@ use crate::store::{DocMeta, Snapshot, Store, StoredChange, WriteOp};
 pub const SNAPSHOT_EVERY: u64 = 64;
 
 fn invalid(field: &str, reason: impl Into<String>) -> EngineError {
-    EngineError::Invalid(FieldError::Invalid {
-        field: field.to_owned(),
-        reason: reason.into(),
-    })
+    EngineError::Invalid(FieldError::Invalid { field: field.to_owned(), reason: reason.into() })
 }
 
 /// The status and title a document's metadata shows.
@@ -32,21 +29,13 @@ pub(crate) fn derived(kind: &DocKind, doc: &Automerge) -> (Option<String>, Optio
     };
     let status = schema.lifecycle.and_then(|lc| {
         let log = document::status_log(doc);
-        lc.current(log.iter().map(|e| e.status.as_str()))
-            .map(str::to_owned)
+        lc.current(log.iter().map(|e| e.status.as_str())).map(str::to_owned)
     });
-    let content = document::to_json(doc);
-    (status, schema.title(&content, ""))
+    (status, document::field_text(doc, schema.title_field, ""))
 }
 
 /// Metadata after `added` more changes at time `time_ms`.
-pub(crate) fn refreshed_meta(
-    meta: &DocMeta,
-    header: &DocHeader,
-    doc: &Automerge,
-    added: u64,
-    time_ms: i64,
-) -> DocMeta {
+pub(crate) fn refreshed_meta(meta: &DocMeta, header: &DocHeader, doc: &Automerge, added: u64, time_ms: i64) -> DocMeta {
     let (status, title) = derived(&header.kind, doc);
     DocMeta {
         changes: meta.changes + added,
@@ -64,13 +53,7 @@ pub(crate) fn snapshot_due(id: DocId, meta: &mut DocMeta, doc: &Automerge) -> Op
         return None;
     }
     meta.snapshot_changes = meta.changes;
-    Some(WriteOp::Snapshot(
-        id,
-        Snapshot {
-            changes: meta.changes,
-            bytes: doc.save(),
-        },
-    ))
+    Some(WriteOp::Snapshot(id, Snapshot { changes: meta.changes, bytes: doc.save() }))
 }
 
 fn summary_message(action: &str, edits: &[Edit]) -> String {
@@ -100,22 +83,12 @@ fn change_op(key: &SecretKey, doc: DocId, seq: u64, change: &Change, now: i64) -
     WriteOp::Change {
         doc,
         seq,
-        change: StoredChange {
-            envelope: ChangeEnvelope::sign(doc, change, key),
-            received_ms: now,
-            from: None,
-        },
+        change: StoredChange { envelope: ChangeEnvelope::sign(doc, change, key), received_ms: now, from: None },
         hash: change.hash().0,
     }
 }
 
-fn view(
-    id: DocId,
-    header: &SignedHeader,
-    meta: &DocMeta,
-    doc: &Automerge,
-    lang: Option<&str>,
-) -> DocView {
+fn view(id: DocId, header: &SignedHeader, meta: &DocMeta, doc: &Automerge, lang: Option<&str>) -> DocView {
     let h = &header.header;
     let content = document::to_json(doc);
     let schema = schema::schema_of(&h.kind);
@@ -144,10 +117,7 @@ fn view(
 impl<S: Store> Worker<S> {
     fn schema_for_create(kind: &str) -> Result<(DocKind, &'static KindSchema), EngineError> {
         let kind: DocKind =
-            kind.parse()
-                .map_err(|e: passerelle_protocol::header::UnknownName| {
-                    invalid("kind", e.to_string())
-                })?;
+            kind.parse().map_err(|e: passerelle_protocol::header::UnknownName| invalid("kind", e.to_string()))?;
         let schema = schema::schema_of(&kind).expect("every known kind has a schema");
         Ok((kind, schema))
     }
@@ -155,24 +125,13 @@ impl<S: Store> Worker<S> {
     pub(crate) fn create(&mut self, req: CreateDoc) -> Result<DocView, EngineError> {
         let (kind, schema) = Self::schema_for_create(&req.kind)?;
         let scope = match &req.scope {
-            Some(s) => s
-                .parse::<Scope>()
-                .map_err(|e| invalid("scope", e.to_string()))?,
+            Some(s) => s.parse::<Scope>().map_err(|e| invalid("scope", e.to_string()))?,
             None => schema.default_scope.clone(),
         };
         let lang = req.lang.clone().unwrap_or_else(|| self.language.clone());
         let now = clock::now_ms();
-        let mut edits = vec![Edit::Put {
-            field: SCHEMA_KEY.into(),
-            value: Scalar::Int(CONTENT_SCHEMA.into()),
-        }];
-        edits.extend(schema.edits(
-            &req.fields,
-            &InputContext {
-                lang: &lang,
-                current: None,
-            },
-        )?);
+        let mut edits = vec![Edit::Put { field: SCHEMA_KEY.into(), value: Scalar::Int(CONTENT_SCHEMA.into()) }];
+        edits.extend(schema.edits(&req.fields, &InputContext { lang: &lang, current: None })?);
         match (schema.lifecycle, &req.status) {
             (Some(lc), status) => {
                 let status = status.as_deref().unwrap_or(lc.initial);
@@ -208,14 +167,9 @@ impl<S: Store> Worker<S> {
         let signed = SignedHeader::sign(header, &self.node_key, self.certificate.clone());
         let id = signed.id();
         let mut doc = document::new_document(&self.node_id);
-        let change = document::commit(
-            &mut doc,
-            &edits,
-            &summary_message(&format!("create {kind}"), &edits),
-            now,
-        )
-        .map_err(|e| invalid("fields", e.to_string()))?
-        .expect("a new document always changes: it records its schema");
+        let change = document::commit(&mut doc, &edits, &summary_message(&format!("create {kind}"), &edits), now)
+            .map_err(|e| invalid("fields", e.to_string()))?
+            .expect("a new document always changes: it records its schema");
         let base = DocMeta {
             id,
             kind: kind.to_string(),
@@ -238,49 +192,34 @@ impl<S: Store> Worker<S> {
         self.store.write(ops)?;
         let loaded = self.cache.insert(id, signed, meta, doc);
         tracing::info!(doc = %id.short(), %kind, "document created");
-        Ok(view(
-            id,
-            &loaded.header,
-            &loaded.meta,
-            &loaded.doc,
-            Some(&lang),
-        ))
+        Ok(view(id, &loaded.header, &loaded.meta, &loaded.doc, Some(&lang)))
     }
 
     /// Returns the new view and whether anything was written.
-    pub(crate) fn update(
-        &mut self,
-        id: DocId,
-        req: UpdateDoc,
-    ) -> Result<(DocView, bool), EngineError> {
+    pub(crate) fn update(&mut self, id: DocId, req: UpdateDoc) -> Result<(DocView, bool), EngineError> {
         let commune = self.commune;
         let node_id = self.node_id;
         let lang = req.lang.clone().unwrap_or_else(|| self.language.clone());
-        let loaded = self
-            .cache
-            .get_or_load(&self.store, &node_id, &id)?
-            .ok_or(EngineError::NotFound(id))?;
+        let loaded = self.cache.get_or_load(&self.store, &node_id, &id)?.ok_or(EngineError::NotFound(id))?;
         if !loaded.header.header.is_writer(&commune) {
             return Err(EngineError::NotAWriter(id));
         }
         let kind = loaded.header.header.kind.clone();
-        let schema = schema::schema_of(&kind)
-            .ok_or_else(|| EngineError::Invalid(FieldError::UnknownKind(kind.to_string())))?;
-        let content = document::to_json(&loaded.doc);
-        let mut edits = schema.edits(
-            &req.fields,
-            &InputContext {
-                lang: &lang,
-                current: Some(&content),
-            },
-        )?;
+        let schema =
+            schema::schema_of(&kind).ok_or_else(|| EngineError::Invalid(FieldError::UnknownKind(kind.to_string())))?;
+        // Only the fields being set are read back: set updates diff against them.
+        let current: serde_json::Map<String, serde_json::Value> = req
+            .fields
+            .keys()
+            .filter_map(|k| document::field_json(&loaded.doc, k).map(|v| (k.clone(), v)))
+            .collect();
+        let mut edits = schema.edits(&req.fields, &InputContext { lang: &lang, current: Some(&current) })?;
         let now = clock::now_ms();
         match (schema.lifecycle, &req.status) {
             (Some(lc), Some(to)) => {
                 let current = loaded.meta.status.clone();
                 if current.as_deref() != Some(to.as_str()) {
-                    lc.check_move(current.as_deref(), to)
-                        .map_err(FieldError::from)?;
+                    lc.check_move(current.as_deref(), to).map_err(FieldError::from)?;
                     edits.push(Edit::Status {
                         code: to.clone(),
                         at_ms: now,
@@ -300,26 +239,15 @@ impl<S: Store> Worker<S> {
             }
             _ => {}
         }
-        let Some(change) = document::commit(
-            &mut loaded.doc,
-            &edits,
-            &summary_message("update", &edits),
-            now,
-        )
-        .map_err(|e| invalid("fields", e.to_string()))?
+        let Some(change) = document::commit(&mut loaded.doc, &edits, &summary_message("update", &edits), now)
+            .map_err(|e| invalid("fields", e.to_string()))?
         else {
-            return Ok((
-                view(id, &loaded.header, &loaded.meta, &loaded.doc, Some(&lang)),
-                false,
-            ));
+            return Ok((view(id, &loaded.header, &loaded.meta, &loaded.doc, Some(&lang)), false));
         };
         let seq = loaded.meta.changes;
         let mut meta = refreshed_meta(&loaded.meta, &loaded.header.header, &loaded.doc, 1, now);
         let snapshot = snapshot_due(id, &mut meta, &loaded.doc);
-        let mut ops = vec![
-            change_op(&self.node_key, id, seq, &change, now),
-            WriteOp::Meta(meta.clone()),
-        ];
+        let mut ops = vec![change_op(&self.node_key, id, seq, &change, now), WriteOp::Meta(meta.clone())];
         ops.extend(snapshot);
         if let Err(e) = self.store.write(ops) {
             self.cache.evict(&id);
@@ -327,25 +255,13 @@ impl<S: Store> Worker<S> {
         }
         loaded.meta = meta;
         tracing::info!(doc = %id.short(), seq, "document updated");
-        Ok((
-            view(id, &loaded.header, &loaded.meta, &loaded.doc, Some(&lang)),
-            true,
-        ))
+        Ok((view(id, &loaded.header, &loaded.meta, &loaded.doc, Some(&lang)), true))
     }
 
     pub(crate) fn get(&mut self, id: DocId, lang: Option<String>) -> Result<DocView, EngineError> {
         let node_id = self.node_id;
-        let loaded = self
-            .cache
-            .get_or_load(&self.store, &node_id, &id)?
-            .ok_or(EngineError::NotFound(id))?;
-        Ok(view(
-            id,
-            &loaded.header,
-            &loaded.meta,
-            &loaded.doc,
-            lang.as_deref(),
-        ))
+        let loaded = self.cache.get_or_load(&self.store, &node_id, &id)?.ok_or(EngineError::NotFound(id))?;
+        Ok(view(id, &loaded.header, &loaded.meta, &loaded.doc, lang.as_deref()))
     }
 
     pub(crate) fn list(&self, filter: &ListFilter) -> Result<Vec<DocSummary>, EngineError> {
@@ -354,12 +270,7 @@ impl<S: Store> Worker<S> {
             .metas()?
             .into_iter()
             .filter(|m| filter.kind.as_ref().is_none_or(|k| &m.kind == k))
-            .filter(|m| {
-                filter
-                    .status
-                    .as_ref()
-                    .is_none_or(|s| m.status.as_ref() == Some(s))
-            })
+            .filter(|m| filter.status.as_ref().is_none_or(|s| m.status.as_ref() == Some(s)))
             .filter(|m| filter.owner.as_ref().is_none_or(|o| &m.owner == o))
             .map(|m| DocSummary {
                 id: m.id,
@@ -382,13 +293,9 @@ impl<S: Store> Worker<S> {
         }
         let mut out = Vec::new();
         for (seq, record) in self.store.changes(&id, 0)? {
-            let damaged = |reason: String| EngineError::Damaged {
-                doc: id,
-                reason: format!("change #{seq}: {reason}"),
-            };
+            let damaged = |reason: String| EngineError::Damaged { doc: id, reason: format!("change #{seq}: {reason}") };
             let stored = record.map_err(|e| damaged(e.to_string()))?;
-            let change = Change::from_bytes(stored.envelope.change.clone())
-                .map_err(|e| damaged(e.to_string()))?;
+            let change = Change::from_bytes(stored.envelope.change.clone()).map_err(|e| damaged(e.to_string()))?;
             out.push(HistoryEntry {
                 seq,
                 hash: change.hash().to_string(),
@@ -407,10 +314,8 @@ impl<S: Store> Worker<S> {
 
     pub(crate) fn counts(&self) -> Result<Counts, EngineError> {
         let mut by_kind = std::collections::BTreeMap::new();
-        let mut by_status: std::collections::BTreeMap<
-            String,
-            std::collections::BTreeMap<String, u64>,
-        > = std::collections::BTreeMap::new();
+        let mut by_status: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> =
+            std::collections::BTreeMap::new();
         for m in self.store.metas()? {
             *by_kind.entry(m.kind.clone()).or_insert(0) += 1;
             if let Some(s) = m.status {
@@ -422,22 +327,14 @@ impl<S: Store> Worker<S> {
 
     /// Creates this commune's profile the first time the node starts.
     pub(crate) fn ensure_profile(&mut self, name: &str, country: &str) -> Result<(), EngineError> {
-        let filter = ListFilter {
-            kind: Some("profile".into()),
-            owner: Some(self.commune.to_string()),
-            status: None,
-        };
+        let filter = ListFilter { kind: Some("profile".into()), owner: Some(self.commune.to_string()), status: None };
         if !self.list(&filter)?.is_empty() {
             return Ok(());
         }
         let mut fields = serde_json::Map::new();
         fields.insert("name".into(), name.into());
         fields.insert("country".into(), country.into());
-        self.create(CreateDoc {
-            kind: "profile".into(),
-            fields,
-            ..CreateDoc::default()
-        })?;
+        self.create(CreateDoc { kind: "profile".into(), fields, ..CreateDoc::default() })?;
         self.store.flush()?;
         Ok(())
     }

@@ -46,11 +46,7 @@ impl<S: Store> Worker<S> {
         let mut report = IngestReport::default();
         let mut reject = |doc: String, code: &str, reason: String| {
             tracing::warn!(%doc, code, %reason, "refused");
-            report.rejected.push(Rejection {
-                doc,
-                code: code.to_owned(),
-                reason,
-            });
+            report.rejected.push(Rejection { doc, code: code.to_owned(), reason });
         };
 
         let mut cert_ops = Vec::new();
@@ -58,11 +54,9 @@ impl<S: Store> Worker<S> {
             match self.book.insert(cert.clone()) {
                 Ok(true) => cert_ops.push(WriteOp::Certificate(cert)),
                 Ok(false) => {}
-                Err(e) => reject(
-                    String::new(),
-                    "bad_certificate",
-                    format!("certificate of node {}: {e}", cert.node.short()),
-                ),
+                Err(e) => {
+                    reject(String::new(), "bad_certificate", format!("certificate of node {}: {e}", cert.node.short()))
+                }
             }
         }
         if !cert_ops.is_empty() {
@@ -78,13 +72,8 @@ impl<S: Store> Worker<S> {
             match header.verify() {
                 Ok(()) => {
                     // The header's own certificate is a valid certificate too.
-                    if self
-                        .book
-                        .insert(header.certificate.clone())
-                        .unwrap_or(false)
-                    {
-                        self.store
-                            .write(vec![WriteOp::Certificate(header.certificate.clone())])?;
+                    if self.book.insert(header.certificate.clone()).unwrap_or(false) {
+                        self.store.write(vec![WriteOp::Certificate(header.certificate.clone())])?;
                     }
                     new_headers.insert(id, header);
                 }
@@ -109,11 +98,7 @@ impl<S: Store> Worker<S> {
                 None => match self.store.header(&id)? {
                     Some(h) => h,
                     None => {
-                        reject(
-                            id.to_string(),
-                            "unknown_document",
-                            "no header known for this document".into(),
-                        );
+                        reject(id.to_string(), "unknown_document", "no header known for this document".into());
                         continue;
                     }
                 },
@@ -157,25 +142,15 @@ impl<S: Store> Worker<S> {
                     (passerelle_protocol::document::new_document(&node_id), meta)
                 }
                 None => {
-                    let loaded = self
-                        .cache
-                        .get_or_load(&self.store, &node_id, &id)?
-                        .ok_or(EngineError::NotFound(id))?;
+                    let loaded =
+                        self.cache.get_or_load(&self.store, &node_id, &id)?.ok_or(EngineError::NotFound(id))?;
                     (loaded.doc.fork(), loaded.meta.clone())
                 }
             };
-            let latest = verified
-                .iter()
-                .map(|v| v.change.timestamp())
-                .max()
-                .unwrap_or(meta.updated_ms);
+            let latest = verified.iter().map(|v| v.change.timestamp()).max().unwrap_or(meta.updated_ms);
             let changes: Vec<_> = verified.iter().map(|v| v.change.clone()).collect();
             if let Err(e) = doc.apply_changes(changes) {
-                reject(
-                    id.to_string(),
-                    "bad_change",
-                    format!("automerge refused the changes: {e}"),
-                );
+                reject(id.to_string(), "bad_change", format!("automerge refused the changes: {e}"));
                 continue;
             }
             doc.set_actor(passerelle_protocol::document::actor_of(&node_id));
@@ -184,11 +159,7 @@ impl<S: Store> Worker<S> {
                     doc: id,
                     seq: meta.changes + i as u64,
                     hash: v.change.hash().0,
-                    change: StoredChange {
-                        envelope: v.envelope,
-                        received_ms: now,
-                        from: from.clone(),
-                    },
+                    change: StoredChange { envelope: v.envelope, received_ms: now, from: from.clone() },
                 });
             }
             let added = (ops.len() - usize::from(new_header.is_some())) as u64;

@@ -23,11 +23,7 @@ fn fixture(cache: usize) -> Fixture {
     let home = Home::new(dir.path());
     let mut identity = crate::identity::init(&home, "Senneval", "BE", 0).unwrap();
     identity.config.store.cached_documents = cache;
-    Fixture {
-        _dir: dir,
-        home,
-        identity,
-    }
+    Fixture { _dir: dir, home, identity }
 }
 
 fn start(f: &Fixture) -> (EngineHandle, std::thread::JoinHandle<()>) {
@@ -39,15 +35,7 @@ fn fields(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
 }
 
 /// A remote commune's signed request with `n` edits.
-fn remote_doc(
-    seed: u8,
-    n: usize,
-) -> (
-    NodeCertificate,
-    SignedHeader,
-    Vec<ChangeEnvelope>,
-    SecretKey,
-) {
+fn remote_doc(seed: u8, n: usize) -> (NodeCertificate, SignedHeader, Vec<ChangeEnvelope>, SecretKey) {
     let commune = SecretKey::from_seed([seed; 32]);
     let node = SecretKey::from_seed([seed + 1; 32]);
     let cert = NodeCertificate::issue(&commune, node.node_id(), 0);
@@ -65,14 +53,8 @@ fn remote_doc(
     let mut doc = document::new_document(&node.node_id());
     let mut envs = Vec::new();
     for i in 0..n {
-        let edit = document::Edit::Text {
-            field: "title".into(),
-            lang: "fr".into(),
-            text: format!("Demande v{i}"),
-        };
-        let change = document::commit(&mut doc, &[edit], "edit", 2_000 + i as i64)
-            .unwrap()
-            .unwrap();
+        let edit = document::Edit::Text { field: "title".into(), lang: "fr".into(), text: format!("Demande v{i}") };
+        let change = document::commit(&mut doc, &[edit], "edit", 2_000 + i as i64).unwrap().unwrap();
         envs.push(ChangeEnvelope::sign(id, &change, &node));
     }
     (cert, signed, envs, node)
@@ -97,13 +79,7 @@ async fn documents_load_on_demand_beyond_the_cache() {
     // Enough updates to pass a snapshot, on a document long evicted.
     for v in 0..(crate::engine::docs::SNAPSHOT_EVERY + 5) {
         engine
-            .update(
-                ids[0],
-                UpdateDoc {
-                    fields: fields(json!({"description": format!("v{v}")})),
-                    ..Default::default()
-                },
-            )
+            .update(ids[0], UpdateDoc { fields: fields(json!({"description": format!("v{v}")})), ..Default::default() })
             .await
             .unwrap();
         let other = ids[1 + (v as usize % 5)];
@@ -119,10 +95,7 @@ async fn documents_load_on_demand_beyond_the_cache() {
     // After a restart, the snapshot plus later changes give the same document.
     let (engine, thread) = start(&f);
     let doc = engine.get(ids[0], None).await.unwrap();
-    assert_eq!(
-        doc.fields["description"]["fr"],
-        format!("v{}", crate::engine::docs::SNAPSHOT_EVERY + 4)
-    );
+    assert_eq!(doc.fields["description"]["fr"], format!("v{}", crate::engine::docs::SNAPSHOT_EVERY + 4));
     assert_eq!(doc.changes, crate::engine::docs::SNAPSHOT_EVERY + 6);
     assert!(engine.verify().await.unwrap().failures.is_empty());
     engine.shutdown().await;
@@ -143,10 +116,7 @@ async fn ingest_accepts_signed_changes_and_refuses_the_rest() {
         &mut foreign,
         &[
             document::Edit::Delete { field: "x".into() },
-            document::Edit::Put {
-                field: "x".into(),
-                value: document::Scalar::Int(1),
-            },
+            document::Edit::Put { field: "x".into(), value: document::Scalar::Int(1) },
         ],
         "x",
         3_000,
@@ -175,11 +145,7 @@ async fn ingest_accepts_signed_changes_and_refuses_the_rest() {
 
     // Replayed changes are duplicates, the honest fifth change applies.
     let report = engine
-        .ingest(IngestBatch {
-            changes: envs.clone(),
-            from: Some(node.node_id()),
-            ..Default::default()
-        })
+        .ingest(IngestBatch { changes: envs.clone(), from: Some(node.node_id()), ..Default::default() })
         .await
         .unwrap();
     assert_eq!((report.applied, report.duplicates), (1, 4));
@@ -192,13 +158,7 @@ async fn ingest_accepts_signed_changes_and_refuses_the_rest() {
 
     // This commune is not a writer of the remote document.
     let err = engine
-        .update(
-            id,
-            UpdateDoc {
-                fields: fields(json!({"title": "pris"})),
-                ..Default::default()
-            },
-        )
+        .update(id, UpdateDoc { fields: fields(json!({"title": "pris"})), ..Default::default() })
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::NotAWriter(_)), "{err}");
@@ -215,18 +175,10 @@ async fn a_certified_member_that_is_not_a_writer_is_refused() {
     // Another commune, properly certified, edits the document.
     let (other_cert, _, _, other_node) = remote_doc(30, 0);
     let mut doc = document::new_document(&other_node.node_id());
-    doc.apply_changes(vec![
-        passerelle_protocol::automerge::Change::from_bytes(envs[0].change.clone()).unwrap(),
-    ])
-    .unwrap();
-    let edit = document::Edit::Text {
-        field: "title".into(),
-        lang: "fr".into(),
-        text: "détourné".into(),
-    };
-    let change = document::commit(&mut doc, &[edit], "hijack", 5_000)
-        .unwrap()
+    doc.apply_changes(vec![passerelle_protocol::automerge::Change::from_bytes(envs[0].change.clone()).unwrap()])
         .unwrap();
+    let edit = document::Edit::Text { field: "title".into(), lang: "fr".into(), text: "détourné".into() };
+    let change = document::commit(&mut doc, &[edit], "hijack", 5_000).unwrap().unwrap();
     let hijack = ChangeEnvelope::sign(header.id(), &change, &other_node);
     let report = engine
         .ingest(IngestBatch {
@@ -240,15 +192,7 @@ async fn a_certified_member_that_is_not_a_writer_is_refused() {
     assert_eq!(report.applied, 1);
     assert_eq!(report.rejected.len(), 1);
     assert_eq!(report.rejected[0].code, "not_a_writer");
-    assert_eq!(
-        engine
-            .get(header.id(), None)
-            .await
-            .unwrap()
-            .title
-            .as_deref(),
-        Some("Demande v0")
-    );
+    assert_eq!(engine.get(header.id(), None).await.unwrap().title.as_deref(), Some("Demande v0"));
     engine.shutdown().await;
     thread.join().unwrap();
 }

@@ -11,20 +11,11 @@ use crate::store::{Store, StoreError};
 
 impl<S: Store> Worker<S> {
     pub(crate) fn verify(&self) -> Result<VerifyReport, EngineError> {
-        let mut report = VerifyReport {
-            documents: 0,
-            changes: 0,
-            failures: Vec::new(),
-        };
+        let mut report = VerifyReport { documents: 0, changes: 0, failures: Vec::new() };
         for id in self.store.doc_ids()? {
             report.documents += 1;
             let mut fail = |seq: Option<u64>, hash: Option<String>, reason: String| {
-                report.failures.push(VerifyFailure {
-                    doc: id,
-                    seq,
-                    hash,
-                    reason,
-                });
+                report.failures.push(VerifyFailure { doc: id, seq, hash, reason });
             };
             let header = match self.store.header(&id) {
                 Ok(Some(h)) => h,
@@ -47,15 +38,9 @@ impl<S: Store> Worker<S> {
                         continue;
                     }
                 };
-                let hash = Change::from_bytes(stored.envelope.change.clone())
-                    .ok()
-                    .map(|c| c.hash().to_string());
+                let hash = Change::from_bytes(stored.envelope.change.clone()).ok().map(|c| c.hash().to_string());
                 let result = stored.envelope.check_signature().and_then(|()| {
-                    stored
-                        .envelope
-                        .clone()
-                        .validate_signed(&id, &header.header, &self.book, i64::MAX)
-                        .map(|_| ())
+                    stored.envelope.clone().validate_signed(&id, &header.header, &self.book, i64::MAX).map(|_| ())
                 });
                 if let Err(e) = result {
                     fail(Some(seq), hash, e.to_string());
@@ -63,11 +48,7 @@ impl<S: Store> Worker<S> {
             }
         }
         if report.failures.is_empty() {
-            tracing::info!(
-                documents = report.documents,
-                changes = report.changes,
-                "verify: every signature holds"
-            );
+            tracing::info!(documents = report.documents, changes = report.changes, "verify: every signature holds");
         } else {
             tracing::warn!(failures = report.failures.len(), "verify found failures");
         }

@@ -19,9 +19,7 @@ fn defer<T: Send + 'static>(reply: Reply<T>, value: T) -> Deferred {
     Box::new(move |flush_error| {
         let _ = reply.send(match flush_error {
             None => Ok(value),
-            Some(e) => Err(EngineError::Store(StoreError::Backend(format!(
-                "the write was not made durable: {e}"
-            )))),
+            Some(e) => Err(EngineError::Store(StoreError::Backend(format!("the write was not made durable: {e}")))),
         });
     })
 }
@@ -61,10 +59,7 @@ impl<S: Store> Worker<S> {
             book,
             cache: DocCache::new(identity.config.store.cached_documents),
         };
-        worker.ensure_profile(
-            &identity.config.commune.name,
-            &identity.config.commune.country,
-        )?;
+        worker.ensure_profile(&identity.config.commune.name, &identity.config.commune.country)?;
         Ok(worker)
     }
 

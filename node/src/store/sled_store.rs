@@ -28,6 +28,10 @@ const SNAPSHOT: u8 = b's';
 const INDEX: u8 = b'x';
 const CERT: u8 = b'k';
 
+/// sled's page cache; its default (1 GiB) would let a node's memory grow
+/// with its store.
+pub const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Key of a stored record, public so tests and tools can find records.
 pub mod keys {
     use super::*;
@@ -64,17 +68,11 @@ fn backend(e: sled::Error) -> StoreError {
 }
 
 fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        key: hex::encode(key),
-        reason: reason.to_string(),
-    }
+    StoreError::Corrupt { key: hex::encode(key), reason: reason.to_string() }
 }
 
 fn doc_id_of(key: &[u8]) -> Result<DocId, StoreError> {
-    let bytes: [u8; 32] = key
-        .get(1..33)
-        .and_then(|s| s.try_into().ok())
-        .ok_or_else(|| corrupt(key, "short key"))?;
+    let bytes: [u8; 32] = key.get(1..33).and_then(|s| s.try_into().ok()).ok_or_else(|| corrupt(key, "short key"))?;
     Ok(DocId::from_bytes(bytes))
 }
 
@@ -89,18 +87,14 @@ impl SledStore {
         // sled's background flush only shortens the window for unacknowledged ones.
         let db = sled::Config::new()
             .path(path)
+            .cache_capacity(SLED_CACHE_BYTES)
             .flush_every_ms(Some(1_000))
             .open()
             .map_err(|e| match &e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.raw_os_error() == Some(11) =>
-                {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) => {
                     StoreError::Locked(path.display().to_string())
                 }
-                _ if e.to_string().contains("lock") => {
-                    StoreError::Locked(path.display().to_string())
-                }
+                _ if e.to_string().contains("lock") => StoreError::Locked(path.display().to_string()),
                 _ => StoreError::Backend(format!("cannot open {}: {e}", path.display())),
             })?;
         let tree = db.open_tree("passerelle").map_err(backend)?;
@@ -118,9 +112,7 @@ impl Store for SledStore {
         let key = keys::header(id);
         match self.tree.get(&key).map_err(backend)? {
             None => Ok(None),
-            Some(v) => SignedHeader::decode(&v)
-                .map(Some)
-                .map_err(|e| corrupt(&key, e)),
+            Some(v) => SignedHeader::decode(&v).map(Some).map_err(|e| corrupt(&key, e)),
         }
     }
 
@@ -128,9 +120,7 @@ impl Store for SledStore {
         let key = keys::prefixed(META, id.as_bytes());
         match self.tree.get(&key).map_err(backend)? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| corrupt(&key, e)),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| corrupt(&key, e)),
         }
     }
 
@@ -145,11 +135,7 @@ impl Store for SledStore {
     }
 
     fn doc_ids(&self) -> Result<Vec<DocId>, StoreError> {
-        self.tree
-            .scan_prefix([HEADER])
-            .keys()
-            .map(|k| doc_id_of(&k.map_err(backend)?))
-            .collect()
+        self.tree.scan_prefix([HEADER]).keys().map(|k| doc_id_of(&k.map_err(backend)?)).collect()
     }
 
     fn changes(&self, id: &DocId, from_seq: u64) -> Result<Vec<ChangeRecord>, StoreError> {
@@ -159,8 +145,7 @@ impl Store for SledStore {
             .range(start..=end)
             .map(|item| {
                 let (k, v) = item.map_err(backend)?;
-                let seq =
-                    u64::from_be_bytes(k[33..41].try_into().map_err(|_| corrupt(&k, "short key"))?);
+                let seq = u64::from_be_bytes(k[33..41].try_into().map_err(|_| corrupt(&k, "short key"))?);
                 Ok((seq, StoredChange::decode(&v)))
             })
             .collect()
@@ -179,9 +164,7 @@ impl Store for SledStore {
     }
 
     fn has_change(&self, hash: &[u8; 32]) -> Result<bool, StoreError> {
-        self.tree
-            .contains_key(keys::prefixed(INDEX, hash))
-            .map_err(backend)
+        self.tree.contains_key(keys::prefixed(INDEX, hash)).map_err(backend)
     }
 
     fn certificates(&self) -> Result<Vec<NodeCertificate>, StoreError> {
@@ -203,12 +186,7 @@ impl Store for SledStore {
                     keys::prefixed(META, m.id.as_bytes()),
                     serde_json::to_vec(&m).expect("metadata always serializes"),
                 ),
-                WriteOp::Change {
-                    doc,
-                    seq,
-                    change,
-                    hash,
-                } => {
+                WriteOp::Change { doc, seq, change, hash } => {
                     batch.insert(keys::change(&doc, seq), change.encode());
                     let mut loc = doc.as_bytes().to_vec();
                     loc.extend_from_slice(&seq.to_be_bytes());
@@ -219,9 +197,7 @@ impl Store for SledStore {
                     v.extend_from_slice(&snap.bytes);
                     batch.insert(keys::prefixed(SNAPSHOT, doc.as_bytes()), v);
                 }
-                WriteOp::Certificate(c) => {
-                    batch.insert(keys::prefixed(CERT, c.node.as_bytes()), c.encode())
-                }
+                WriteOp::Certificate(c) => batch.insert(keys::prefixed(CERT, c.node.as_bytes()), c.encode()),
             }
         }
         self.tree.apply_batch(batch).map_err(backend)
