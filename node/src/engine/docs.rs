@@ -208,11 +208,8 @@ impl<S: Store> Worker<S> {
         let schema =
             schema::schema_of(&kind).ok_or_else(|| EngineError::Invalid(FieldError::UnknownKind(kind.to_string())))?;
         // Only the fields being set are read back: set updates diff against them.
-        let current: serde_json::Map<String, serde_json::Value> = req
-            .fields
-            .keys()
-            .filter_map(|k| document::field_json(&loaded.doc, k).map(|v| (k.clone(), v)))
-            .collect();
+        let current: serde_json::Map<String, serde_json::Value> =
+            req.fields.keys().filter_map(|k| document::field_json(&loaded.doc, k).map(|v| (k.clone(), v))).collect();
         let mut edits = schema.edits(&req.fields, &InputContext { lang: &lang, current: Some(&current) })?;
         let now = clock::now_ms();
         match (schema.lifecycle, &req.status) {
