@@ -41,5 +41,6 @@ pub mod ids;
 pub mod keys;
 pub mod schema;
 pub mod status;
+pub mod sync;
 
 pub use automerge;

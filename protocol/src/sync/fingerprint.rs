@@ -1,0 +1,117 @@
+//! Item hashes and set fingerprints for reconciliation.
+
+use sha2::{Digest, Sha256};
+
+use crate::ids::DocId;
+
+/// Number of buckets documents are split into (by the first byte of their id).
+pub const BUCKETS: usize = 256;
+
+/// A document's contribution to a set fingerprint: 16 bytes of
+/// `SHA-256("passerelle/sync-item" ‖ doc id ‖ sorted heads)`.
+pub fn item_hash(doc: &DocId, heads: &[[u8; 32]]) -> [u8; 16] {
+    let mut sorted: Vec<&[u8; 32]> = heads.iter().collect();
+    sorted.sort();
+    let mut h = Sha256::new();
+    h.update(b"passerelle/sync-item");
+    h.update(doc.as_bytes());
+    for head in sorted {
+        h.update(head);
+    }
+    let full: [u8; 32] = h.finalize().into();
+    full[..16].try_into().expect("16 of 32 bytes")
+}
+
+/// The bucket a document falls in.
+pub fn bucket_of(doc: &DocId) -> u8 {
+    doc.as_bytes()[0]
+}
+
+/// A set fingerprint: count and XOR of item hashes. XOR lets a node update
+/// it in O(1) when one document's heads change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fingerprint {
+    /// Number of documents.
+    pub count: u64,
+    /// XOR of their item hashes.
+    pub xor: [u8; 16],
+}
+
+impl Fingerprint {
+    /// Adds (or, applied again, removes) an item.
+    pub fn toggle(&mut self, item: &[u8; 16], add: bool) {
+        for (a, b) in self.xor.iter_mut().zip(item) {
+            *a ^= b;
+        }
+        if add {
+            self.count += 1;
+        } else {
+            self.count -= 1;
+        }
+    }
+}
+
+/// Fingerprints of the whole set and of each bucket, kept up to date as
+/// documents change.
+#[derive(Debug, Clone)]
+pub struct SetFingerprints {
+    total: Fingerprint,
+    buckets: Vec<Fingerprint>,
+}
+
+impl Default for SetFingerprints {
+    fn default() -> Self {
+        Self { total: Fingerprint::default(), buckets: vec![Fingerprint::default(); BUCKETS] }
+    }
+}
+
+impl SetFingerprints {
+    /// Records that `doc` now has item `new` (and no longer `old`, if it had one).
+    pub fn update(&mut self, doc: &DocId, old: Option<&[u8; 16]>, new: &[u8; 16]) {
+        let b = usize::from(bucket_of(doc));
+        if let Some(old) = old {
+            self.total.toggle(old, false);
+            self.buckets[b].toggle(old, false);
+        }
+        self.total.toggle(new, true);
+        self.buckets[b].toggle(new, true);
+    }
+
+    /// The whole set's fingerprint.
+    pub fn total(&self) -> Fingerprint {
+        self.total
+    }
+
+    /// Each bucket's fingerprint.
+    pub fn buckets(&self) -> &[Fingerprint] {
+        &self.buckets
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_do_not_depend_on_order_and_update_incrementally() {
+        let docs: Vec<DocId> = (0..50u8).map(|i| DocId::from_bytes([i.wrapping_mul(37); 32])).collect();
+        let mut a = SetFingerprints::default();
+        let mut b = SetFingerprints::default();
+        for d in &docs {
+            a.update(d, None, &item_hash(d, &[[1; 32]]));
+        }
+        for d in docs.iter().rev() {
+            b.update(d, None, &item_hash(d, &[[1; 32]]));
+        }
+        assert_eq!(a.total(), b.total());
+        // One document moves on: fingerprints differ, in one bucket only.
+        let d = &docs[7];
+        a.update(d, Some(&item_hash(d, &[[1; 32]])), &item_hash(d, &[[2; 32]]));
+        assert_ne!(a.total(), b.total());
+        assert_eq!(a.total().count, 50);
+        let differing = (0..BUCKETS).filter(|i| a.buckets()[*i] != b.buckets()[*i]).count();
+        assert_eq!(differing, 1);
+        // Heads order does not matter.
+        assert_eq!(item_hash(d, &[[1; 32], [2; 32]]), item_hash(d, &[[2; 32], [1; 32]]));
+    }
+}

@@ -1,0 +1,334 @@
+//! Wire messages of `/passerelle/sync/1` and their codec.
+//!
+//! Every message is canonical bytes (tag `passerelle/sync`, version 1, a
+//! type byte, then fields) carried in one length-prefixed frame of at most
+//! [`MAX_FRAME_BYTES`]. Every count is bounded before anything is
+//! allocated; a message that breaks a bound is refused whole.
+
+use crate::canonical::{DecodeError, Reader, Writer};
+use crate::certificate::NodeCertificate;
+use crate::envelope::ChangeEnvelope;
+use crate::header::SignedHeader;
+use crate::ids::DocId;
+
+use super::fingerprint::{BUCKETS, Fingerprint};
+
+/// The libp2p protocol name.
+pub const PROTOCOL: &str = "/passerelle/sync/1";
+const TAG: &str = "passerelle/sync";
+const VERSION: u8 = 1;
+/// Largest frame accepted, in bytes.
+pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+/// Most documents listed in one `Items` message.
+pub const MAX_ITEMS: usize = 50_000;
+/// Most heads of one document in an `Items` entry.
+pub const MAX_HEADS: usize = 256;
+/// Most certificates, headers or changes in one `Docs` message.
+pub const MAX_DOC_ENTRIES: usize = 20_000;
+/// Target size of a `Docs` message when a node splits a push into frames.
+pub const DOCS_FRAME_TARGET_BYTES: usize = 256 * 1024;
+
+/// One document in an `Items` list: its id and heads.
+pub type Item = (DocId, Vec<[u8; 32]>);
+
+/// A message of the sync protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncMessage {
+    /// First message on a connection: the sender's node certificate, which
+    /// must certify the key the connection is authenticated with.
+    Hello {
+        /// The sender's certificate.
+        certificate: NodeCertificate,
+    },
+    /// The fingerprint of the set of documents the sender shares with the receiver.
+    Summary {
+        /// Number of documents.
+        count: u64,
+        /// XOR of their item hashes.
+        fingerprint: [u8; 16],
+    },
+    /// Fingerprints of the 256 buckets of that set.
+    Buckets {
+        /// One per bucket, in bucket order.
+        buckets: Vec<Fingerprint>,
+    },
+    /// The documents (ids and heads) of some buckets.
+    Items {
+        /// Bucket number and its documents.
+        buckets: Vec<(u8, Vec<Item>)>,
+    },
+    /// Signed material the receiver lacks.
+    Docs {
+        /// Certificates of the node keys that signed what follows.
+        certificates: Vec<NodeCertificate>,
+        /// Headers of documents the receiver may not have.
+        headers: Vec<SignedHeader>,
+        /// Change envelopes.
+        changes: Vec<ChangeEnvelope>,
+    },
+}
+
+/// The answer to each message: delivery is acknowledged, so a sender knows
+/// what arrived and slows down when the receiver is busy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncReply {
+    /// Received and accepted for processing.
+    Ok,
+    /// The receiver is overloaded: send again later.
+    Busy,
+    /// Refused, with the reason (the sender is being penalised).
+    Refused(String),
+}
+
+impl SyncMessage {
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SyncMessage::Hello { .. } => "hello",
+            SyncMessage::Summary { .. } => "summary",
+            SyncMessage::Buckets { .. } => "buckets",
+            SyncMessage::Items { .. } => "items",
+            SyncMessage::Docs { .. } => "docs",
+        }
+    }
+
+    /// Encodes the message.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new(TAG, VERSION);
+        match self {
+            SyncMessage::Hello { certificate } => {
+                w.u8(1).bytes(&certificate.encode());
+            }
+            SyncMessage::Summary { count, fingerprint } => {
+                w.u8(2).u64(*count).fixed(fingerprint);
+            }
+            SyncMessage::Buckets { buckets } => {
+                w.u8(3).u32(buckets.len() as u32);
+                for b in buckets {
+                    w.u64(b.count).fixed(&b.xor);
+                }
+            }
+            SyncMessage::Items { buckets } => {
+                w.u8(4).u32(buckets.len() as u32);
+                for (bucket, items) in buckets {
+                    w.u8(*bucket).u32(items.len() as u32);
+                    for (doc, heads) in items {
+                        w.fixed(doc.as_bytes()).u32(heads.len() as u32);
+                        for h in heads {
+                            w.fixed(h);
+                        }
+                    }
+                }
+            }
+            SyncMessage::Docs { certificates, headers, changes } => {
+                w.u8(5).u32(certificates.len() as u32);
+                for c in certificates {
+                    w.bytes(&c.encode());
+                }
+                w.u32(headers.len() as u32);
+                for h in headers {
+                    w.bytes(&h.encode());
+                }
+                w.u32(changes.len() as u32);
+                for c in changes {
+                    w.bytes(&c.encode());
+                }
+            }
+        }
+        w.finish()
+    }
+
+    /// Decodes a message, enforcing every bound. Does not verify signatures.
+    ///
+    /// # Errors
+    /// [`DecodeError`] naming what is wrong.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_FRAME_BYTES {
+            return Err(DecodeError::TooLarge { field: "frame", len: bytes.len(), max: MAX_FRAME_BYTES });
+        }
+        let (mut r, _) = Reader::open(bytes, TAG, "sync message", VERSION)?;
+        let count = |r: &mut Reader<'_>, field: &'static str, max: usize| -> Result<usize, DecodeError> {
+            let n = r.u32(field)? as usize;
+            if n > max { Err(DecodeError::TooLarge { field, len: n, max }) } else { Ok(n) }
+        };
+        let msg = match r.u8("message type")? {
+            1 => {
+                let certificate =
+                    NodeCertificate::decode(r.bytes("certificate", 512)?).map_err(|e| invalid("certificate", e))?;
+                SyncMessage::Hello { certificate }
+            }
+            2 => SyncMessage::Summary { count: r.u64("count")?, fingerprint: r.fixed("fingerprint")? },
+            3 => {
+                let n = count(&mut r, "buckets", BUCKETS)?;
+                if n != BUCKETS {
+                    return Err(DecodeError::Invalid {
+                        field: "buckets",
+                        reason: format!("{n} buckets, expected {BUCKETS}"),
+                    });
+                }
+                let mut buckets = Vec::with_capacity(n);
+                for _ in 0..n {
+                    buckets.push(Fingerprint { count: r.u64("bucket count")?, xor: r.fixed("bucket fingerprint")? });
+                }
+                SyncMessage::Buckets { buckets }
+            }
+            4 => {
+                let n = count(&mut r, "item buckets", BUCKETS)?;
+                let mut buckets = Vec::with_capacity(n);
+                let mut total = 0;
+                for _ in 0..n {
+                    let bucket = r.u8("bucket")?;
+                    let m = count(&mut r, "items", MAX_ITEMS)?;
+                    total += m;
+                    if total > MAX_ITEMS {
+                        return Err(DecodeError::TooLarge { field: "items", len: total, max: MAX_ITEMS });
+                    }
+                    let mut items = Vec::with_capacity(m.min(1024));
+                    for _ in 0..m {
+                        let doc = DocId::from_bytes(r.fixed("doc")?);
+                        let h = count(&mut r, "heads", MAX_HEADS)?;
+                        let mut heads = Vec::with_capacity(h);
+                        for _ in 0..h {
+                            heads.push(r.fixed("head")?);
+                        }
+                        items.push((doc, heads));
+                    }
+                    buckets.push((bucket, items));
+                }
+                SyncMessage::Items { buckets }
+            }
+            5 => {
+                let n = count(&mut r, "certificates", MAX_DOC_ENTRIES)?;
+                let mut certificates = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    certificates.push(
+                        NodeCertificate::decode(r.bytes("certificate", 512)?).map_err(|e| invalid("certificate", e))?,
+                    );
+                }
+                let n = count(&mut r, "headers", MAX_DOC_ENTRIES)?;
+                let mut headers = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    headers.push(SignedHeader::decode(r.bytes("header", 8192)?).map_err(|e| invalid("header", e))?);
+                }
+                let n = count(&mut r, "changes", MAX_DOC_ENTRIES)?;
+                let mut changes = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    let bytes = r.bytes("change envelope", crate::envelope::MAX_CHANGE_BYTES + 1024)?;
+                    changes.push(ChangeEnvelope::decode(bytes).map_err(|e| invalid("change envelope", e))?);
+                }
+                SyncMessage::Docs { certificates, headers, changes }
+            }
+            t => return Err(DecodeError::Invalid { field: "message type", reason: format!("unknown type {t}") }),
+        };
+        r.end()?;
+        Ok(msg)
+    }
+}
+
+fn invalid(field: &'static str, e: impl std::fmt::Display) -> DecodeError {
+    DecodeError::Invalid { field, reason: e.to_string() }
+}
+
+impl SyncReply {
+    /// Encodes the reply.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new("passerelle/sync-reply", VERSION);
+        match self {
+            SyncReply::Ok => w.u8(0),
+            SyncReply::Busy => w.u8(1),
+            SyncReply::Refused(reason) => w.u8(2).str(&reason.chars().take(200).collect::<String>()),
+        };
+        w.finish()
+    }
+
+    /// Decodes a reply.
+    ///
+    /// # Errors
+    /// [`DecodeError`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (mut r, _) = Reader::open(bytes, "passerelle/sync-reply", "sync reply", VERSION)?;
+        let reply = match r.u8("reply type")? {
+            0 => SyncReply::Ok,
+            1 => SyncReply::Busy,
+            2 => SyncReply::Refused(r.str("reason", 1024)?.to_owned()),
+            t => return Err(DecodeError::Invalid { field: "reply type", reason: format!("unknown type {t}") }),
+        };
+        r.end()?;
+        Ok(reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SecretKey;
+    use proptest::prelude::*;
+
+    fn cert() -> NodeCertificate {
+        NodeCertificate::issue(&SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]).node_id(), 9)
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let messages = vec![
+            SyncMessage::Hello { certificate: cert() },
+            SyncMessage::Summary { count: 10_000, fingerprint: [7; 16] },
+            SyncMessage::Buckets { buckets: vec![Fingerprint { count: 3, xor: [1; 16] }; BUCKETS] },
+            SyncMessage::Items {
+                buckets: vec![(4, vec![(DocId::from_bytes([4; 32]), vec![[9; 32], [8; 32]])]), (5, vec![])],
+            },
+            SyncMessage::Docs {
+                certificates: vec![cert()],
+                headers: vec![],
+                changes: vec![ChangeEnvelope {
+                    doc: DocId::from_bytes([3; 32]),
+                    author: cert().node,
+                    change: vec![1, 2, 3],
+                    signature: [5; 64],
+                }],
+            },
+        ];
+        for m in messages {
+            assert_eq!(SyncMessage::decode(&m.encode()).unwrap(), m);
+        }
+        for r in [SyncReply::Ok, SyncReply::Busy, SyncReply::Refused("bad signature".into())] {
+            assert_eq!(SyncReply::decode(&r.encode()).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn an_idle_summary_is_a_few_dozen_bytes() {
+        let len = SyncMessage::Summary { count: 10_000, fingerprint: [7; 16] }.encode().len();
+        assert!(len < 64, "{len} bytes");
+    }
+
+    #[test]
+    fn bounds_are_enforced_before_allocation() {
+        let mut w = Writer::new(TAG, VERSION);
+        w.u8(4).u32(1).u8(0).u32(u32::MAX);
+        assert!(matches!(SyncMessage::decode(&w.finish()), Err(DecodeError::TooLarge { field: "items", .. })));
+        let mut w = Writer::new(TAG, VERSION);
+        w.u8(3).u32(2);
+        assert!(SyncMessage::decode(&w.finish()).is_err());
+        let mut w = Writer::new(TAG, VERSION);
+        w.u8(99);
+        assert!(matches!(SyncMessage::decode(&w.finish()), Err(DecodeError::Invalid { .. })));
+        assert!(SyncMessage::decode(&vec![0u8; MAX_FRAME_BYTES + 1]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = SyncMessage::decode(&bytes);
+            let mut framed = Writer::new(TAG, VERSION).finish();
+            framed.extend_from_slice(&bytes);
+            let _ = SyncMessage::decode(&framed);
+        }
+
+        #[test]
+        fn summaries_round_trip(count in any::<u64>(), fp in any::<[u8; 16]>()) {
+            let m = SyncMessage::Summary { count, fingerprint: fp };
+            prop_assert_eq!(SyncMessage::decode(&m.encode()).unwrap(), m);
+        }
+    }
+}
