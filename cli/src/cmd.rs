@@ -4,6 +4,7 @@ pub mod bench;
 pub mod docs;
 pub mod history;
 pub mod init;
+pub mod peers;
 pub mod run;
 pub mod status;
 pub mod verify;

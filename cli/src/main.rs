@@ -60,6 +60,11 @@ enum Command {
     History(cmd::history::Args),
     /// Re-check every stored signature and name any change that fails.
     Verify,
+    /// Add or remove a peer node.
+    #[command(subcommand)]
+    Peer(cmd::peers::PeerCommand),
+    /// List peers: connected or not, last sync, bytes, last error.
+    Peers,
     /// Measure performance (prints JSON lines; see shared BENCH.md).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -105,6 +110,8 @@ fn main() -> ExitCode {
         Command::Practice(c) => cmd::docs::run(&home, "practice", c, &out),
         Command::History(args) => cmd::history::run(&home, args, &out),
         Command::Verify => cmd::verify::run(&home, &out),
+        Command::Peer(c) => cmd::peers::run(&home, c, &out),
+        Command::Peers => cmd::peers::list(&home, &out),
         Command::Bench(c) => cmd::bench::run(c, &out),
     };
     match result {

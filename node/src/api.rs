@@ -14,6 +14,9 @@
 //! | PATCH | `/v1/docs/{id}` | change fields or status |
 //! | GET | `/v1/docs/{id}/history` | its changes, authors, times |
 //! | POST | `/v1/verify` | re-check every stored signature |
+//! | GET | `/v1/peers` | known peers and their sync state |
+//! | POST | `/v1/peers` | add a peer (`{node, addr}`) and dial it |
+//! | DELETE | `/v1/peers/{node}` | forget a peer |
 
 pub mod types;
 

@@ -6,11 +6,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use passerelle_protocol::ids::DocId;
+use passerelle_protocol::ids::{DocId, NodeId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::types::{
+    AddPeer, PeerView, 
     ApiErrorBody, CreateDoc, DocSummary, DocView, HistoryEntry, NodeStatus, UpdateDoc, VerifyReport,
 };
 use crate::home::Home;
@@ -173,6 +174,42 @@ impl ApiClient {
     /// [`ClientError`].
     pub fn history(&self, id: &DocId) -> Result<Vec<HistoryEntry>, ClientError> {
         self.get(&format!("/v1/docs/{id}/history"))
+    }
+
+    /// `GET /v1/peers`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn peers(&self) -> Result<Vec<PeerView>, ClientError> {
+        self.get("/v1/peers")
+    }
+
+    /// `POST /v1/peers`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn add_peer(&self, node: &NodeId, addr: &str) -> Result<PeerView, ClientError> {
+        self.send("POST", "/v1/peers", &AddPeer { node: *node, addr: addr.to_owned() })
+    }
+
+    /// `DELETE /v1/peers/{node}`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn remove_peer(&self, node: &NodeId) -> Result<(), ClientError> {
+        let url = format!("{}/v1/peers/{node}", self.base);
+        let auth = format!("Bearer {}", self.token.as_deref().unwrap_or(""));
+        let result = self.agent.delete(url).header("Authorization", &auth).call();
+        let mut resp = result.map_err(|e| ClientError::NotReachable { home: self.home.clone(), reason: e.to_string() })?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        let status = resp.status().as_u16();
+        let body: ApiErrorBody = resp
+            .body_mut()
+            .read_json()
+            .unwrap_or_else(|_| ApiErrorBody { code: "http".into(), error: format!("the node answered HTTP {status}") });
+        Err(ClientError::Api { status, code: body.code, message: body.error })
     }
 
     /// `POST /v1/verify`.

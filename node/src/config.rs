@@ -84,6 +84,40 @@ impl Default for StoreConfig {
     }
 }
 
+/// Default libp2p port (TCP and QUIC).
+pub const DEFAULT_P2P_PORT: u16 = 7421;
+/// Default seconds between anti-entropy rounds with each peer.
+pub const DEFAULT_ANTI_ENTROPY_SECS: u64 = 30;
+
+/// The peer-to-peer side.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// Multiaddrs to listen on: TCP and QUIC on all interfaces by default.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Discover peers on the local network with mDNS (off by default: a
+    /// commune's node should only talk to the peers it was told about).
+    #[serde(default)]
+    pub mdns: bool,
+    /// Seconds between anti-entropy rounds with each connected peer.
+    #[serde(default = "default_anti_entropy")]
+    pub anti_entropy_secs: u64,
+}
+
+fn default_listen() -> Vec<String> {
+    vec![format!("/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}"), format!("/ip4/0.0.0.0/udp/{DEFAULT_P2P_PORT}/quic-v1")]
+}
+
+fn default_anti_entropy() -> u64 {
+    DEFAULT_ANTI_ENTROPY_SECS
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self { listen: default_listen(), mdns: false, anti_entropy_secs: DEFAULT_ANTI_ENTROPY_SECS }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Config {
@@ -95,6 +129,9 @@ pub struct Config {
     /// The store.
     #[serde(default)]
     pub store: StoreConfig,
+    /// The peer-to-peer side.
+    #[serde(default)]
+    pub network: NetworkConfig,
 }
 
 impl Config {
@@ -104,6 +141,7 @@ impl Config {
             commune: CommuneConfig { name: name.to_owned(), country: country.to_owned(), language: default_language() },
             api: ApiConfig { listen: SocketAddr::from(([127, 0, 0, 1], api_port)) },
             store: StoreConfig::default(),
+            network: NetworkConfig::default(),
         }
     }
 
@@ -116,6 +154,12 @@ impl Config {
             .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
         let config: Config = toml::from_str(&text)
             .map_err(|e| ConfigError::Invalid { path: path.display().to_string(), reason: e.to_string() })?;
+        if config.network.anti_entropy_secs == 0 {
+            return Err(ConfigError::Invalid {
+                path: path.display().to_string(),
+                reason: "network.anti_entropy_secs must be at least 1".into(),
+            });
+        }
         if config.store.cached_documents == 0 {
             return Err(ConfigError::Invalid {
                 path: path.display().to_string(),

@@ -24,13 +24,18 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::api::types::{CreateDoc, DocSummary, DocView, HistoryEntry, UpdateDoc, VerifyReport};
 use crate::identity::Identity;
+use crate::net::NetOut;
 use crate::store::{Store, StoreError};
 
 mod cache;
 pub(crate) mod docs;
 mod ingest;
+mod peers;
+mod sync;
 mod verify;
 mod worker;
+
+pub use crate::api::types::PeerView;
 
 pub use ingest::IngestReport;
 
@@ -97,7 +102,60 @@ pub(crate) enum Command {
     Verify(Reply<VerifyReport>),
     Counts(Reply<Counts>),
     Ingest(IngestBatch, Reply<IngestReport>),
+    Net(NetEvent),
+    AttachNet(mpsc::Sender<NetOut>),
+    Peers(Reply<Vec<PeerView>>),
+    AddPeer(NodeId, Vec<String>, Reply<PeerView>),
+    RemovePeer(NodeId, Reply<bool>),
     Shutdown(oneshot::Sender<()>),
+}
+
+/// What the swarm task tells the engine.
+#[derive(Debug)]
+pub enum NetEvent {
+    /// A first connection with a peer came up.
+    Connected {
+        /// The peer.
+        node: NodeId,
+        /// Its address.
+        addr: String,
+    },
+    /// The last connection with a peer closed.
+    Disconnected {
+        /// The peer.
+        node: NodeId,
+        /// Why, if known.
+        error: Option<String>,
+    },
+    /// Dialling a configured peer failed.
+    DialFailed {
+        /// The peer.
+        node: NodeId,
+        /// Why.
+        error: String,
+    },
+    /// A sync message arrived.
+    Message {
+        /// From whom.
+        from: NodeId,
+        /// The decoded message.
+        msg: passerelle_protocol::sync::message::SyncMessage,
+        /// Its size on the stream.
+        bytes: usize,
+    },
+    /// A frame from a peer was refused by the swarm task (malformed, oversized).
+    Refused {
+        /// From whom.
+        from: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// Time for an anti-entropy round with these connected peers (those
+    /// with nothing queued: a round during a transfer would resend it).
+    AntiEntropy {
+        /// Peers to reconcile with.
+        idle: Vec<NodeId>,
+    },
 }
 
 /// Signed material received from elsewhere, to verify and store.
@@ -190,6 +248,50 @@ impl EngineHandle {
     /// Store errors; refused items are listed in the report.
     pub async fn ingest(&self, batch: IngestBatch) -> Result<IngestReport, EngineError> {
         self.ask(|r| Command::Ingest(batch, r)).await
+    }
+
+    /// Hands a network event to the engine without waiting: the swarm task
+    /// must never block on the engine.
+    ///
+    /// # Errors
+    /// The event back when the engine's inbox is full or it has stopped.
+    pub fn net_event(&self, event: NetEvent) -> Result<(), NetEvent> {
+        self.tx.try_send(Command::Net(event)).map_err(|e| match e.into_inner() {
+            Command::Net(ev) => ev,
+            _ => unreachable!("we sent a network event"),
+        })
+    }
+
+    /// Gives the engine the swarm task's outbox.
+    ///
+    /// # Errors
+    /// [`EngineError::Stopped`].
+    pub async fn attach_net(&self, outbox: mpsc::Sender<NetOut>) -> Result<(), EngineError> {
+        self.tx.send(Command::AttachNet(outbox)).await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Every known peer with its sync state.
+    ///
+    /// # Errors
+    /// [`EngineError::Stopped`].
+    pub async fn peers(&self) -> Result<Vec<PeerView>, EngineError> {
+        self.ask(Command::Peers).await
+    }
+
+    /// Records a peer to dial at `addrs` (persisted).
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] for an address that is not a multiaddr.
+    pub async fn add_peer(&self, node: NodeId, addrs: Vec<String>) -> Result<PeerView, EngineError> {
+        self.ask(|r| Command::AddPeer(node, addrs, r)).await
+    }
+
+    /// Forgets a peer. Returns whether it was known.
+    ///
+    /// # Errors
+    /// [`EngineError::Stopped`].
+    pub async fn remove_peer(&self, node: NodeId) -> Result<bool, EngineError> {
+        self.ask(|r| Command::RemovePeer(node, r)).await
     }
 
     /// Flushes and stops the engine thread; resolves when it has stopped.

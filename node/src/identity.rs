@@ -113,7 +113,28 @@ pub fn check_commune(name: &str, country: &str) -> Result<(String, String), Iden
 /// [`IdentityError::AlreadyExists`] if any identity file is there already;
 /// [`IdentityError::InvalidInput`] for a bad name or country; I/O errors.
 pub fn init(home: &Home, name: &str, country: &str, api_port: u16) -> Result<Identity, IdentityError> {
+    init_with_listen(home, name, country, api_port, None)
+}
+
+/// As [`init`], with the libp2p listen addresses to write in the
+/// configuration (the defaults when `None`).
+///
+/// # Errors
+/// As [`init`]; [`IdentityError::InvalidInput`] for an address that is not a multiaddr.
+pub fn init_with_listen(
+    home: &Home,
+    name: &str,
+    country: &str,
+    api_port: u16,
+    listen: Option<Vec<String>>,
+) -> Result<Identity, IdentityError> {
     let (name, country) = check_commune(name, country)?;
+    if let Some(addrs) = &listen {
+        for a in addrs {
+            a.parse::<libp2p::Multiaddr>()
+                .map_err(|e| IdentityError::InvalidInput(format!("{a:?} is not a multiaddr: {e}")))?;
+        }
+    }
     for path in [home.config(), home.commune_key(), home.node_key(), home.node_certificate()] {
         if path.exists() {
             return Err(IdentityError::AlreadyExists(home.root().to_owned()));
@@ -128,9 +149,10 @@ pub fn init(home: &Home, name: &str, country: &str, api_port: u16) -> Result<Ide
     write_private(&home.commune_key(), key_text(COMMUNE_KEY_LABEL, &commune_key).as_bytes())?;
     write_private(&home.node_key(), key_text(NODE_KEY_LABEL, &node_key).as_bytes())?;
     write_private(&home.node_certificate(), format!("{}\n", hex::encode(certificate.encode())).as_bytes())?;
-    let config = Config::new(&name, &country, crate::config::DEFAULT_API_PORT);
-    let config =
-        Config { api: crate::config::ApiConfig { listen: (config.api.listen.ip(), api_port).into() }, ..config };
+    let mut config = Config::new(&name, &country, api_port);
+    if let Some(listen) = listen {
+        config.network.listen = listen;
+    }
     config.write_new(&home.config())?;
     Ok(Identity { commune_key, node_key, certificate, config })
 }

@@ -15,6 +15,8 @@
 //!   one flush per batch.
 //! - [`api`]: the local HTTP API (axum) and its request/response
 //!   [`api::types`], shared with the CLI; [`client`] is the CLI's side.
+//! - [`net`]: the libp2p swarm task; the sync logic itself is the sans-IO
+//!   core in `passerelle_protocol::sync`, driven by the engine.
 //! - [`runtime`]: starts and stops a whole node.
 //! - [`bench`]: the ingest benchmark of `passerelle bench ingest`.
 //!
@@ -34,5 +36,6 @@ pub mod config;
 pub mod engine;
 pub mod home;
 pub mod identity;
+pub mod net;
 pub mod runtime;
 pub mod store;

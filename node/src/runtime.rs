@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use crate::api::{self, ApiState, types::NodeStatus};
 use crate::engine::{self, EngineError, EngineHandle};
 use crate::home::Home;
+use crate::net::NetHandle;
 use crate::identity::{self, IdentityError};
 use crate::store::{SledStore, StoreError};
 
@@ -25,6 +26,9 @@ pub enum NodeError {
     /// The engine failed to start.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The network failed to start.
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
     /// The API address cannot be bound.
     #[error("cannot listen on {addr}: {source} (change [api] listen in the configuration)")]
     Bind {
@@ -52,6 +56,9 @@ pub struct RunningNode {
     pub engine: EngineHandle,
     /// The API token.
     pub token: Arc<str>,
+    /// The swarm task.
+    pub net: NetHandle,
+    net_task: tokio::task::JoinHandle<()>,
     home: Home,
     stop_api: oneshot::Sender<()>,
     api_task: tokio::task::JoinHandle<()>,
@@ -85,10 +92,23 @@ pub async fn start(home: &Home) -> Result<RunningNode, NodeError> {
     let identity = identity::load(home)?;
     let store = SledStore::open(&home.store())?;
     let (engine, engine_thread) = engine::spawn(store, &identity)?;
+    let peers = engine.peers().await?;
+    let records = peers
+        .into_iter()
+        .map(|p| crate::store::PeerRecord { node: p.node, addrs: p.addrs, configured: p.configured, ..crate::store::PeerRecord::new(p.node) })
+        .collect();
+    let (net, net_task) = match crate::net::spawn(&identity, engine.clone(), records).await {
+        Ok(n) => n,
+        Err(e) => {
+            engine.shutdown().await;
+            return Err(e.into());
+        }
+    };
     let token: Arc<str> = api_token(home)?.into();
     let listener = match tokio::net::TcpListener::bind(identity.config.api.listen).await {
         Ok(l) => l,
         Err(source) => {
+            net.shutdown().await;
             engine.shutdown().await;
             return Err(NodeError::Bind { addr: identity.config.api.listen, source });
         }
@@ -105,9 +125,17 @@ pub async fn start(home: &Home) -> Result<RunningNode, NodeError> {
         uptime_s: 0,
         documents: Default::default(),
         statuses: Default::default(),
+        peer_id: String::new(),
+        listen: Vec::new(),
+        peers_connected: 0,
     };
-    let state =
-        ApiState { engine: engine.clone(), token: token.clone(), status: Arc::new(status), started: Instant::now() };
+    let state = ApiState {
+        engine: engine.clone(),
+        net: net.clone(),
+        token: token.clone(),
+        status: Arc::new(status),
+        started: Instant::now(),
+    };
     let (stop_api, stopped) = oneshot::channel::<()>();
     let app = api::router(state);
     let api_task = tokio::spawn(async move {
@@ -124,7 +152,7 @@ pub async fn start(home: &Home) -> Result<RunningNode, NodeError> {
     std::fs::write(&tmp, format!("{api_addr}\n")).map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, &addr_path).map_err(io_err(&addr_path))?;
     tracing::info!(commune = %identity.config.commune.name, node = %identity.node_id().short(), api = %api_addr, "node started");
-    Ok(RunningNode { api_addr, engine, token, home: home.clone(), stop_api, api_task, engine_thread })
+    Ok(RunningNode { api_addr, engine, token, net, net_task, home: home.clone(), stop_api, api_task, engine_thread })
 }
 
 impl RunningNode {
@@ -134,6 +162,8 @@ impl RunningNode {
         tracing::info!("shutting down");
         let _ = self.stop_api.send(());
         let _ = self.api_task.await;
+        self.net.shutdown().await;
+        let _ = self.net_task.await;
         self.engine.shutdown().await;
         let _ = tokio::task::spawn_blocking(move || self.engine_thread.join()).await;
         let _ = std::fs::remove_file(self.home.api_addr());

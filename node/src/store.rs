@@ -15,7 +15,7 @@ use passerelle_protocol::canonical::{DecodeError, Reader, Writer};
 use passerelle_protocol::certificate::NodeCertificate;
 use passerelle_protocol::envelope::ChangeEnvelope;
 use passerelle_protocol::header::SignedHeader;
-use passerelle_protocol::ids::DocId;
+use passerelle_protocol::ids::{DocId, NodeId};
 use serde::{Deserialize, Serialize};
 
 mod sled_store;
@@ -137,6 +137,57 @@ pub enum WriteOp {
     Snapshot(DocId, Snapshot),
     /// Stores a verified node certificate.
     Certificate(NodeCertificate),
+    /// Adds or replaces a peer's record.
+    Peer(PeerRecord),
+    /// Forgets a peer.
+    RemovePeer(NodeId),
+}
+
+/// What this node remembers of a peer: how to reach it and how syncing
+/// with it went. Persisted, so it survives restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRecord {
+    /// The peer's node id.
+    pub node: NodeId,
+    /// Addresses to dial (multiaddrs); empty for peers that only dial us.
+    pub addrs: Vec<String>,
+    /// Whether an operator added it (`peer add`): such peers are redialled.
+    pub configured: bool,
+    /// The peer's commune, once its certificate was seen.
+    pub commune: Option<String>,
+    /// Last time a connection came up (ms).
+    pub last_connected_ms: Option<i64>,
+    /// Last time a reconciliation found both sides in sync (ms).
+    pub last_sync_ms: Option<i64>,
+    /// Sync payload bytes received from it, all time.
+    pub bytes_in: u64,
+    /// Sync payload bytes sent to it, all time.
+    pub bytes_out: u64,
+    /// Changes received from it and stored.
+    pub changes_in: u64,
+    /// Items it sent that were refused.
+    pub rejected: u64,
+    /// The last error seen with it.
+    pub last_error: Option<String>,
+}
+
+impl PeerRecord {
+    /// A record for a peer seen for the first time.
+    pub fn new(node: NodeId) -> Self {
+        Self {
+            node,
+            addrs: Vec::new(),
+            configured: false,
+            commune: None,
+            last_connected_ms: None,
+            last_sync_ms: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            changes_in: 0,
+            rejected: 0,
+            last_error: None,
+        }
+    }
 }
 
 /// A stored change, or why it could not be decoded.
@@ -181,11 +232,21 @@ pub trait Store: Send + 'static {
     /// # Errors
     /// [`StoreError`].
     fn has_change(&self, hash: &[u8; 32]) -> Result<bool, StoreError>;
+    /// The stored change with this Automerge hash.
+    ///
+    /// # Errors
+    /// [`StoreError`], including a damaged record.
+    fn change_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredChange>, StoreError>;
     /// Every stored certificate.
     ///
     /// # Errors
     /// [`StoreError`].
     fn certificates(&self) -> Result<Vec<NodeCertificate>, StoreError>;
+    /// Every peer record.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn peers(&self) -> Result<Vec<PeerRecord>, StoreError>;
     /// Applies operations atomically (all or none), not yet durable.
     ///
     /// # Errors

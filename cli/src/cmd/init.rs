@@ -22,6 +22,10 @@ pub struct Args {
     /// Port of the node's local API (0 picks any free port).
     #[arg(long, default_value_t = DEFAULT_API_PORT)]
     pub api_port: u16,
+    /// A libp2p address to listen on, e.g. /ip4/0.0.0.0/tcp/7421; repeatable
+    /// [default: TCP and QUIC on port 7421 of every interface].
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    pub listen: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,7 +56,8 @@ fn human(v: &IdView) -> String {
 
 /// Creates the identity.
 pub fn run(home: &Home, args: Args, out: &Output) -> anyhow::Result<ExitCode> {
-    let id = identity::init(home, &args.name, &args.country, args.api_port)?;
+    let listen = (!args.listen.is_empty()).then_some(args.listen);
+    let id = identity::init_with_listen(home, &args.name, &args.country, args.api_port, listen)?;
     let view = id_view(home, &id);
     out.print(&view, || format!("{}\n\nStart the node with: passerelle run --home {}", human(&view), view.home));
     Ok(ExitCode::SUCCESS)

@@ -11,11 +11,11 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use passerelle_protocol::ids::DocId;
+use passerelle_protocol::ids::{DocId, NodeId};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::types::{CreateDoc, DocSummary, DocView, HistoryEntry, NodeStatus, UpdateDoc, VerifyReport};
+use super::types::{AddPeer, CreateDoc, DocSummary, DocView, HistoryEntry, NodeStatus, PeerView, UpdateDoc, VerifyReport};
 use crate::engine::{EngineHandle, ListFilter};
 
 /// Largest request body accepted, in bytes.
@@ -26,6 +26,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct ApiState {
     /// The engine.
     pub engine: EngineHandle,
+    /// The swarm task.
+    pub net: crate::net::NetHandle,
     /// Token that write requests must present.
     pub token: Arc<str>,
     /// The fixed part of the status.
@@ -42,6 +44,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/docs/{id}", get(show).patch(update))
         .route("/v1/docs/{id}/history", get(history))
         .route("/v1/verify", post(verify))
+        .route("/v1/peers", get(peers).post(add_peer))
+        .route("/v1/peers/{node}", axum::routing::delete(remove_peer))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -82,7 +86,11 @@ fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 
 async fn status(State(state): State<ApiState>) -> Result<Json<NodeStatus>, ApiError> {
     let (documents, statuses) = state.engine.counts().await?;
+    let net = state.net.info().await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()))?;
     let mut status = (*state.status).clone();
+    status.peer_id = net.peer_id;
+    status.listen = net.listen;
+    status.peers_connected = net.connected.len();
     status.uptime_s = state.started.elapsed().as_secs();
     status.documents = documents;
     status.statuses = statuses;
@@ -146,4 +154,29 @@ async fn history(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
 
 async fn verify(State(state): State<ApiState>) -> Result<Json<VerifyReport>, ApiError> {
     Ok(Json(state.engine.verify().await?))
+}
+
+async fn peers(State(state): State<ApiState>) -> Result<Json<Vec<PeerView>>, ApiError> {
+    Ok(Json(state.engine.peers().await?))
+}
+
+async fn add_peer(
+    State(state): State<ApiState>,
+    json: Result<Json<AddPeer>, JsonRejection>,
+) -> Result<(StatusCode, Json<PeerView>), ApiError> {
+    let req = body(json)?;
+    let addr: libp2p::Multiaddr =
+        req.addr.parse().map_err(|e| ApiError::bad_request(format!("{:?} is not a multiaddr: {e}", req.addr)))?;
+    let view = state.engine.add_peer(req.node, vec![req.addr.clone()]).await?;
+    state.net.dial(req.node, vec![addr]).await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()))?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn remove_peer(State(state): State<ApiState>, Path(node): Path<String>) -> Result<StatusCode, ApiError> {
+    let node: NodeId = node.parse().map_err(|e: passerelle_protocol::ids::IdParseError| ApiError::bad_request(e.to_string()))?;
+    if !state.engine.remove_peer(node).await? {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no peer {node}")));
+    }
+    state.net.forget(node).await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()))?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -174,6 +174,12 @@ pub struct NodeStatus {
     pub documents: BTreeMap<String, u64>,
     /// Documents by kind, then status.
     pub statuses: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The node's libp2p peer id (its node key).
+    pub peer_id: String,
+    /// The libp2p addresses it listens on.
+    pub listen: Vec<String>,
+    /// Peers connected now.
+    pub peers_connected: usize,
 }
 
 /// Body of every error response.
@@ -183,4 +189,43 @@ pub struct ApiErrorBody {
     pub code: String,
     /// A sentence saying what went wrong.
     pub error: String,
+}
+
+/// A peer as `GET /v1/peers` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerView {
+    /// The peer's node id.
+    pub node: NodeId,
+    /// Its commune, once its certificate was seen.
+    pub commune: Option<String>,
+    /// Addresses dialled.
+    pub addrs: Vec<String>,
+    /// Added by an operator (redialled when disconnected).
+    pub configured: bool,
+    /// Connected now (and its certificate checked).
+    pub connected: bool,
+    /// Last connection (ms).
+    pub last_connected_ms: Option<i64>,
+    /// Last reconciliation that found both sides in sync (ms).
+    pub last_sync_ms: Option<i64>,
+    /// Sync bytes received, all time.
+    pub bytes_in: u64,
+    /// Sync bytes sent, all time.
+    pub bytes_out: u64,
+    /// Changes received and stored.
+    pub changes_in: u64,
+    /// Items refused.
+    pub rejected: u64,
+    /// The last error.
+    pub last_error: Option<String>,
+}
+
+/// Body of `POST /v1/peers`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddPeer {
+    /// The peer's node id.
+    pub node: NodeId,
+    /// Where to reach it (a multiaddr such as `/ip4/192.0.2.7/tcp/7421`).
+    pub addr: String,
 }

@@ -8,6 +8,7 @@ use passerelle_protocol::ids::DocId;
 use passerelle_protocol::keys::SecretKey;
 use passerelle_protocol::schema::{self, CONTENT_SCHEMA, FieldError, InputContext, KindSchema};
 
+use super::sync::{Announcement, heads_of};
 use super::worker::Worker;
 use super::{Counts, EngineError, ListFilter};
 use crate::api::types::{CreateDoc, DocSummary, DocView, HistoryEntry, UpdateDoc};
@@ -86,6 +87,15 @@ fn change_op(key: &SecretKey, doc: DocId, seq: u64, change: &Change, now: i64) -
         change: StoredChange { envelope: ChangeEnvelope::sign(doc, change, key), received_ms: now, from: None },
         hash: change.hash().0,
     }
+}
+
+/// What to push to peers for a local change once it is durable.
+fn announcement(op: &WriteOp, new_doc: Option<SignedHeader>) -> Announcement {
+    let changes = match op {
+        WriteOp::Change { change, .. } => vec![change.envelope.clone()],
+        _ => Vec::new(),
+    };
+    Announcement { exclude: None, new_docs: new_doc.into_iter().collect(), changes }
 }
 
 fn view(id: DocId, header: &SignedHeader, meta: &DocMeta, doc: &Automerge, lang: Option<&str>) -> DocView {
@@ -184,12 +194,12 @@ impl<S: Store> Worker<S> {
             snapshot_changes: 0,
         };
         let meta = refreshed_meta(&base, &signed.header, &doc, 1, now);
-        let ops = vec![
-            WriteOp::Header(signed.clone()),
-            change_op(&self.node_key, id, 0, &change, now),
-            WriteOp::Meta(meta.clone()),
-        ];
+        let op = change_op(&self.node_key, id, 0, &change, now);
+        let announced = announcement(&op, Some(signed.clone()));
+        let ops = vec![WriteOp::Header(signed.clone()), op, WriteOp::Meta(meta.clone())];
         self.store.write(ops)?;
+        self.sync.index.set(id, heads_of(&meta.heads));
+        self.sync.announcements.push(announced);
         let loaded = self.cache.insert(id, signed, meta, doc);
         tracing::info!(doc = %id.short(), %kind, "document created");
         Ok(view(id, &loaded.header, &loaded.meta, &loaded.doc, Some(&lang)))
@@ -244,12 +254,16 @@ impl<S: Store> Worker<S> {
         let seq = loaded.meta.changes;
         let mut meta = refreshed_meta(&loaded.meta, &loaded.header.header, &loaded.doc, 1, now);
         let snapshot = snapshot_due(id, &mut meta, &loaded.doc);
-        let mut ops = vec![change_op(&self.node_key, id, seq, &change, now), WriteOp::Meta(meta.clone())];
+        let op = change_op(&self.node_key, id, seq, &change, now);
+        let announced = announcement(&op, None);
+        let mut ops = vec![op, WriteOp::Meta(meta.clone())];
         ops.extend(snapshot);
         if let Err(e) = self.store.write(ops) {
             self.cache.evict(&id);
             return Err(e.into());
         }
+        self.sync.index.set(id, heads_of(&meta.heads));
+        self.sync.announcements.push(announced);
         loaded.meta = meta;
         tracing::info!(doc = %id.short(), seq, "document updated");
         Ok((view(id, &loaded.header, &loaded.meta, &loaded.doc, Some(&lang)), true))

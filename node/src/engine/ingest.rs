@@ -10,6 +10,7 @@ use passerelle_protocol::ids::DocId;
 use serde::{Deserialize, Serialize};
 
 use super::docs::{refreshed_meta, snapshot_due};
+use super::sync::{Announcement, heads_of};
 use super::worker::Worker;
 use super::{EngineError, IngestBatch};
 use crate::clock;
@@ -162,12 +163,26 @@ impl<S: Store> Worker<S> {
                     change: StoredChange { envelope: v.envelope, received_ms: now, from: from.clone() },
                 });
             }
-            let added = (ops.len() - usize::from(new_header.is_some())) as u64;
+            let fresh: Vec<ChangeEnvelope> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    WriteOp::Change { change, .. } => Some(change.envelope.clone()),
+                    _ => None,
+                })
+                .collect();
+            let added = fresh.len() as u64;
             let mut meta = refreshed_meta(&meta, &header.header, &doc, added, latest);
             ops.extend(snapshot_due(id, &mut meta, &doc));
             ops.push(WriteOp::Meta(meta.clone()));
             self.store.write(ops)?;
             report.applied += added;
+            self.sync.index.set(id, heads_of(&meta.heads));
+            // Relay: what is new here goes on to the other peers once durable.
+            self.sync.announcements.push(Announcement {
+                exclude: batch.from,
+                new_docs: new_header.into_iter().collect(),
+                changes: fresh,
+            });
             self.cache.insert(id, header, meta, doc);
         }
         Ok(report)

@@ -8,6 +8,7 @@ use passerelle_protocol::keys::SecretKey;
 use tokio::sync::mpsc;
 
 use super::cache::DocCache;
+use super::sync::{SyncState, heads_of};
 use super::{Command, EngineError, MAX_BATCH, Reply};
 use crate::identity::Identity;
 use crate::store::{Store, StoreError, WriteOp};
@@ -35,6 +36,7 @@ pub(crate) struct Worker<S> {
     pub language: String,
     pub book: CertificateBook,
     pub cache: DocCache,
+    pub sync: SyncState,
 }
 
 impl<S: Store> Worker<S> {
@@ -58,7 +60,14 @@ impl<S: Store> Worker<S> {
             language: identity.config.commune.language.clone(),
             book,
             cache: DocCache::new(identity.config.store.cached_documents),
+            sync: SyncState::default(),
         };
+        for meta in worker.store.metas()? {
+            worker.sync.index.set(meta.id, heads_of(&meta.heads));
+        }
+        for peer in worker.store.peers()? {
+            worker.sync.peers.insert(peer.node, peer);
+        }
         worker.ensure_profile(&identity.config.commune.name, &identity.config.commune.country)?;
         Ok(worker)
     }
@@ -83,14 +92,27 @@ impl<S: Store> Worker<S> {
                 }
                 self.handle(command, &mut deferred);
             }
-            if !deferred.is_empty() {
+            let peer_ops = self.dirty_peer_ops();
+            if !peer_ops.is_empty() {
+                if let Err(e) = self.store.write(peer_ops) {
+                    tracing::warn!(error = %e, "peer records not saved");
+                }
+                self.sync.wrote = true;
+            }
+            if !deferred.is_empty() || std::mem::take(&mut self.sync.wrote) {
                 let flushed = self.store.flush();
                 if let Err(e) = &flushed {
                     tracing::error!(error = %e, "flush failed; dropping loaded documents");
                     self.cache.clear();
                 }
+                let ok = flushed.is_ok();
                 for reply in deferred {
                     reply(flushed.as_ref().err());
+                }
+                if ok {
+                    self.after_flush();
+                } else {
+                    self.sync.announcements.clear();
                 }
             }
             if let Some(ack) = shutdown {
@@ -140,6 +162,27 @@ impl<S: Store> Worker<S> {
             Command::Counts(reply) => {
                 let _ = reply.send(self.counts());
             }
+            Command::Net(event) => {
+                if let Err(e) = self.on_net(event) {
+                    tracing::error!(error = %e, "network event failed");
+                }
+            }
+            Command::AttachNet(outbox) => self.sync.net = Some(outbox),
+            Command::Peers(reply) => {
+                let _ = reply.send(Ok(self.peer_views()));
+            }
+            Command::AddPeer(node, addrs, reply) => match self.add_peer(node, addrs) {
+                Ok(view) => deferred.push(defer(reply, view)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::RemovePeer(node, reply) => match self.remove_peer(node) {
+                Ok(known) => deferred.push(defer(reply, known)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Command::Shutdown(_) => unreachable!("handled by the loop"),
         }
     }

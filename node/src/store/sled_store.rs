@@ -12,6 +12,7 @@
 //! | `s` | doc id | changes covered (u64 BE), Automerge save bytes |
 //! | `x` | change hash | doc id, seq |
 //! | `k` | node id | node certificate |
+//! | `p` | node id | peer record (JSON) |
 
 use std::path::Path;
 
@@ -19,7 +20,7 @@ use passerelle_protocol::certificate::NodeCertificate;
 use passerelle_protocol::header::SignedHeader;
 use passerelle_protocol::ids::DocId;
 
-use super::{ChangeRecord, DocMeta, Snapshot, Store, StoreError, StoredChange, WriteOp};
+use super::{ChangeRecord, DocMeta, PeerRecord, Snapshot, Store, StoreError, StoredChange, WriteOp};
 
 const HEADER: u8 = b'h';
 const META: u8 = b'm';
@@ -27,6 +28,7 @@ const CHANGE: u8 = b'c';
 const SNAPSHOT: u8 = b's';
 const INDEX: u8 = b'x';
 const CERT: u8 = b'k';
+const PEER: u8 = b'p';
 
 /// sled's page cache; its default (1 GiB) would let a node's memory grow
 /// with its store.
@@ -167,12 +169,36 @@ impl Store for SledStore {
         self.tree.contains_key(keys::prefixed(INDEX, hash)).map_err(backend)
     }
 
+    fn change_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredChange>, StoreError> {
+        let index_key = keys::prefixed(INDEX, hash);
+        let Some(loc) = self.tree.get(&index_key).map_err(backend)? else { return Ok(None) };
+        if loc.len() != 40 {
+            return Err(corrupt(&index_key, "bad index entry"));
+        }
+        let mut key = vec![CHANGE];
+        key.extend_from_slice(&loc);
+        match self.tree.get(&key).map_err(backend)? {
+            None => Ok(None),
+            Some(v) => StoredChange::decode(&v).map(Some).map_err(|e| corrupt(&key, e)),
+        }
+    }
+
     fn certificates(&self) -> Result<Vec<NodeCertificate>, StoreError> {
         self.tree
             .scan_prefix([CERT])
             .map(|item| {
                 let (k, v) = item.map_err(backend)?;
                 NodeCertificate::decode(&v).map_err(|e| corrupt(&k, e))
+            })
+            .collect()
+    }
+
+    fn peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
+        self.tree
+            .scan_prefix([PEER])
+            .map(|item| {
+                let (k, v) = item.map_err(backend)?;
+                serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))
             })
             .collect()
     }
@@ -198,6 +224,11 @@ impl Store for SledStore {
                     batch.insert(keys::prefixed(SNAPSHOT, doc.as_bytes()), v);
                 }
                 WriteOp::Certificate(c) => batch.insert(keys::prefixed(CERT, c.node.as_bytes()), c.encode()),
+                WriteOp::Peer(p) => batch.insert(
+                    keys::prefixed(PEER, p.node.as_bytes()),
+                    serde_json::to_vec(&p).expect("peer records always serialize"),
+                ),
+                WriteOp::RemovePeer(n) => batch.remove(keys::prefixed(PEER, n.as_bytes())),
             }
         }
         self.tree.apply_batch(batch).map_err(backend)

@@ -1,0 +1,71 @@
+//! `passerelle peer add|remove` and `passerelle peers`.
+
+use std::process::ExitCode;
+
+use passerelle_node::home::Home;
+use passerelle_protocol::ids::NodeId;
+
+use crate::output::{Output, time};
+
+/// Managing peers.
+#[derive(Debug, clap::Subcommand)]
+pub enum PeerCommand {
+    /// Remember a peer and connect to it (and reconnect whenever the link drops).
+    Add {
+        /// The peer's node id (`passerelle id` on the peer shows it).
+        node: NodeId,
+        /// Where to reach it, e.g. /ip4/192.0.2.7/tcp/7421 or /ip4/192.0.2.7/udp/7421/quic-v1.
+        addr: String,
+    },
+    /// Forget a peer and disconnect from it.
+    Remove {
+        /// The peer's node id.
+        node: NodeId,
+    },
+}
+
+/// Runs `peer add|remove`.
+pub fn run(home: &Home, command: PeerCommand, out: &Output) -> anyhow::Result<ExitCode> {
+    let client = super::client(home)?;
+    match command {
+        PeerCommand::Add { node, addr } => {
+            let peer = client.add_peer(&node, &addr)?;
+            out.print(&peer, || format!("peer {} added at {addr}; connecting", node.short()));
+        }
+        PeerCommand::Remove { node } => {
+            client.remove_peer(&node)?;
+            out.print(&serde_json::json!({"removed": node}), || format!("peer {} removed", node.short()));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Lists peers and their sync state.
+pub fn list(home: &Home, out: &Output) -> anyhow::Result<ExitCode> {
+    let peers = super::client(home)?.peers()?;
+    out.print(&peers, || {
+        if peers.is_empty() {
+            return "no peers yet: add one with `passerelle peer add <node-id> <multiaddr>`".into();
+        }
+        let mut text = format!(
+            "{:<10} {:<10} {:<9} {:<19} {:>10} {:>10} {:>8}  LAST ERROR",
+            "PEER", "COMMUNE", "STATE", "LAST SYNC", "BYTES IN", "BYTES OUT", "CHANGES"
+        );
+        for p in &peers {
+            let commune = p.commune.as_deref().map(|c| &c[..8.min(c.len())]).unwrap_or("-");
+            text.push_str(&format!(
+                "\n{:<10} {:<10} {:<9} {:<19} {:>10} {:>10} {:>8}  {}",
+                p.node.short(),
+                commune,
+                if p.connected { "connected" } else { "offline" },
+                p.last_sync_ms.map(time).unwrap_or_else(|| "never".into()),
+                p.bytes_in,
+                p.bytes_out,
+                p.changes_in,
+                p.last_error.as_deref().unwrap_or("")
+            ));
+        }
+        text
+    });
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,317 @@
+//! The engine's side of replication: it holds the sync sessions (one per
+//! connected peer), keeps the fingerprints of the local set up to date, and
+//! carries out the sessions' effects against the store. Messages leave
+//! through the swarm task's bounded outbox.
+//!
+//! Live pushes are sent only after the batch that stored them was flushed,
+//! so a peer never learns of a change this node could still lose.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use passerelle_protocol::certificate::NodeCertificate;
+use passerelle_protocol::envelope::ChangeEnvelope;
+use passerelle_protocol::header::SignedHeader;
+use passerelle_protocol::ids::{DocId, NodeId};
+use passerelle_protocol::sync::fingerprint::{SetFingerprints, item_hash};
+use passerelle_protocol::sync::message::{DOCS_FRAME_TARGET_BYTES, Item, SyncMessage};
+use passerelle_protocol::sync::session::{Effect, LocalSet, Phase, Session, missing_changes};
+use tokio::sync::mpsc;
+
+use super::worker::Worker;
+use super::{EngineError, IngestBatch, NetEvent};
+use crate::clock;
+use crate::net::NetOut;
+use crate::store::{PeerRecord, Store, WriteOp};
+
+/// The shared set as the sync core sees it: every document's heads, and
+/// fingerprints kept up to date incrementally.
+#[derive(Debug, Default)]
+pub(crate) struct SyncIndex {
+    fps: SetFingerprints,
+    heads: BTreeMap<DocId, Vec<[u8; 32]>>,
+    items: HashMap<DocId, [u8; 16]>,
+}
+
+impl SyncIndex {
+    /// Records a document's current heads.
+    pub fn set(&mut self, doc: DocId, heads: Vec<[u8; 32]>) {
+        let item = item_hash(&doc, &heads);
+        let old = self.items.insert(doc, item);
+        if old != Some(item) {
+            self.fps.update(&doc, old.as_ref(), &item);
+        }
+        self.heads.insert(doc, heads);
+    }
+
+    fn ids_in(&self, buckets: &[u8]) -> Vec<DocId> {
+        buckets
+            .iter()
+            .flat_map(|b| {
+                let (mut lo, mut hi) = ([0u8; 32], [0xffu8; 32]);
+                lo[0] = *b;
+                hi[0] = *b;
+                self.heads.range(DocId::from_bytes(lo)..=DocId::from_bytes(hi)).map(|(id, _)| *id)
+            })
+            .collect()
+    }
+}
+
+impl LocalSet for SyncIndex {
+    fn fingerprints(&self) -> &SetFingerprints {
+        &self.fps
+    }
+
+    fn items(&self, bucket: u8) -> Vec<Item> {
+        self.ids_in(&[bucket]).into_iter().map(|id| (id, self.heads[&id].clone())).collect()
+    }
+}
+
+/// Parses hex heads from metadata.
+pub(crate) fn heads_of(hex_heads: &[String]) -> Vec<[u8; 32]> {
+    hex_heads
+        .iter()
+        .filter_map(|h| {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(h, &mut out).ok().map(|()| out)
+        })
+        .collect()
+}
+
+/// Something to push to connected peers once it is durable.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Announcement {
+    /// The peer it came from, who needs no copy.
+    pub exclude: Option<NodeId>,
+    /// Documents new to this node: their headers go along.
+    pub new_docs: Vec<SignedHeader>,
+    /// The changes.
+    pub changes: Vec<ChangeEnvelope>,
+}
+
+/// Replication state owned by the engine thread.
+#[derive(Debug, Default)]
+pub(crate) struct SyncState {
+    pub index: SyncIndex,
+    pub sessions: HashMap<NodeId, Session>,
+    pub net: Option<mpsc::Sender<NetOut>>,
+    pub peers: HashMap<NodeId, PeerRecord>,
+    pub dirty_peers: HashSet<NodeId>,
+    pub announcements: Vec<Announcement>,
+    /// Set when a network event wrote to the store: the batch must flush.
+    pub wrote: bool,
+}
+
+impl<S: Store> Worker<S> {
+    fn peer_mut(&mut self, node: NodeId) -> &mut PeerRecord {
+        self.sync.dirty_peers.insert(node);
+        self.sync.peers.entry(node).or_insert_with(|| PeerRecord::new(node))
+    }
+
+    /// Encodes and hands a message to the swarm task.
+    fn send(&mut self, to: NodeId, msg: &SyncMessage) {
+        let Some(net) = self.sync.net.clone() else { return };
+        let bytes = msg.encode();
+        self.peer_mut(to).bytes_out += bytes.len() as u64 + 4;
+        // The swarm task never waits on the engine, so this wait is short.
+        if net.blocking_send(NetOut::Send { to, kind: msg.kind(), bytes }).is_err() {
+            tracing::debug!("network stopped: message dropped");
+        }
+    }
+
+    fn certificates_for(&self, changes: &[ChangeEnvelope], headers: &[SignedHeader]) -> Vec<NodeCertificate> {
+        let mut authors: Vec<NodeId> = changes.iter().map(|c| c.author).collect();
+        authors.sort();
+        authors.dedup();
+        let in_headers: HashSet<NodeId> = headers.iter().map(|h| h.certificate.node).collect();
+        authors.iter().filter(|a| !in_headers.contains(a)).filter_map(|a| self.book.get(a).cloned()).collect()
+    }
+
+    /// Sends headers and changes in frames of bounded size.
+    fn send_docs(&mut self, to: NodeId, mut headers: Vec<SignedHeader>, changes: Vec<ChangeEnvelope>) {
+        let mut frame_changes: Vec<ChangeEnvelope> = Vec::new();
+        let mut size = headers.iter().map(|h| h.encode().len()).sum::<usize>();
+        let flush = |this: &mut Self, headers: Vec<SignedHeader>, changes: Vec<ChangeEnvelope>| {
+            if headers.is_empty() && changes.is_empty() {
+                return;
+            }
+            let certificates = this.certificates_for(&changes, &headers);
+            this.send(to, &SyncMessage::Docs { certificates, headers, changes });
+        };
+        for change in changes {
+            let len = change.change.len() + 140;
+            if size + len > DOCS_FRAME_TARGET_BYTES && !frame_changes.is_empty() {
+                flush(self, std::mem::take(&mut headers), std::mem::take(&mut frame_changes));
+                size = 0;
+            }
+            size += len;
+            frame_changes.push(change);
+        }
+        flush(self, headers, frame_changes);
+    }
+
+    /// Pushes whole documents, in chunks so frames stay bounded.
+    fn push_docs(&mut self, to: NodeId, ids: Vec<DocId>) -> Result<(), EngineError> {
+        let mut headers = Vec::new();
+        let mut changes = Vec::new();
+        let mut size = 0;
+        for id in ids {
+            let Some(header) = self.store.header(&id)? else { continue };
+            size += 400;
+            headers.push(header);
+            for (_, record) in self.store.changes(&id, 0)? {
+                match record {
+                    Ok(stored) => {
+                        size += stored.envelope.change.len() + 140;
+                        changes.push(stored.envelope);
+                    }
+                    Err(e) => tracing::warn!(doc = %id.short(), error = %e, "damaged change not sent"),
+                }
+            }
+            if size > DOCS_FRAME_TARGET_BYTES * 4 {
+                self.send_docs(to, std::mem::take(&mut headers), std::mem::take(&mut changes));
+                size = 0;
+            }
+        }
+        self.send_docs(to, headers, changes);
+        Ok(())
+    }
+
+    fn push_missing(&mut self, to: NodeId, list: Vec<(DocId, Vec<[u8; 32]>)>) -> Result<(), EngineError> {
+        let node_id = self.node_id;
+        let mut headers = Vec::new();
+        let mut changes = Vec::new();
+        for (id, their_heads) in list {
+            let Some(loaded) = self.cache.get_or_load(&self.store, &node_id, &id)? else { continue };
+            let hashes = missing_changes(&loaded.doc, &their_heads);
+            headers.push(loaded.header.clone());
+            for hash in hashes {
+                if let Some(stored) = self.store.change_by_hash(&hash.0)? {
+                    changes.push(stored.envelope);
+                }
+            }
+        }
+        self.send_docs(to, headers, changes);
+        Ok(())
+    }
+
+    fn run_effects(&mut self, peer: NodeId, effects: Vec<Effect>) -> Result<(), EngineError> {
+        for effect in effects {
+            match effect {
+                Effect::Send(msg) => self.send(peer, &msg),
+                Effect::PushBuckets(buckets) => {
+                    let ids = self.sync.index.ids_in(&buckets);
+                    self.push_docs(peer, ids)?;
+                }
+                Effect::PushDocs(ids) => self.push_docs(peer, ids)?,
+                Effect::PushMissing(list) => self.push_missing(peer, list)?,
+                Effect::Ingest { certificates, headers, changes } => {
+                    if headers.is_empty() && changes.is_empty() {
+                        for cert in certificates {
+                            if self.book.insert(cert.clone()).unwrap_or(false) {
+                                self.store.write(vec![WriteOp::Certificate(cert.clone())])?;
+                                self.sync.wrote = true;
+                            }
+                            self.peer_mut(peer).commune = Some(cert.commune.to_string());
+                        }
+                        continue;
+                    }
+                    let report = self.ingest(IngestBatch { certificates, headers, changes, from: Some(peer) })?;
+                    self.sync.wrote = true;
+                    let record = self.peer_mut(peer);
+                    record.changes_in += report.applied;
+                    record.rejected += report.rejected.len() as u64;
+                    if let Some(r) = report.rejected.last() {
+                        record.last_error = Some(format!("refused {}: {}", r.code, r.reason));
+                    }
+                }
+                Effect::InSync => {
+                    self.peer_mut(peer).last_sync_ms = Some(clock::now_ms());
+                    tracing::debug!(peer = %peer.short(), "in sync");
+                }
+                Effect::Fault(reason) => {
+                    tracing::warn!(peer = %peer.short(), %reason, "sync protocol fault");
+                    let record = self.peer_mut(peer);
+                    record.rejected += 1;
+                    record.last_error = Some(reason);
+                }
+                Effect::Disconnect(reason) => {
+                    if let Some(net) = &self.sync.net {
+                        let _ = net.blocking_send(NetOut::Disconnect { to: peer, reason });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles an event from the swarm task.
+    pub(crate) fn on_net(&mut self, event: NetEvent) -> Result<(), EngineError> {
+        match event {
+            NetEvent::Connected { node, addr } => {
+                tracing::debug!(peer = %node.short(), %addr, "sync session opened");
+                let record = self.peer_mut(node);
+                record.last_connected_ms = Some(clock::now_ms());
+                record.last_error = None;
+                // The session starts its first round when the peer's hello arrives.
+                self.sync.sessions.insert(node, Session::new(node));
+                let hello = Session::hello(&self.certificate);
+                self.send(node, &hello);
+            }
+            NetEvent::Disconnected { node, error } => {
+                self.sync.sessions.remove(&node);
+                if let Some(e) = error {
+                    self.peer_mut(node).last_error = Some(e);
+                }
+            }
+            NetEvent::DialFailed { node, error } => {
+                self.peer_mut(node).last_error = Some(format!("dial failed: {error}"));
+            }
+            NetEvent::Refused { from, reason } => {
+                let record = self.peer_mut(from);
+                record.rejected += 1;
+                record.last_error = Some(reason);
+            }
+            NetEvent::Message { from, msg, bytes } => {
+                self.peer_mut(from).bytes_in += bytes as u64;
+                let Some(mut session) = self.sync.sessions.remove(&from) else {
+                    tracing::debug!(peer = %from.short(), "message from a peer without a session: ignored");
+                    return Ok(());
+                };
+                let effects = session.on_message(msg, &self.sync.index);
+                self.sync.sessions.insert(from, session);
+                self.run_effects(from, effects)?;
+            }
+            NetEvent::AntiEntropy { idle } => {
+                for peer in idle {
+                    let Some(mut session) = self.sync.sessions.remove(&peer) else { continue };
+                    let effects = session.start_round(&self.sync.index);
+                    self.sync.sessions.insert(peer, session);
+                    self.run_effects(peer, effects)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what became durable in this batch to the connected peers, and
+    /// persists peer records that changed.
+    pub(crate) fn after_flush(&mut self) {
+        let announcements = std::mem::take(&mut self.sync.announcements);
+        if announcements.is_empty() {
+            return;
+        }
+        let ready: Vec<NodeId> =
+            self.sync.sessions.iter().filter(|(_, s)| s.phase() == Phase::Ready).map(|(n, _)| *n).collect();
+        for a in announcements {
+            for peer in ready.iter().filter(|p| Some(**p) != a.exclude) {
+                self.send_docs(*peer, a.new_docs.clone(), a.changes.clone());
+            }
+        }
+    }
+
+    /// Peer records changed in this batch, to write before the flush.
+    pub(crate) fn dirty_peer_ops(&mut self) -> Vec<WriteOp> {
+        let dirty: Vec<NodeId> = self.sync.dirty_peers.drain().collect();
+        dirty.iter().filter_map(|n| self.sync.peers.get(n).cloned()).map(WriteOp::Peer).collect()
+    }
+}

@@ -1,0 +1,428 @@
+//! The swarm owner task.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use futures::StreamExt;
+use libp2p::request_response::{self, Message};
+use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::{Multiaddr, PeerId, Swarm, mdns, noise, tcp, yamux};
+use passerelle_protocol::ids::NodeId;
+use passerelle_protocol::sync::message::{SyncMessage, SyncReply};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::behaviour::{Behaviour, BehaviourEvent};
+use super::identity::{keypair, node_id, peer_id};
+use super::{
+    IDLE_CONNECTION_TIMEOUT, MAX_REDIAL_DELAY, MIN_REDIAL_DELAY, NET_INBOX, NET_OUTBOX, NetCommand, NetError, NetHandle,
+    NetInfo, NetOut, SEND_WINDOW,
+};
+use crate::engine::{EngineHandle, NetEvent};
+use crate::identity::Identity;
+use crate::store::PeerRecord;
+
+/// Frames refused from a peer before it is disconnected.
+const MAX_FRAME_FAULTS: u32 = 3;
+
+#[derive(Debug)]
+struct Known {
+    node: NodeId,
+    addrs: Vec<Multiaddr>,
+    /// Added by an operator: redialled whenever disconnected.
+    configured: bool,
+    attempts: u32,
+    next_dial: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Outgoing {
+    queue: VecDeque<(&'static str, Vec<u8>)>,
+    in_flight: usize,
+}
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<NetCommand>,
+    outbound: mpsc::Receiver<NetOut>,
+    engine: EngineHandle,
+    known: HashMap<PeerId, Known>,
+    outgoing: HashMap<PeerId, Outgoing>,
+    faults: HashMap<PeerId, u32>,
+    listen: Vec<Multiaddr>,
+    anti_entropy: tokio::time::Interval,
+    redial: tokio::time::Interval,
+}
+
+fn build_err(e: impl std::fmt::Display) -> NetError {
+    NetError::Build(e.to_string())
+}
+
+/// Builds the swarm, starts listening, and spawns the task that owns it.
+/// Returns once every listener has an address, so callers can show them.
+///
+/// # Errors
+/// [`NetError`] when an address is invalid or cannot be listened on.
+pub async fn spawn(
+    identity: &Identity,
+    engine: EngineHandle,
+    peers: Vec<PeerRecord>,
+) -> Result<(NetHandle, JoinHandle<()>), NetError> {
+    let config = identity.config.network.clone();
+    let mdns_on = config.mdns;
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair(&identity.node_key))
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(build_err)?
+        .with_quic()
+        .with_behaviour(|key| {
+            Behaviour::new(key, mdns_on).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
+        .map_err(build_err)?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .build();
+
+    let mut listeners = Vec::new();
+    for text in &config.listen {
+        let addr: Multiaddr =
+            text.parse().map_err(|e| NetError::Listen { addr: text.clone(), reason: format!("not a multiaddr: {e}") })?;
+        let id =
+            swarm.listen_on(addr).map_err(|e| NetError::Listen { addr: text.clone(), reason: e.to_string() })?;
+        listeners.push(id);
+    }
+    let mut listen = Vec::new();
+    let mut pending: Vec<_> = listeners.clone();
+    let deadline = tokio::time::sleep(std::time::Duration::from_secs(10));
+    tokio::pin!(deadline);
+    while !pending.is_empty() {
+        tokio::select! {
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::NewListenAddr { listener_id, address } => {
+                    pending.retain(|l| *l != listener_id);
+                    listen.push(address);
+                }
+                SwarmEvent::ListenerClosed { listener_id, reason, .. } if pending.contains(&listener_id) => {
+                    let reason = reason.err().map(|e| e.to_string()).unwrap_or_else(|| "closed".into());
+                    return Err(NetError::Listen { addr: format!("{listener_id:?}"), reason });
+                }
+                SwarmEvent::ListenerError { error, .. } => {
+                    return Err(NetError::Listen { addr: "listener".into(), reason: error.to_string() });
+                }
+                _ => {}
+            },
+            _ = &mut deadline => {
+                return Err(NetError::Listen { addr: config.listen.join(", "), reason: "no address after 10 s".into() });
+            }
+        }
+    }
+
+    let (tx, commands) = mpsc::channel(NET_INBOX);
+    let (out_tx, outbound) = mpsc::channel(NET_OUTBOX);
+    engine.attach_net(out_tx).await.map_err(|_| NetError::Stopped)?;
+    let mut known = HashMap::new();
+    for p in peers.into_iter().filter(|p| p.configured) {
+        let Some(pid) = peer_id(&p.node) else { continue };
+        let addrs = p.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        known.insert(pid, Known { node: p.node, addrs, configured: true, attempts: 0, next_dial: Instant::now() });
+    }
+    let every = std::time::Duration::from_secs(config.anti_entropy_secs);
+    let mut anti_entropy = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    anti_entropy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut redial = tokio::time::interval(std::time::Duration::from_millis(250));
+    redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let event_loop = EventLoop {
+        swarm,
+        commands,
+        outbound,
+        engine,
+        known,
+        outgoing: HashMap::new(),
+        faults: HashMap::new(),
+        listen,
+        anti_entropy,
+        redial,
+    };
+    let span = tracing::Span::current();
+    let join = tokio::spawn(tracing::Instrument::instrument(event_loop.run(), span));
+    Ok((NetHandle { tx }, join))
+}
+
+fn jitter_ms(max: u64) -> u64 {
+    let r: [u8; 8] = crate::clock::random_bytes();
+    u64::from_le_bytes(r) % max.max(1)
+}
+
+impl EventLoop {
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                biased;
+                command = self.commands.recv() => match command {
+                    Some(NetCommand::Shutdown(ack)) => {
+                        self.close_all();
+                        let _ = ack.send(());
+                        return;
+                    }
+                    None => {
+                        self.close_all();
+                        return;
+                    }
+                    Some(c) => self.on_command(c),
+                },
+                Some(out) = self.outbound.recv() => self.on_outbound(out),
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = self.anti_entropy.tick() => {
+                    let idle = self
+                        .swarm
+                        .connected_peers()
+                        .filter(|p| self.outgoing.get(p).is_none_or(|o| o.queue.is_empty() && o.in_flight == 0))
+                        .filter_map(node_id)
+                        .collect();
+                    if self.engine.net_event(NetEvent::AntiEntropy { idle }).is_err() {
+                        tracing::debug!("engine busy: anti-entropy round skipped");
+                    }
+                }
+                _ = self.redial.tick() => self.redial_due(),
+            }
+        }
+    }
+
+    fn close_all(&mut self) {
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for p in connected {
+            let _ = self.swarm.disconnect_peer_id(p);
+        }
+    }
+
+    fn on_command(&mut self, command: NetCommand) {
+        match command {
+            NetCommand::Dial(node, addrs, reply) => {
+                if let Some(pid) = peer_id(&node) {
+                    let entry = self.known.entry(pid).or_insert(Known {
+                        node,
+                        addrs: Vec::new(),
+                        configured: true,
+                        attempts: 0,
+                        next_dial: Instant::now(),
+                    });
+                    entry.configured = true;
+                    for a in addrs {
+                        if !entry.addrs.contains(&a) {
+                            entry.addrs.push(a);
+                        }
+                    }
+                    entry.attempts = 0;
+                    entry.next_dial = Instant::now();
+                    self.dial(pid);
+                }
+                let _ = reply.send(());
+            }
+            NetCommand::Forget(node, reply) => {
+                if let Some(pid) = peer_id(&node) {
+                    self.known.remove(&pid);
+                    let _ = self.swarm.disconnect_peer_id(pid);
+                }
+                let _ = reply.send(());
+            }
+            NetCommand::Info(reply) => {
+                let connected = self.swarm.connected_peers().filter_map(node_id).collect();
+                let _ = reply.send(NetInfo {
+                    peer_id: self.swarm.local_peer_id().to_string(),
+                    listen: self.listen.iter().map(ToString::to_string).collect(),
+                    connected,
+                });
+            }
+            NetCommand::Shutdown(_) => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn dial(&mut self, pid: PeerId) {
+        if self.swarm.is_connected(&pid) {
+            return;
+        }
+        let Some(k) = self.known.get_mut(&pid) else { return };
+        if k.addrs.is_empty() {
+            return;
+        }
+        k.attempts += 1;
+        let base = MIN_REDIAL_DELAY.as_millis() as u64 * 2u64.saturating_pow(k.attempts.min(16) - 1);
+        let delay = base.min(MAX_REDIAL_DELAY.as_millis() as u64);
+        k.next_dial = Instant::now() + std::time::Duration::from_millis(delay + jitter_ms(delay / 5 + 1));
+        let opts = DialOpts::peer_id(pid).addresses(k.addrs.clone()).build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(peer = %k.node.short(), error = %e, "dial not started");
+        }
+    }
+
+    fn redial_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<PeerId> = self
+            .known
+            .iter()
+            .filter(|(pid, k)| k.configured && k.next_dial <= now && !self.swarm.is_connected(pid))
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in due {
+            self.dial(pid);
+        }
+    }
+
+    fn on_outbound(&mut self, out: NetOut) {
+        match out {
+            NetOut::Send { to, kind, bytes } => {
+                let Some(pid) = peer_id(&to) else { return };
+                if !self.swarm.is_connected(&pid) {
+                    tracing::debug!(peer = %to.short(), kind, "not connected: message dropped (anti-entropy will resend)");
+                    return;
+                }
+                self.outgoing.entry(pid).or_default().queue.push_back((kind, bytes));
+                self.pump(pid);
+            }
+            NetOut::Disconnect { to, reason } => {
+                if let Some(pid) = peer_id(&to) {
+                    tracing::warn!(peer = %to.short(), %reason, "disconnecting peer");
+                    let _ = self.swarm.disconnect_peer_id(pid);
+                }
+            }
+        }
+    }
+
+    fn pump(&mut self, pid: PeerId) {
+        let Some(out) = self.outgoing.get_mut(&pid) else { return };
+        while out.in_flight < SEND_WINDOW {
+            let Some((kind, bytes)) = out.queue.pop_front() else { break };
+            tracing::trace!(kind, len = bytes.len(), "sending");
+            self.swarm.behaviour_mut().sync.send_request(&pid, bytes);
+            out.in_flight += 1;
+        }
+    }
+
+    fn fault(&mut self, pid: PeerId, reason: String) {
+        let node = node_id(&pid);
+        tracing::warn!(peer = %node.map(|n| n.short()).unwrap_or_else(|| pid.to_string()), %reason, "peer fault: frame dropped");
+        if let Some(node) = node {
+            let _ = self.engine.net_event(NetEvent::Refused { from: node, reason: reason.clone() });
+        }
+        let n = self.faults.entry(pid).or_insert(0);
+        *n += 1;
+        if *n >= MAX_FRAME_FAULTS {
+            tracing::warn!(peer = %pid, faults = *n, "too many faults: disconnecting");
+            self.faults.remove(&pid);
+            let _ = self.swarm.disconnect_peer_id(pid);
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                if !self.listen.contains(&address) {
+                    self.listen.push(address);
+                }
+            }
+            SwarmEvent::ConnectionEstablished { peer_id: pid, num_established, endpoint, .. } => {
+                let Some(node) = node_id(&pid) else {
+                    tracing::warn!(peer = %pid, "peer without an ed25519 key: disconnecting");
+                    let _ = self.swarm.disconnect_peer_id(pid);
+                    return;
+                };
+                if let Some(k) = self.known.get_mut(&pid) {
+                    k.attempts = 0;
+                }
+                if num_established.get() == 1 {
+                    let addr = endpoint.get_remote_address().to_string();
+                    tracing::info!(peer = %node.short(), %addr, "connected");
+                    if self.engine.net_event(NetEvent::Connected { node, addr }).is_err() {
+                        tracing::warn!(peer = %node.short(), "engine busy: closing the new connection");
+                        let _ = self.swarm.disconnect_peer_id(pid);
+                    }
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id: pid, num_established: 0, cause, .. } => {
+                self.outgoing.remove(&pid);
+                if let Some(node) = node_id(&pid) {
+                    let error = cause.map(|c| c.to_string());
+                    tracing::info!(peer = %node.short(), error = error.as_deref().unwrap_or("none"), "disconnected");
+                    let _ = self.engine.net_event(NetEvent::Disconnected { node, error });
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id: Some(pid), error, .. } => {
+                if let Some(k) = self.known.get(&pid) {
+                    tracing::debug!(peer = %k.node.short(), %error, "dial failed");
+                    let _ = self.engine.net_event(NetEvent::DialFailed { node: k.node, error: error.to_string() });
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (pid, addr) in found {
+                    let Some(node) = node_id(&pid) else { continue };
+                    let k = self.known.entry(pid).or_insert(Known {
+                        node,
+                        addrs: Vec::new(),
+                        configured: false,
+                        attempts: 0,
+                        next_dial: Instant::now(),
+                    });
+                    if !k.addrs.contains(&addr) {
+                        k.addrs.push(addr);
+                    }
+                    self.dial(pid);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_sync_event(&mut self, event: request_response::Event<Vec<u8>, SyncReply>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                Message::Request { request, channel, .. } => {
+                    let reply = match (node_id(&peer), SyncMessage::decode(&request)) {
+                        (None, _) => SyncReply::Refused("no ed25519 identity".into()),
+                        (_, Err(e)) => {
+                            self.fault(peer, format!("malformed sync message: {e}"));
+                            SyncReply::Refused(e.to_string())
+                        }
+                        (Some(from), Ok(msg)) => {
+                            let bytes = request.len() + 4;
+                            match self.engine.net_event(NetEvent::Message { from, msg, bytes }) {
+                                Ok(()) => SyncReply::Ok,
+                                Err(_) => SyncReply::Busy,
+                            }
+                        }
+                    };
+                    let _ = self.swarm.behaviour_mut().sync.send_response(channel, reply);
+                }
+                Message::Response { response, .. } => {
+                    if let Some(out) = self.outgoing.get_mut(&peer) {
+                        out.in_flight = out.in_flight.saturating_sub(1);
+                    }
+                    match response {
+                        SyncReply::Ok => {}
+                        SyncReply::Busy => tracing::debug!(%peer, "peer busy: message dropped, anti-entropy will resend"),
+                        SyncReply::Refused(reason) => tracing::warn!(%peer, %reason, "peer refused our message"),
+                    }
+                    self.pump(peer);
+                }
+            },
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                if let Some(out) = self.outgoing.get_mut(&peer) {
+                    out.in_flight = out.in_flight.saturating_sub(1);
+                }
+                tracing::debug!(%peer, %error, "sync request failed");
+                self.pump(peer);
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                // Oversized or truncated frames end here: the stream is dropped.
+                if let request_response::InboundFailure::Io(e) = &error {
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        self.fault(peer, e.to_string());
+                        return;
+                    }
+                }
+                tracing::debug!(%peer, %error, "inbound sync stream failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
