@@ -11,8 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::types::{
-    AddPeer, PeerView, 
-    ApiErrorBody, CreateDoc, DocSummary, DocView, HistoryEntry, NodeStatus, UpdateDoc, VerifyReport,
+    AddPeer, ApiErrorBody, CreateDoc, DocSummary, DocView, HistoryEntry, NodeStatus, PeerView, UpdateDoc, VerifyReport,
 };
 use crate::home::Home;
 
@@ -200,15 +199,16 @@ impl ApiClient {
         let url = format!("{}/v1/peers/{node}", self.base);
         let auth = format!("Bearer {}", self.token.as_deref().unwrap_or(""));
         let result = self.agent.delete(url).header("Authorization", &auth).call();
-        let mut resp = result.map_err(|e| ClientError::NotReachable { home: self.home.clone(), reason: e.to_string() })?;
+        let mut resp =
+            result.map_err(|e| ClientError::NotReachable { home: self.home.clone(), reason: e.to_string() })?;
         if resp.status().is_success() {
             return Ok(());
         }
         let status = resp.status().as_u16();
-        let body: ApiErrorBody = resp
-            .body_mut()
-            .read_json()
-            .unwrap_or_else(|_| ApiErrorBody { code: "http".into(), error: format!("the node answered HTTP {status}") });
+        let body: ApiErrorBody = resp.body_mut().read_json().unwrap_or_else(|_| ApiErrorBody {
+            code: "http".into(),
+            error: format!("the node answered HTTP {status}"),
+        });
         Err(ClientError::Api { status, code: body.code, message: body.error })
     }
 

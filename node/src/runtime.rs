@@ -10,8 +10,8 @@ use tokio::sync::oneshot;
 use crate::api::{self, ApiState, types::NodeStatus};
 use crate::engine::{self, EngineError, EngineHandle};
 use crate::home::Home;
-use crate::net::NetHandle;
 use crate::identity::{self, IdentityError};
+use crate::net::NetHandle;
 use crate::store::{SledStore, StoreError};
 
 /// Why a node could not start.
@@ -95,7 +95,12 @@ pub async fn start(home: &Home) -> Result<RunningNode, NodeError> {
     let peers = engine.peers().await?;
     let records = peers
         .into_iter()
-        .map(|p| crate::store::PeerRecord { node: p.node, addrs: p.addrs, configured: p.configured, ..crate::store::PeerRecord::new(p.node) })
+        .map(|p| crate::store::PeerRecord {
+            node: p.node,
+            addrs: p.addrs,
+            configured: p.configured,
+            ..crate::store::PeerRecord::new(p.node)
+        })
         .collect();
     let (net, net_task) = match crate::net::spawn(&identity, engine.clone(), records).await {
         Ok(n) => n,

@@ -93,6 +93,87 @@ impl TestNode {
         Ok(node)
     }
 
+    /// Creates a node that listens for peers on loopback only, on a port
+    /// the OS picks, with anti-entropy every second.
+    ///
+    /// # Errors
+    /// When `init` fails.
+    pub fn init_p2p(name: &str, country: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix(&format!("passerelle-{}-", name.to_lowercase())).tempdir()?;
+        let node = Self { name: name.to_owned(), dir, child: None };
+        let r = node.cli(&[
+            "init",
+            "--name",
+            name,
+            "--country",
+            country,
+            "--api-port",
+            "0",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ]);
+        if r.code != 0 {
+            bail!("init failed: {}", r.stderr);
+        }
+        let path = node.home().config();
+        let config = std::fs::read_to_string(&path)?;
+        std::fs::write(&path, config.replace("anti_entropy_secs = 30", "anti_entropy_secs = 1"))?;
+        Ok(node)
+    }
+
+    /// This node's id.
+    ///
+    /// # Errors
+    /// When the identity cannot be read.
+    pub fn node_id(&self) -> anyhow::Result<String> {
+        Ok(self.cli_json(&["id"])?["node_id"].as_str().context("node_id")?.to_owned())
+    }
+
+    /// This node's commune id.
+    ///
+    /// # Errors
+    /// When the identity cannot be read.
+    pub fn commune_id(&self) -> anyhow::Result<String> {
+        Ok(self.cli_json(&["id"])?["commune_id"].as_str().context("commune_id")?.to_owned())
+    }
+
+    /// The running node's first libp2p listen address.
+    ///
+    /// # Errors
+    /// When the node does not answer.
+    pub fn p2p_addr(&self) -> anyhow::Result<String> {
+        let status = self.cli_json(&["status"])?;
+        Ok(status["listen"][0].as_str().context("no listen address")?.to_owned())
+    }
+
+    /// Tells this node to connect to `other` (which must be running).
+    ///
+    /// # Errors
+    /// When `peer add` fails.
+    pub fn connect_to(&self, other: &TestNode) -> anyhow::Result<()> {
+        let r = self.cli(&["peer", "add", &other.node_id()?, &other.p2p_addr()?]);
+        if r.code != 0 {
+            bail!("peer add failed: {}", r.stderr);
+        }
+        Ok(())
+    }
+
+    /// Every document this node holds, with its heads: `id -> heads`.
+    ///
+    /// # Errors
+    /// When the node does not answer.
+    pub fn doc_heads(&self) -> anyhow::Result<std::collections::BTreeMap<String, Vec<String>>> {
+        let docs = self.client()?.list(None, None, None)?;
+        Ok(docs
+            .into_iter()
+            .map(|d| {
+                let mut heads = d.heads;
+                heads.sort();
+                (d.id.to_string(), heads)
+            })
+            .collect())
+    }
+
     /// The home directory.
     pub fn home(&self) -> Home {
         Home::new(self.dir.path())
@@ -223,6 +304,36 @@ fn send_signal(pid: u32, signal: i32) {
     // memory-safety preconditions.
     unsafe {
         libc::kill(pid as i32, signal);
+    }
+}
+
+/// Waits until every node holds the same documents with the same heads
+/// (and at least `min_docs` of them); on timeout, reports what each holds.
+///
+/// # Errors
+/// On timeout.
+pub fn wait_converged(nodes: &[&TestNode], min_docs: usize, deadline: Duration) -> anyhow::Result<()> {
+    let end = Instant::now() + deadline;
+    loop {
+        let states: Vec<_> = nodes.iter().map(|n| n.doc_heads()).collect::<anyhow::Result<_>>()?;
+        if states[0].len() >= min_docs && states.windows(2).all(|w| w[0] == w[1]) {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            let mut report = String::new();
+            for (n, s) in nodes.iter().zip(&states) {
+                report.push_str(&format!("\n  {}: {} docs", n.name, s.len()));
+                for (id, heads) in s {
+                    report.push_str(&format!(
+                        "\n    {} {:?}",
+                        &id[..8],
+                        heads.iter().map(|h| &h[..8]).collect::<Vec<_>>()
+                    ));
+                }
+            }
+            bail!("no convergence within {deadline:?}:{report}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

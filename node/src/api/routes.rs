@@ -15,7 +15,9 @@ use passerelle_protocol::ids::{DocId, NodeId};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::types::{AddPeer, CreateDoc, DocSummary, DocView, HistoryEntry, NodeStatus, PeerView, UpdateDoc, VerifyReport};
+use super::types::{
+    AddPeer, CreateDoc, DocSummary, DocView, HistoryEntry, NodeStatus, PeerView, UpdateDoc, VerifyReport,
+};
 use crate::engine::{EngineHandle, ListFilter};
 
 /// Largest request body accepted, in bytes.
@@ -86,7 +88,11 @@ fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 
 async fn status(State(state): State<ApiState>) -> Result<Json<NodeStatus>, ApiError> {
     let (documents, statuses) = state.engine.counts().await?;
-    let net = state.net.info().await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()))?;
+    let net = state
+        .net
+        .info()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()))?;
     let mut status = (*state.status).clone();
     status.peer_id = net.peer_id;
     status.listen = net.listen;
@@ -168,15 +174,24 @@ async fn add_peer(
     let addr: libp2p::Multiaddr =
         req.addr.parse().map_err(|e| ApiError::bad_request(format!("{:?} is not a multiaddr: {e}", req.addr)))?;
     let view = state.engine.add_peer(req.node, vec![req.addr.clone()]).await?;
-    state.net.dial(req.node, vec![addr]).await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()))?;
+    state
+        .net
+        .dial(req.node, vec![addr])
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()))?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
 async fn remove_peer(State(state): State<ApiState>, Path(node): Path<String>) -> Result<StatusCode, ApiError> {
-    let node: NodeId = node.parse().map_err(|e: passerelle_protocol::ids::IdParseError| ApiError::bad_request(e.to_string()))?;
+    let node: NodeId =
+        node.parse().map_err(|e: passerelle_protocol::ids::IdParseError| ApiError::bad_request(e.to_string()))?;
     if !state.engine.remove_peer(node).await? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no peer {node}")));
     }
-    state.net.forget(node).await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()))?;
+    state
+        .net
+        .forget(node)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()))?;
     Ok(StatusCode::NO_CONTENT)
 }

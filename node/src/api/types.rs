@@ -102,6 +102,8 @@ pub struct DocSummary {
     pub updated_ms: i64,
     /// Number of changes.
     pub changes: u64,
+    /// Automerge heads (hex), to compare replicas.
+    pub heads: Vec<String>,
 }
 
 /// One change in a document's history.

@@ -292,6 +292,7 @@ impl<S: Store> Worker<S> {
                 status: m.status,
                 updated_ms: m.updated_ms,
                 changes: m.changes,
+                heads: m.heads,
             })
             .collect();
         out.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then(a.id.cmp(&b.id)));

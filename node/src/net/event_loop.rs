@@ -16,8 +16,8 @@ use tokio::task::JoinHandle;
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::identity::{keypair, node_id, peer_id};
 use super::{
-    IDLE_CONNECTION_TIMEOUT, MAX_REDIAL_DELAY, MIN_REDIAL_DELAY, NET_INBOX, NET_OUTBOX, NetCommand, NetError, NetHandle,
-    NetInfo, NetOut, SEND_WINDOW,
+    IDLE_CONNECTION_TIMEOUT, MAX_REDIAL_DELAY, MIN_REDIAL_DELAY, NET_INBOX, NET_OUTBOX, NetCommand, NetError,
+    NetHandle, NetInfo, NetOut, SEND_WINDOW,
 };
 use crate::engine::{EngineHandle, NetEvent};
 use crate::identity::Identity;
@@ -85,10 +85,10 @@ pub async fn spawn(
 
     let mut listeners = Vec::new();
     for text in &config.listen {
-        let addr: Multiaddr =
-            text.parse().map_err(|e| NetError::Listen { addr: text.clone(), reason: format!("not a multiaddr: {e}") })?;
-        let id =
-            swarm.listen_on(addr).map_err(|e| NetError::Listen { addr: text.clone(), reason: e.to_string() })?;
+        let addr: Multiaddr = text
+            .parse()
+            .map_err(|e| NetError::Listen { addr: text.clone(), reason: format!("not a multiaddr: {e}") })?;
+        let id = swarm.listen_on(addr).map_err(|e| NetError::Listen { addr: text.clone(), reason: e.to_string() })?;
         listeners.push(id);
     }
     let mut listen = Vec::new();
@@ -399,7 +399,9 @@ impl EventLoop {
                     }
                     match response {
                         SyncReply::Ok => {}
-                        SyncReply::Busy => tracing::debug!(%peer, "peer busy: message dropped, anti-entropy will resend"),
+                        SyncReply::Busy => {
+                            tracing::debug!(%peer, "peer busy: message dropped, anti-entropy will resend")
+                        }
                         SyncReply::Refused(reason) => tracing::warn!(%peer, %reason, "peer refused our message"),
                     }
                     self.pump(peer);

@@ -1,0 +1,179 @@
+//! Real nodes replicating over libp2p on loopback.
+
+use std::time::Duration;
+
+use passerelle_tests::{TestNode, wait_converged, wait_until};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// ```text
+///   Senneval ─── Tala-n-Asif
+/// ```
+#[test]
+fn two_nodes_exchange_what_each_wrote() -> anyhow::Result<()> {
+    let mut a = TestNode::init_p2p("Senneval", "BE")?;
+    let mut b = TestNode::init_p2p("Tala-n-Asif", "MA")?;
+    a.start()?;
+    b.start()?;
+    a.cli_json(&["offer", "create", "--title", "Fiche compostage", "--theme", "THEME:waste"])?;
+    let req = b.cli_json(&["request", "create", "--title", "Expertise tri des déchets", "--theme", "THEME:waste"])?;
+    b.connect_to(&a)?;
+    // Two profiles, the offer and the request.
+    wait_converged(&[&a, &b], 4, DEADLINE)?;
+    // A change made after the first sync is pushed at once.
+    let id = req["id"].as_str().unwrap();
+    b.cli_json(&["request", "update", id, "--deadline", "2026-05-31"])?;
+    wait_until(
+        "the update to reach Senneval",
+        DEADLINE,
+        || Ok(a.cli_json(&["request", "show", id])?["fields"]["deadline"].clone()),
+        |v| v == "2026-05-31",
+    )?;
+    let peers = a.cli_json(&["peers"])?;
+    assert_eq!(peers[0]["node"], b.node_id()?);
+    assert_eq!(peers[0]["connected"], true);
+    assert_eq!(peers[0]["commune"], b.commune_id()?);
+    wait_until(
+        "a reconciliation in sync",
+        DEADLINE,
+        || Ok(b.cli_json(&["peers"])?),
+        |p| !p[0]["last_sync_ms"].is_null(),
+    )?;
+    assert!(a.cli_json(&["verify"])?["failures"].as_array().unwrap().is_empty());
+    Ok(())
+}
+
+/// ```text
+///   Tala-n-Asif ─── Senneval ─── Hautrieu
+///        (never connected to each other)
+/// ```
+#[test]
+fn a_middle_node_relays_signed_documents() -> anyhow::Result<()> {
+    let mut a = TestNode::init_p2p("Tala-n-Asif", "MA")?;
+    let mut b = TestNode::init_p2p("Senneval", "BE")?;
+    let mut c = TestNode::init_p2p("Hautrieu", "BE")?;
+    for n in [&mut a, &mut b, &mut c] {
+        n.start()?;
+    }
+    let req = a.cli_json(&["request", "create", "--title", "Compostage de quartier"])?;
+    let id = req["id"].as_str().unwrap().to_owned();
+    a.connect_to(&b)?;
+    c.connect_to(&b)?;
+    wait_converged(&[&a, &b, &c], 4, DEADLINE)?;
+    // C holds A's request, signed by A's node, received from B.
+    let history = c.cli_json(&["history", &id])?;
+    assert_eq!(history[0]["author_node"], a.node_id()?);
+    assert_eq!(history[0]["author_commune"], a.commune_id()?);
+    assert_eq!(history[0]["received_from"], b.node_id()?);
+    let c_peers = c.cli_json(&["peers"])?;
+    assert!(c_peers.as_array().unwrap().iter().all(|p| p["node"] != a.node_id().unwrap()), "C never met A: {c_peers}");
+    // Live edits travel the line too.
+    a.cli_json(&["request", "update", &id, "--status", "matched"])?;
+    wait_until(
+        "the status to reach Hautrieu",
+        DEADLINE,
+        || Ok(c.cli_json(&["request", "show", &id])?["status"].clone()),
+        |s| s == "matched",
+    )?;
+    assert!(c.cli_json(&["verify"])?["failures"].as_array().unwrap().is_empty());
+    Ok(())
+}
+
+/// ```text
+///        A
+///      /   \
+///     E     B        five communes, one shared request they all may edit,
+///     |     |        concurrent edits everywhere, then convergence
+///     D ─── C
+/// ```
+#[test]
+fn a_ring_converges_with_concurrent_edits_of_the_same_documents() -> anyhow::Result<()> {
+    let names =
+        [("Senneval", "BE"), ("Verbois", "BE"), ("Hautrieu", "BE"), ("Tala-n-Asif", "MA"), ("Secretariat", "BE")];
+    let mut nodes: Vec<TestNode> =
+        names.iter().map(|(n, c)| TestNode::init_p2p(n, c)).collect::<anyhow::Result<_>>()?;
+    for n in nodes.iter_mut() {
+        n.start()?;
+    }
+    let communes: Vec<String> = nodes.iter().map(|n| n.commune_id()).collect::<anyhow::Result<_>>()?;
+    let mut args = vec!["request", "create", "--title", "Demande partagée", "--scope", "network"];
+    for c in &communes[1..] {
+        args.push("--writer");
+        args.push(c);
+    }
+    let shared = nodes[0].cli_json(&args)?["id"].as_str().unwrap().to_owned();
+    for i in 0..nodes.len() {
+        nodes[i].connect_to(&nodes[(i + 1) % nodes.len()])?;
+    }
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    wait_converged(&refs, 6, DEADLINE)?;
+
+    // Cut every link, so the edits below are truly concurrent.
+    for i in 0..nodes.len() {
+        let next = nodes[(i + 1) % nodes.len()].node_id()?;
+        let r = nodes[i].cli(&["peer", "remove", &next]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    for n in &nodes {
+        wait_until("links to close", DEADLINE, || Ok(n.cli_json(&["status"])?["peers_connected"].clone()), |c| c == 0)?;
+    }
+    // Concurrent edits: every node edits the shared request and writes its own offer.
+    let statuses = ["matched", "answered", "matched", "open", "answered"];
+    for (i, n) in nodes.iter().enumerate() {
+        let lang = ["fr", "nl", "en", "ar", "fr"][i];
+        n.cli_json(&["request", "update", &shared, "--lang", lang, "--description", &format!("texte du nœud {i}")])?;
+        n.cli_json(&["request", "update", &shared, "--dimension", ["SPIRAL:A", "SPIRAL:B"][i % 2]])?;
+        if statuses[i] != "open" {
+            n.cli_json(&["request", "update", &shared, "--status", statuses[i]])?;
+        }
+        n.cli_json(&["offer", "create", "--title", &format!("Offre {i}")])?;
+    }
+    for i in 0..nodes.len() {
+        nodes[i].connect_to(&nodes[(i + 1) % nodes.len()])?;
+    }
+    wait_converged(&refs, 11, DEADLINE)?;
+    let views: Vec<serde_json::Value> =
+        nodes.iter().map(|n| n.cli_json(&["request", "show", &shared])).collect::<anyhow::Result<_>>()?;
+    for v in &views[1..] {
+        assert_eq!(v["fields"], views[0]["fields"]);
+        assert_eq!(v["status"], views[0]["status"]);
+    }
+    assert_eq!(views[0]["status"], "answered", "the most advanced status wins");
+    assert_eq!(views[0]["status_log"].as_array().unwrap().len(), 5);
+    Ok(())
+}
+
+/// ```text
+///   Senneval ─── Verbois      Verbois stops, Senneval writes, Verbois restarts:
+///                             only what changed crosses the link again.
+/// ```
+#[test]
+fn a_restarted_node_resumes_without_receiving_everything_again() -> anyhow::Result<()> {
+    let mut a = TestNode::init_p2p("Senneval", "BE")?;
+    let mut b = TestNode::init_p2p("Verbois", "BE")?;
+    a.start()?;
+    b.start()?;
+    for i in 0..40 {
+        a.cli_json(&[
+            "practice",
+            "create",
+            "--title",
+            &format!("Fiche pratique numéro {i} sur le compostage de quartier"),
+        ])?;
+    }
+    b.connect_to(&a)?;
+    wait_converged(&[&a, &b], 42, DEADLINE)?;
+    let first = b.cli_json(&["peers"])?[0]["bytes_in"].as_u64().unwrap();
+
+    b.terminate()?;
+    let fresh = a.cli_json(&["request", "create", "--title", "Écrite pendant l'absence"])?;
+    b.start()?;
+    wait_converged(&[&a, &b], 43, DEADLINE)?;
+    let fresh_id = fresh["id"].as_str().unwrap();
+    assert_eq!(b.cli_json(&["request", "show", fresh_id])?["title"], "Écrite pendant l'absence");
+    let total = b.cli_json(&["peers"])?[0]["bytes_in"].as_u64().unwrap();
+    let resent = total - first;
+    println!("initial sync {first} bytes; resume {resent} bytes");
+    assert!(resent * 5 < first, "resuming received {resent} bytes, the first sync {first}: too much sent again");
+    Ok(())
+}
