@@ -110,6 +110,10 @@ pub(crate) enum Command {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// The engine could not take an event now (inbox full, or stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineBusy;
+
 /// What the swarm task tells the engine.
 #[derive(Debug)]
 pub enum NetEvent {
@@ -254,12 +258,10 @@ impl EngineHandle {
     /// must never block on the engine.
     ///
     /// # Errors
-    /// The event back when the engine's inbox is full or it has stopped.
-    pub fn net_event(&self, event: NetEvent) -> Result<(), NetEvent> {
-        self.tx.try_send(Command::Net(event)).map_err(|e| match e.into_inner() {
-            Command::Net(ev) => ev,
-            _ => unreachable!("we sent a network event"),
-        })
+    /// [`EngineBusy`] when the engine's inbox is full or it has stopped; the
+    /// event is dropped.
+    pub fn net_event(&self, event: NetEvent) -> Result<(), EngineBusy> {
+        self.tx.try_send(Command::Net(event)).map_err(|_| EngineBusy)
     }
 
     /// Gives the engine the swarm task's outbox.

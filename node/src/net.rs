@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 mod behaviour;
-mod codec;
+pub mod codec;
 mod event_loop;
 pub mod identity;
 

@@ -33,12 +33,7 @@ fn two_nodes_exchange_what_each_wrote() -> anyhow::Result<()> {
     assert_eq!(peers[0]["node"], b.node_id()?);
     assert_eq!(peers[0]["connected"], true);
     assert_eq!(peers[0]["commune"], b.commune_id()?);
-    wait_until(
-        "a reconciliation in sync",
-        DEADLINE,
-        || Ok(b.cli_json(&["peers"])?),
-        |p| !p[0]["last_sync_ms"].is_null(),
-    )?;
+    wait_until("a reconciliation in sync", DEADLINE, || b.cli_json(&["peers"]), |p| !p[0]["last_sync_ms"].is_null())?;
     assert!(a.cli_json(&["verify"])?["failures"].as_array().unwrap().is_empty());
     Ok(())
 }

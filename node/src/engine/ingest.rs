@@ -119,7 +119,9 @@ impl<S: Store> Worker<S> {
                     Err(e) => reject(id.to_string(), e.code(), e.to_string()),
                 }
             }
-            if verified.is_empty() && new_header.is_none() {
+            // A document is only kept once one of its changes verified:
+            // a header alone would be an empty shell nobody can fill.
+            if verified.is_empty() {
                 continue;
             }
             let mut ops = Vec::with_capacity(verified.len() + 3);

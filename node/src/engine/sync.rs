@@ -221,7 +221,17 @@ impl<S: Store> Worker<S> {
                     record.changes_in += report.applied;
                     record.rejected += report.rejected.len() as u64;
                     if let Some(r) = report.rejected.last() {
-                        record.last_error = Some(format!("refused {}: {}", r.code, r.reason));
+                        let reason =
+                            format!("refused {} item(s), last {}: {}", report.rejected.len(), r.code, r.reason);
+                        record.last_error = Some(reason.clone());
+                        // Sending what does not verify is a fault of the sender.
+                        if let Some(mut session) = self.sync.sessions.remove(&peer) {
+                            let effects = session.penalise(reason);
+                            self.sync.sessions.insert(peer, session);
+                            let disconnect: Vec<Effect> =
+                                effects.into_iter().filter(|e| matches!(e, Effect::Disconnect(_))).collect();
+                            self.run_effects(peer, disconnect)?;
+                        }
                     }
                 }
                 Effect::InSync => {
@@ -229,7 +239,7 @@ impl<S: Store> Worker<S> {
                     tracing::debug!(peer = %peer.short(), "in sync");
                 }
                 Effect::Fault(reason) => {
-                    tracing::warn!(peer = %peer.short(), %reason, "sync protocol fault");
+                    tracing::warn!(peer = %peer.short(), %reason, "sync protocol fault: message dropped");
                     let record = self.peer_mut(peer);
                     record.rejected += 1;
                     record.last_error = Some(reason);
@@ -269,7 +279,21 @@ impl<S: Store> Worker<S> {
             NetEvent::Refused { from, reason } => {
                 let record = self.peer_mut(from);
                 record.rejected += 1;
-                record.last_error = Some(reason);
+                record.last_error = Some(reason.clone());
+                match self.sync.sessions.remove(&from) {
+                    Some(mut session) => {
+                        let effects = session.penalise(reason);
+                        self.sync.sessions.insert(from, session);
+                        let disconnect: Vec<Effect> =
+                            effects.into_iter().filter(|e| matches!(e, Effect::Disconnect(_))).collect();
+                        self.run_effects(from, disconnect)?;
+                    }
+                    None => {
+                        if let Some(net) = &self.sync.net {
+                            let _ = net.blocking_send(NetOut::Disconnect { to: from, reason });
+                        }
+                    }
+                }
             }
             NetEvent::Message { from, msg, bytes } => {
                 self.peer_mut(from).bytes_in += bytes as u64;

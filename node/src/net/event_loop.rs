@@ -23,9 +23,6 @@ use crate::engine::{EngineHandle, NetEvent};
 use crate::identity::Identity;
 use crate::store::PeerRecord;
 
-/// Frames refused from a peer before it is disconnected.
-const MAX_FRAME_FAULTS: u32 = 3;
-
 #[derive(Debug)]
 struct Known {
     node: NodeId,
@@ -49,7 +46,6 @@ struct EventLoop {
     engine: EngineHandle,
     known: HashMap<PeerId, Known>,
     outgoing: HashMap<PeerId, Outgoing>,
-    faults: HashMap<PeerId, u32>,
     listen: Vec<Multiaddr>,
     anti_entropy: tokio::time::Interval,
     redial: tokio::time::Interval,
@@ -131,18 +127,8 @@ pub async fn spawn(
     anti_entropy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut redial = tokio::time::interval(std::time::Duration::from_millis(250));
     redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let event_loop = EventLoop {
-        swarm,
-        commands,
-        outbound,
-        engine,
-        known,
-        outgoing: HashMap::new(),
-        faults: HashMap::new(),
-        listen,
-        anti_entropy,
-        redial,
-    };
+    let event_loop =
+        EventLoop { swarm, commands, outbound, engine, known, outgoing: HashMap::new(), listen, anti_entropy, redial };
     let span = tracing::Span::current();
     let join = tokio::spawn(tracing::Instrument::instrument(event_loop.run(), span));
     Ok((NetHandle { tx }, join))
@@ -298,27 +284,22 @@ impl EventLoop {
         }
     }
 
+    /// A frame from `pid` was dropped. The engine counts it with the peer's
+    /// other faults and asks for a disconnect when they add up; if the engine
+    /// cannot take the report, the peer is disconnected here.
     fn fault(&mut self, pid: PeerId, reason: String) {
         let node = node_id(&pid);
         tracing::warn!(peer = %node.map(|n| n.short()).unwrap_or_else(|| pid.to_string()), %reason, "peer fault: frame dropped");
-        if let Some(node) = node {
-            let _ = self.engine.net_event(NetEvent::Refused { from: node, reason: reason.clone() });
-        }
-        let n = self.faults.entry(pid).or_insert(0);
-        *n += 1;
-        if *n >= MAX_FRAME_FAULTS {
-            tracing::warn!(peer = %pid, faults = *n, "too many faults: disconnecting");
-            self.faults.remove(&pid);
+        let reported = node.is_some_and(|node| self.engine.net_event(NetEvent::Refused { from: node, reason }).is_ok());
+        if !reported {
             let _ = self.swarm.disconnect_peer_id(pid);
         }
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
-                if !self.listen.contains(&address) {
-                    self.listen.push(address);
-                }
+            SwarmEvent::NewListenAddr { address, .. } if !self.listen.contains(&address) => {
+                self.listen.push(address);
             }
             SwarmEvent::ConnectionEstablished { peer_id: pid, num_established, endpoint, .. } => {
                 let Some(node) = node_id(&pid) else {
@@ -417,10 +398,8 @@ impl EventLoop {
             request_response::Event::InboundFailure { peer, error, .. } => {
                 // Oversized or truncated frames end here: the stream is dropped.
                 if let request_response::InboundFailure::Io(e) = &error {
-                    if e.kind() == std::io::ErrorKind::InvalidData {
-                        self.fault(peer, e.to_string());
-                        return;
-                    }
+                    self.fault(peer, format!("bad frame: {e}"));
+                    return;
                 }
                 tracing::debug!(%peer, %error, "inbound sync stream failed");
             }

@@ -124,6 +124,12 @@ impl Session {
         vec![Effect::Send(SyncMessage::Summary { count: total.count, fingerprint: total.xor })]
     }
 
+    /// Counts a fault found by the caller (e.g. changes that failed
+    /// verification); returns a disconnect once the peer reached [`MAX_FAULTS`].
+    pub fn penalise(&mut self, reason: String) -> Vec<Effect> {
+        self.fault(reason)
+    }
+
     fn fault(&mut self, reason: String) -> Vec<Effect> {
         self.faults += 1;
         if self.faults >= MAX_FAULTS {
