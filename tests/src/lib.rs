@@ -79,14 +79,17 @@ pub struct TestNode {
 }
 
 impl TestNode {
-    /// Creates a home and an identity (`passerelle init`) with a free API port.
+    /// Creates a home and an identity (`passerelle init`) with a free API port
+    /// and a libp2p listener on a free loopback port.
     ///
     /// # Errors
     /// When `init` fails.
     pub fn init(name: &str, country: &str) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix(&format!("passerelle-{}-", name.to_lowercase())).tempdir()?;
         let node = Self { name: name.to_owned(), dir, child: None };
-        let r = node.cli(&["init", "--name", name, "--country", country, "--api-port", "0"]);
+        let r = node.cli(&[
+            "init", "--name", name, "--country", country, "--api-port", "0", "--listen", "/ip4/127.0.0.1/tcp/0",
+        ]);
         if r.code != 0 {
             bail!("init failed: {}", r.stderr);
         }
@@ -99,22 +102,7 @@ impl TestNode {
     /// # Errors
     /// When `init` fails.
     pub fn init_p2p(name: &str, country: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix(&format!("passerelle-{}-", name.to_lowercase())).tempdir()?;
-        let node = Self { name: name.to_owned(), dir, child: None };
-        let r = node.cli(&[
-            "init",
-            "--name",
-            name,
-            "--country",
-            country,
-            "--api-port",
-            "0",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ]);
-        if r.code != 0 {
-            bail!("init failed: {}", r.stderr);
-        }
+        let node = Self::init(name, country)?;
         let path = node.home().config();
         let config = std::fs::read_to_string(&path)?;
         std::fs::write(&path, config.replace("anti_entropy_secs = 30", "anti_entropy_secs = 1"))?;

@@ -99,7 +99,7 @@ pub async fn spawn(
                     listen.push(address);
                 }
                 SwarmEvent::ListenerClosed { listener_id, reason, .. } if pending.contains(&listener_id) => {
-                    let reason = reason.err().map(|e| e.to_string()).unwrap_or_else(|| "closed".into());
+                    let reason = reason.err().map(|e| format!("{e} ({e:?})")).unwrap_or_else(|| "closed".into());
                     return Err(NetError::Listen { addr: format!("{listener_id:?}"), reason });
                 }
                 SwarmEvent::ListenerError { error, .. } => {
