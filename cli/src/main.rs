@@ -39,6 +39,9 @@ enum Command {
     Id,
     /// Run the node until Ctrl-C or SIGTERM.
     Run(cmd::run::Args),
+    /// Start a local demo federation (five communes on loopback) and play
+    /// the story of a request relayed across the network.
+    Demo(cmd::demo::Args),
     /// Show the running node's ids, addresses and document counts.
     Status,
     /// This commune's profile.
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
         Command::Init(args) => cmd::init::run(&home, args, &out),
         Command::Id => cmd::init::show_id(&home, &out),
         Command::Run(args) => cmd::run::run(&home, args),
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Status => cmd::status::run(&home, &out),
         Command::Profile(c) => cmd::docs::run_profile(&home, c, &out),
         Command::Project(c) => cmd::docs::run(&home, "project", c, &out),

@@ -19,6 +19,7 @@
 //!   core in `passerelle_protocol::sync`, driven by the engine.
 //! - [`runtime`]: starts and stops a whole node.
 //! - [`bench`]: the ingest benchmark of `passerelle bench ingest`.
+//! - [`demo`]: the local demo federation of `passerelle demo`.
 //!
 //! ## Flow of a write
 //!
@@ -33,6 +34,7 @@ pub mod bench;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod home;
 pub mod identity;
