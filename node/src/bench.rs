@@ -21,6 +21,7 @@ use crate::home::Home;
 use crate::identity;
 use crate::store::SledStore;
 
+pub mod sync;
 pub mod workload;
 
 /// Changes per ingest command: enough to batch signatures and flushes,
@@ -96,6 +97,19 @@ pub fn signed_workload(n_docs: usize, seed: u8) -> SignedWorkload {
     let commune = SecretKey::from_seed([seed; 32]);
     let node = SecretKey::from_seed([seed.wrapping_add(1); 32]);
     let certificate = NodeCertificate::issue(&commune, node.node_id(), 0);
+    signed_workload_by(n_docs, &commune, &node, certificate)
+}
+
+/// The workload signed by a given commune's node.
+///
+/// # Panics
+/// If Automerge refuses the workload's own edits (a bug).
+pub fn signed_workload_by(
+    n_docs: usize,
+    commune: &SecretKey,
+    node: &SecretKey,
+    certificate: NodeCertificate,
+) -> SignedWorkload {
     let mut headers = Vec::with_capacity(n_docs);
     let mut changes = Vec::with_capacity(n_docs * 11);
     for i in 0..n_docs {
@@ -108,19 +122,19 @@ pub fn signed_workload(n_docs: usize, seed: u8) -> SignedWorkload {
             created_ms: workload::created_at_ms(i) as u64,
             nonce: (i as u128).to_be_bytes(),
         };
-        let signed = SignedHeader::sign(header, &node, certificate.clone());
+        let signed = SignedHeader::sign(header, node, certificate.clone());
         let id = signed.id();
         let mut doc = document::new_document(&node.node_id());
         let t0 = workload::created_at_ms(i);
         let first = document::commit(&mut doc, &workload::initial(i), "create", t0)
             .expect("workload edits apply")
             .expect("changes");
-        changes.push(ChangeEnvelope::sign(id, &first, &node));
+        changes.push(ChangeEnvelope::sign(id, &first, node));
         for (k, edit) in workload::edits(i).into_iter().enumerate() {
             let c = document::commit(&mut doc, &[edit], "edit", t0 + 1_000 * (k as i64 + 1))
                 .expect("workload edits apply")
                 .expect("changes");
-            changes.push(ChangeEnvelope::sign(id, &c, &node));
+            changes.push(ChangeEnvelope::sign(id, &c, node));
         }
         headers.push(signed);
     }
@@ -171,38 +185,7 @@ pub async fn ingest(n_docs: usize, mut emit: impl FnMut(&Figure)) -> Result<(), 
     let id = identity::load(&home)?;
     let (engine, thread) = engine::spawn(SledStore::open(&home.store())?, &id)?;
     let start = Instant::now();
-    let mut applied = 0;
-    let mut docs_done = 0;
-    let mut pending = work.changes.as_slice();
-    while !pending.is_empty() {
-        let take = INGEST_CHUNK.min(pending.len());
-        let (chunk, rest) = pending.split_at(take);
-        pending = rest;
-        let docs_needed = chunk.last().map(|c| c.doc);
-        let mut headers = Vec::new();
-        while docs_done < work.headers.len() {
-            let h = &work.headers[docs_done];
-            headers.push(h.clone());
-            docs_done += 1;
-            if Some(h.id()) == docs_needed {
-                break;
-            }
-        }
-        let report = engine
-            .ingest(IngestBatch {
-                certificates: vec![work.certificate.clone()],
-                headers,
-                changes: chunk.to_vec(),
-                from: None,
-            })
-            .await?;
-        if !report.rejected.is_empty() {
-            return Err(
-                format!("ingest refused {} changes: {:?}", report.rejected.len(), report.rejected.first()).into()
-            );
-        }
-        applied += report.applied as usize;
-    }
+    let applied = ingest_workload(&engine, &work).await?;
     emit(&figure("ingest-remote-verify-apply-durable", n_docs, applied, start));
     engine.shutdown().await;
     let _ = thread.join();
@@ -240,6 +223,44 @@ pub async fn ingest(n_docs: usize, mut emit: impl FnMut(&Figure)) -> Result<(), 
     let _ = thread.join();
     let _ = std::fs::remove_dir_all(home.root());
     Ok(())
+}
+
+/// Feeds a signed workload to an engine in chunks of [`INGEST_CHUNK`]
+/// changes (with the headers they need); returns the changes applied.
+///
+/// # Errors
+/// When the engine fails or refuses part of the workload.
+pub async fn ingest_workload(
+    engine: &crate::engine::EngineHandle,
+    work: &SignedWorkload,
+) -> Result<usize, Box<dyn std::error::Error>> {
+    let mut applied = 0;
+    let mut docs_done = 0;
+    for chunk in work.changes.chunks(INGEST_CHUNK) {
+        let last_doc = chunk.last().map(|c| c.doc);
+        let mut headers = Vec::new();
+        while docs_done < work.headers.len() {
+            let h = &work.headers[docs_done];
+            headers.push(h.clone());
+            docs_done += 1;
+            if Some(h.id()) == last_doc {
+                break;
+            }
+        }
+        let report = engine
+            .ingest(IngestBatch {
+                certificates: vec![work.certificate.clone()],
+                headers,
+                changes: chunk.to_vec(),
+                from: None,
+            })
+            .await?;
+        if !report.rejected.is_empty() {
+            return Err(format!("ingest refused {} changes: {:?}", report.rejected.len(), report.rejected.first()).into());
+        }
+        applied += report.applied as usize;
+    }
+    Ok(applied)
 }
 
 async fn join_all<F, T>(futures: impl Iterator<Item = F>) -> Vec<Result<T, EngineError>>

@@ -16,6 +16,13 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1_000)]
         docs: usize,
     },
+    /// The shared sync workload between two node processes on loopback:
+    /// catch-up, idle re-sync, one-change latency; bytes counted on the wire.
+    Sync {
+        /// Documents node A holds (11 signed changes each).
+        #[arg(long, default_value_t = 1_000)]
+        docs: usize,
+    },
 }
 
 /// Runs a benchmark; each figure is one JSON line on stdout.
@@ -29,6 +36,16 @@ pub fn run(command: BenchCommand, _out: &Output) -> anyhow::Result<ExitCode> {
             }
             eprintln!("bench ingest: {docs} documents, {} signed changes", docs * 11);
             rt.block_on(passerelle_node::bench::ingest(docs, |f| {
+                write_stdout(&serde_json::to_string(f).expect("figures serialize"));
+            }))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        BenchCommand::Sync { docs } => {
+            if docs < 20 {
+                return Err(super::UsageError("--docs must be at least 20".into()).into());
+            }
+            let bin = std::env::current_exe().context("cannot find the passerelle binary")?;
+            rt.block_on(passerelle_node::bench::sync::run(bin, docs, |f| {
                 write_stdout(&serde_json::to_string(f).expect("figures serialize"));
             }))
             .map_err(|e| anyhow::anyhow!("{e}"))?;

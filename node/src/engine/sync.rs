@@ -66,6 +66,13 @@ impl LocalSet for SyncIndex {
     }
 }
 
+/// Whether a refusal is the sender's fault: forged or unauthorised data.
+/// A change for a document not known yet, or from a clock slightly ahead,
+/// can come from an honest peer and is only dropped.
+fn is_fault(code: &str) -> bool {
+    !matches!(code, "unknown_document" | "from_the_future")
+}
+
 /// Parses hex heads from metadata.
 pub(crate) fn heads_of(hex_heads: &[String]) -> Vec<[u8; 32]> {
     hex_heads
@@ -126,10 +133,15 @@ impl<S: Store> Worker<S> {
         authors.iter().filter(|a| !in_headers.contains(a)).filter_map(|a| self.book.get(a).cloned()).collect()
     }
 
-    /// Sends headers and changes in frames of bounded size.
-    fn send_docs(&mut self, to: NodeId, mut headers: Vec<SignedHeader>, changes: Vec<ChangeEnvelope>) {
+    /// Sends headers and changes in frames of bounded size. Each frame is
+    /// self-contained: it carries the header of every document it has
+    /// changes of (frames travel on separate streams and may arrive in any
+    /// order) and the certificates of their authors.
+    fn send_docs(&mut self, to: NodeId, headers: Vec<SignedHeader>, changes: Vec<ChangeEnvelope>) {
+        let by_id: HashMap<DocId, SignedHeader> = headers.iter().map(|h| (h.id(), h.clone())).collect();
+        let mut frame_headers: Vec<SignedHeader> = Vec::new();
         let mut frame_changes: Vec<ChangeEnvelope> = Vec::new();
-        let mut size = headers.iter().map(|h| h.encode().len()).sum::<usize>();
+        let mut size = 0;
         let flush = |this: &mut Self, headers: Vec<SignedHeader>, changes: Vec<ChangeEnvelope>| {
             if headers.is_empty() && changes.is_empty() {
                 return;
@@ -140,13 +152,25 @@ impl<S: Store> Worker<S> {
         for change in changes {
             let len = change.change.len() + 140;
             if size + len > DOCS_FRAME_TARGET_BYTES && !frame_changes.is_empty() {
-                flush(self, std::mem::take(&mut headers), std::mem::take(&mut frame_changes));
+                flush(self, std::mem::take(&mut frame_headers), std::mem::take(&mut frame_changes));
                 size = 0;
+            }
+            if let Some(h) = by_id.get(&change.doc) {
+                if !frame_headers.iter().any(|f| f.id() == change.doc) {
+                    size += 400;
+                    frame_headers.push(h.clone());
+                }
             }
             size += len;
             frame_changes.push(change);
         }
-        flush(self, headers, frame_changes);
+        // Headers of documents without changes here still travel once.
+        for h in headers {
+            if !frame_headers.iter().any(|f| f.id() == h.id()) && frame_changes.iter().all(|c| c.doc != h.id()) {
+                frame_headers.push(h);
+            }
+        }
+        flush(self, frame_headers, frame_changes);
     }
 
     /// Pushes whole documents, in chunks so frames stay bounded.
@@ -220,7 +244,7 @@ impl<S: Store> Worker<S> {
                     let record = self.peer_mut(peer);
                     record.changes_in += report.applied;
                     record.rejected += report.rejected.len() as u64;
-                    if let Some(r) = report.rejected.last() {
+                    if let Some(r) = report.rejected.iter().rev().find(|r| is_fault(&r.code)) {
                         let reason =
                             format!("refused {} item(s), last {}: {}", report.rejected.len(), r.code, r.reason);
                         record.last_error = Some(reason.clone());

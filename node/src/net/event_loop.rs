@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use futures::StreamExt;
-use libp2p::request_response::{self, Message};
+use libp2p::request_response::{self, Message, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, Swarm, mdns, noise, tcp, yamux};
@@ -36,8 +36,14 @@ struct Known {
 #[derive(Debug, Default)]
 struct Outgoing {
     queue: VecDeque<(&'static str, Vec<u8>)>,
-    in_flight: usize,
+    /// Requests sent and not yet answered, kept to send again if the peer is busy.
+    in_flight: HashMap<OutboundRequestId, (&'static str, Vec<u8>)>,
+    /// After a `Busy` reply, nothing is sent to the peer before this.
+    paused_until: Option<Instant>,
 }
+
+/// How long to wait before sending again to a peer that answered `Busy`.
+const BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -162,14 +168,17 @@ impl EventLoop {
                     let idle = self
                         .swarm
                         .connected_peers()
-                        .filter(|p| self.outgoing.get(p).is_none_or(|o| o.queue.is_empty() && o.in_flight == 0))
+                        .filter(|p| self.outgoing.get(p).is_none_or(|o| o.queue.is_empty() && o.in_flight.is_empty()))
                         .filter_map(node_id)
                         .collect();
                     if self.engine.net_event(NetEvent::AntiEntropy { idle }).is_err() {
                         tracing::debug!("engine busy: anti-entropy round skipped");
                     }
                 }
-                _ = self.redial.tick() => self.redial_due(),
+                _ = self.redial.tick() => {
+                    self.redial_due();
+                    self.pump_all();
+                }
             }
         }
     }
@@ -241,6 +250,13 @@ impl EventLoop {
         }
     }
 
+    fn pump_all(&mut self) {
+        let peers: Vec<PeerId> = self.outgoing.keys().copied().collect();
+        for pid in peers {
+            self.pump(pid);
+        }
+    }
+
     fn redial_due(&mut self) {
         let now = Instant::now();
         let due: Vec<PeerId> = self
@@ -276,11 +292,15 @@ impl EventLoop {
 
     fn pump(&mut self, pid: PeerId) {
         let Some(out) = self.outgoing.get_mut(&pid) else { return };
-        while out.in_flight < SEND_WINDOW {
+        if out.paused_until.is_some_and(|t| t > Instant::now()) {
+            return;
+        }
+        out.paused_until = None;
+        while out.in_flight.len() < SEND_WINDOW {
             let Some((kind, bytes)) = out.queue.pop_front() else { break };
             tracing::trace!(kind, len = bytes.len(), "sending");
-            self.swarm.behaviour_mut().sync.send_request(&pid, bytes);
-            out.in_flight += 1;
+            let id = self.swarm.behaviour_mut().sync.send_request(&pid, bytes.clone());
+            out.in_flight.insert(id, (kind, bytes));
         }
     }
 
@@ -374,23 +394,28 @@ impl EventLoop {
                     };
                     let _ = self.swarm.behaviour_mut().sync.send_response(channel, reply);
                 }
-                Message::Response { response, .. } => {
+                Message::Response { request_id, response } => {
                     if let Some(out) = self.outgoing.get_mut(&peer) {
-                        out.in_flight = out.in_flight.saturating_sub(1);
-                    }
-                    match response {
-                        SyncReply::Ok => {}
-                        SyncReply::Busy => {
-                            tracing::debug!(%peer, "peer busy: message dropped, anti-entropy will resend")
+                        let sent = out.in_flight.remove(&request_id);
+                        match response {
+                            SyncReply::Ok => {}
+                            SyncReply::Busy => {
+                                // The peer could not take it: send it again shortly.
+                                tracing::debug!(%peer, "peer busy: pausing");
+                                if let Some(msg) = sent {
+                                    out.queue.push_front(msg);
+                                }
+                                out.paused_until = Some(Instant::now() + BUSY_PAUSE);
+                            }
+                            SyncReply::Refused(reason) => tracing::warn!(%peer, %reason, "peer refused our message"),
                         }
-                        SyncReply::Refused(reason) => tracing::warn!(%peer, %reason, "peer refused our message"),
                     }
                     self.pump(peer);
                 }
             },
-            request_response::Event::OutboundFailure { peer, error, .. } => {
+            request_response::Event::OutboundFailure { peer, error, request_id, .. } => {
                 if let Some(out) = self.outgoing.get_mut(&peer) {
-                    out.in_flight = out.in_flight.saturating_sub(1);
+                    out.in_flight.remove(&request_id);
                 }
                 tracing::debug!(%peer, %error, "sync request failed");
                 self.pump(peer);
