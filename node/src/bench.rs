@@ -256,7 +256,9 @@ pub async fn ingest_workload(
             })
             .await?;
         if !report.rejected.is_empty() {
-            return Err(format!("ingest refused {} changes: {:?}", report.rejected.len(), report.rejected.first()).into());
+            return Err(
+                format!("ingest refused {} changes: {:?}", report.rejected.len(), report.rejected.first()).into()
+            );
         }
         applied += report.applied as usize;
     }

@@ -70,10 +70,10 @@ impl Demo {
     async fn wait_for(&self, i: usize, doc: DocId, check: impl Fn(&crate::api::types::DocView) -> bool) -> bool {
         let end = Instant::now() + TRAVEL_DEADLINE;
         while Instant::now() < end {
-            if let Ok(view) = self.nodes[i].engine.get(doc, None).await {
-                if check(&view) {
-                    return true;
-                }
+            if let Ok(view) = self.nodes[i].engine.get(doc, None).await
+                && check(&view)
+            {
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -139,7 +139,9 @@ pub async fn play(demo: &Demo) -> Result<(), Box<dyn std::error::Error>> {
     let (tala, senneval, verbois, hautrieu, secretariat) = (0, 1, 2, 3, 4);
     let e = |i: usize| demo.nodes[i].engine.clone();
 
-    demo.say("1. Tala-n-Asif's citizens named dirty streets as ill-being (SPIRAL dimension B): project « Quartier propre »");
+    demo.say(
+        "1. Tala-n-Asif's citizens named dirty streets as ill-being (SPIRAL dimension B): project « Quartier propre »",
+    );
     let project = e(tala)
         .create(CreateDoc {
             kind: "project".into(),
@@ -171,7 +173,10 @@ pub async fn play(demo: &Demo) -> Result<(), Box<dyn std::error::Error>> {
     for i in [verbois, hautrieu] {
         demo.arrives(i, req, "the request (relayed by Senneval, still signed by Tala-n-Asif)", |_| true).await;
     }
-    demo.arrives(secretariat, req, "5. a new open request, seen by the coordinator", |v| v.status.as_deref() == Some("open")).await;
+    demo.arrives(secretariat, req, "5. a new open request, seen by the coordinator", |v| {
+        v.status.as_deref() == Some("open")
+    })
+    .await;
 
     demo.say("6. Hautrieu offers a practice sheet and to host a mission; Verbois offers a leaflet template");
     e(hautrieu)

@@ -88,7 +88,15 @@ impl TestNode {
         let dir = tempfile::Builder::new().prefix(&format!("passerelle-{}-", name.to_lowercase())).tempdir()?;
         let node = Self { name: name.to_owned(), dir, child: None };
         let r = node.cli(&[
-            "init", "--name", name, "--country", country, "--api-port", "0", "--listen", "/ip4/127.0.0.1/tcp/0",
+            "init",
+            "--name",
+            name,
+            "--country",
+            country,
+            "--api-port",
+            "0",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
         ]);
         if r.code != 0 {
             bail!("init failed: {}", r.stderr);

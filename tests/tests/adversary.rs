@@ -143,8 +143,11 @@ fn bad_input_on_the_wire_is_refused_and_the_node_keeps_serving() -> anyhow::Resu
             changes: vec![forged, unknown_author, not_writer],
         };
         replies.push(("bad docs", ask(&mut swarm, peer, docs.encode()).await));
-        // 4. Garbage, then a frame announcing more than the limit, then more garbage.
-        replies.push(("garbage", ask(&mut swarm, peer, vec![0xde, 0xad, 0xbe, 0xef]).await));
+        // 4. A message of a protocol version from the future, a frame announcing more
+        //    than the limit, then garbage.
+        let mut future = passerelle_protocol::canonical::Writer::new("passerelle/sync", 9);
+        future.u8(2).u64(0).fixed(&[0; 16]);
+        replies.push(("future version", ask(&mut swarm, peer, future.finish()).await));
         replies.push(("oversized", ask(&mut swarm, peer, vec![0u8; 5 * 1024 * 1024]).await));
         replies.push(("garbage again", ask(&mut swarm, peer, b"not a frame".to_vec()).await));
         // 5. By now the node has closed the connection.
@@ -167,7 +170,7 @@ fn bad_input_on_the_wire_is_refused_and_the_node_keeps_serving() -> anyhow::Resu
     assert!(matches!(replies[0].1, Some(SyncReply::Ok)), "a hello is acknowledged, then checked");
     // The third fault (lying hello, unverifiable changes, garbage) closes the
     // connection: the garbage's refusal may not even reach the rogue.
-    assert!(matches!(replies[3].1, Some(SyncReply::Refused(_)) | None), "garbage is refused: {replies:?}");
+    assert!(matches!(replies[3].1, Some(SyncReply::Refused(_)) | None), "a future version is refused: {replies:?}");
     assert!(replies[4..].iter().all(|(_, r)| r.is_none()), "nothing more is served: {replies:?}");
     assert!(closed, "the rogue was disconnected; node log:\n{}", a.log());
 
@@ -197,5 +200,60 @@ fn bad_input_on_the_wire_is_refused_and_the_node_keeps_serving() -> anyhow::Resu
         || Ok(a.cli_json(&["status"])?["peers_connected"].clone()),
         |n| n == 1,
     )?;
+    Ok(())
+}
+
+/// A peer that floods a node with valid messages gets back-pressure (`Busy`)
+/// and bounded memory, not a node that stops serving.
+#[test]
+fn a_flooding_peer_does_not_stop_the_node() -> anyhow::Result<()> {
+    let mut a = TestNode::init_p2p("Senneval", "BE")?;
+    let mut b = TestNode::init_p2p("Verbois", "BE")?;
+    a.start()?;
+    b.start()?;
+    a.cli_json(&["request", "create", "--title", "Demande"])?;
+    let addr: Multiaddr = a.p2p_addr()?.parse()?;
+    let key = SecretKey::from_seed([70; 32]);
+    let cert = NodeCertificate::issue(&SecretKey::from_seed([71; 32]), key.node_id(), 0);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (ok, busy) = rt.block_on(async {
+        let mut swarm = rogue_swarm(&key);
+        let peer = connect(&mut swarm, addr).await;
+        ask(&mut swarm, peer, SyncMessage::Hello { certificate: cert }.encode()).await;
+        let summary = SyncMessage::Summary { count: 1, fingerprint: [7; 16] }.encode();
+        for _ in 0..2_000 {
+            swarm.behaviour_mut().send_request(&peer, summary.clone());
+        }
+        let (mut ok, mut busy, mut done) = (0, 0, 0);
+        let deadline = tokio::time::sleep(Duration::from_secs(60));
+        tokio::pin!(deadline);
+        while done < 2_000 {
+            tokio::select! {
+                event = swarm.select_next_some() => match event {
+                    SwarmEvent::Behaviour(request_response::Event::Message {
+                        message: request_response::Message::Response { response, .. }, ..
+                    }) => {
+                        done += 1;
+                        match response { SyncReply::Ok => ok += 1, SyncReply::Busy => busy += 1, SyncReply::Refused(_) => {} }
+                    }
+                    SwarmEvent::Behaviour(request_response::Event::OutboundFailure { .. }) => done += 1,
+                    SwarmEvent::Behaviour(request_response::Event::Message {
+                        message: request_response::Message::Request { channel, .. }, ..
+                    }) => {
+                        let _ = swarm.behaviour_mut().send_response(channel, SyncReply::Ok);
+                    }
+                    _ => {}
+                },
+                _ = &mut deadline => break,
+            }
+        }
+        (ok, busy)
+    });
+    println!("flood: {ok} accepted, {busy} answered busy");
+    assert!(ok > 0);
+    // The node still answers its API and serves an honest peer.
+    assert_eq!(a.cli_json(&["status"])?["documents"]["request"], 1);
+    b.connect_to(&a)?;
+    wait_converged(&[&a, &b], 3, Duration::from_secs(60))?;
     Ok(())
 }

@@ -22,7 +22,8 @@ pub struct Args {
 
 /// Runs the demo.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     rt.block_on(async {
         let d = demo::start(args.dir.clone()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let played = demo::play(&d).await.map_err(|e| anyhow::anyhow!("{e}"));

@@ -119,7 +119,9 @@ impl Proc {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .ok()
             .and_then(|s| {
-                s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
             })
             .map_or(0.0, |kb| kb / 1024.0)
     }
@@ -156,7 +158,9 @@ fn wait(
     }
 }
 
-fn heads_map(client: &ApiClient) -> Result<std::collections::BTreeMap<String, Vec<String>>, Box<dyn std::error::Error>> {
+fn heads_map(
+    client: &ApiClient,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, Box<dyn std::error::Error>> {
     Ok(client.list(Some("request"), None, None)?.into_iter().map(|d| (d.id.to_string(), d.heads)).collect())
 }
 
@@ -165,8 +169,13 @@ fn heads_map(client: &ApiClient) -> Result<std::collections::BTreeMap<String, Ve
 ///
 /// # Errors
 /// When a node cannot be set up or a scenario does not complete.
-pub async fn run(bin: PathBuf, n_docs: usize, mut emit: impl FnMut(&SyncFigure)) -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::env::temp_dir().join(format!("passerelle-bench-sync-{}", hex::encode(crate::clock::random_bytes::<4>())));
+pub async fn run(
+    bin: PathBuf,
+    n_docs: usize,
+    mut emit: impl FnMut(&SyncFigure),
+) -> Result<(), Box<dyn std::error::Error>> {
+    let root =
+        std::env::temp_dir().join(format!("passerelle-bench-sync-{}", hex::encode(crate::clock::random_bytes::<4>())));
     let a_home = Home::new(root.join("a"));
     let b_home = Home::new(root.join("b"));
     for (home, name, country) in [(&a_home, "Senneval", "BE"), (&b_home, "Tala-n-Asif", "MA")] {

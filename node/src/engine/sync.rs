@@ -155,11 +155,11 @@ impl<S: Store> Worker<S> {
                 flush(self, std::mem::take(&mut frame_headers), std::mem::take(&mut frame_changes));
                 size = 0;
             }
-            if let Some(h) = by_id.get(&change.doc) {
-                if !frame_headers.iter().any(|f| f.id() == change.doc) {
-                    size += 400;
-                    frame_headers.push(h.clone());
-                }
+            if let Some(h) = by_id.get(&change.doc)
+                && !frame_headers.iter().any(|f| f.id() == change.doc)
+            {
+                size += 400;
+                frame_headers.push(h.clone());
             }
             size += len;
             frame_changes.push(change);
