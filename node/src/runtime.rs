@@ -93,15 +93,7 @@ pub async fn start(home: &Home) -> Result<RunningNode, NodeError> {
     let store = SledStore::open(&home.store())?;
     let (engine, engine_thread) = engine::spawn(store, &identity)?;
     let peers = engine.peers().await?;
-    let records = peers
-        .into_iter()
-        .map(|p| crate::store::PeerRecord {
-            node: p.node,
-            addrs: p.addrs,
-            configured: p.configured,
-            ..crate::store::PeerRecord::new(p.node)
-        })
-        .collect();
+    let records = peers.into_iter().map(|p| p.record).collect();
     let (net, net_task) = match crate::net::spawn(&identity, engine.clone(), records).await {
         Ok(n) => n,
         Err(e) => {

@@ -51,13 +51,14 @@ pub fn list(home: &Home, out: &Output) -> anyhow::Result<ExitCode> {
             "{:<10} {:<10} {:<9} {:<19} {:>10} {:>10} {:>8}  LAST ERROR",
             "PEER", "COMMUNE", "STATE", "LAST SYNC", "BYTES IN", "BYTES OUT", "CHANGES"
         );
-        for p in &peers {
+        for view in &peers {
+            let p = &view.record;
             let commune = p.commune.as_deref().map(|c| &c[..8.min(c.len())]).unwrap_or("-");
             text.push_str(&format!(
                 "\n{:<10} {:<10} {:<9} {:<19} {:>10} {:>10} {:>8}  {}",
                 p.node.short(),
                 commune,
-                if p.connected { "connected" } else { "offline" },
+                if view.connected { "connected" } else { "offline" },
                 p.last_sync_ms.map(time).unwrap_or_else(|| "never".into()),
                 p.bytes_in,
                 p.bytes_out,

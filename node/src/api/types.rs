@@ -193,33 +193,15 @@ pub struct ApiErrorBody {
     pub error: String,
 }
 
-/// A peer as `GET /v1/peers` shows it.
+/// A peer as `GET /v1/peers` shows it: what the node remembers of it, and
+/// whether it is connected now.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PeerView {
-    /// The peer's node id.
-    pub node: NodeId,
-    /// Its commune, once its certificate was seen.
-    pub commune: Option<String>,
-    /// Addresses dialled.
-    pub addrs: Vec<String>,
-    /// Added by an operator (redialled when disconnected).
-    pub configured: bool,
+    /// The stored record: addresses, commune, last sync, bytes, errors.
+    #[serde(flatten)]
+    pub record: crate::store::PeerRecord,
     /// Connected now (and its certificate checked).
     pub connected: bool,
-    /// Last connection (ms).
-    pub last_connected_ms: Option<i64>,
-    /// Last reconciliation that found both sides in sync (ms).
-    pub last_sync_ms: Option<i64>,
-    /// Sync bytes received, all time.
-    pub bytes_in: u64,
-    /// Sync bytes sent, all time.
-    pub bytes_out: u64,
-    /// Changes received and stored.
-    pub changes_in: u64,
-    /// Items refused.
-    pub rejected: u64,
-    /// The last error.
-    pub last_error: Option<String>,
 }
 
 /// Body of `POST /v1/peers`.

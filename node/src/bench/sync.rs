@@ -264,7 +264,7 @@ fn scenarios(
     b = Proc::start(bin, b_home)?;
     let start = Instant::now();
     let in_sync = |p: &Proc| -> Result<bool, Box<dyn std::error::Error>> {
-        Ok(p.client()?.peers()?.iter().any(|peer| peer.last_sync_ms.is_some_and(|t| t >= restarted_ms)))
+        Ok(p.client()?.peers()?.iter().any(|peer| peer.record.last_sync_ms.is_some_and(|t| t >= restarted_ms)))
     };
     wait("idle re-sync", SCENARIO_DEADLINE, || Ok(in_sync(&b)? && in_sync(&a)?))?;
     let wall = start.elapsed().as_secs_f64();

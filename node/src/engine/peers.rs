@@ -9,20 +9,7 @@ use super::{EngineError, FieldError};
 use crate::store::{PeerRecord, Store, WriteOp};
 
 fn view(record: &PeerRecord, connected: bool) -> PeerView {
-    PeerView {
-        node: record.node,
-        commune: record.commune.clone(),
-        addrs: record.addrs.clone(),
-        configured: record.configured,
-        connected,
-        last_connected_ms: record.last_connected_ms,
-        last_sync_ms: record.last_sync_ms,
-        bytes_in: record.bytes_in,
-        bytes_out: record.bytes_out,
-        changes_in: record.changes_in,
-        rejected: record.rejected,
-        last_error: record.last_error.clone(),
-    }
+    PeerView { record: record.clone(), connected }
 }
 
 impl<S: Store> Worker<S> {
@@ -40,7 +27,7 @@ impl<S: Store> Worker<S> {
                 view(r, connected)
             })
             .collect();
-        out.sort_by(|a, b| b.configured.cmp(&a.configured).then(a.node.cmp(&b.node)));
+        out.sort_by(|a, b| b.record.configured.cmp(&a.record.configured).then(a.record.node.cmp(&b.record.node)));
         out
     }
 
