@@ -117,6 +117,27 @@ impl TestNode {
         Ok(node)
     }
 
+    /// Replaces the libp2p listen addresses in the configuration (before start).
+    ///
+    /// # Errors
+    /// When the configuration cannot be rewritten.
+    pub fn set_listen(&self, addrs: &[&str]) -> anyhow::Result<()> {
+        let path = self.home().config();
+        let config = std::fs::read_to_string(&path)?;
+        let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+        let mut out = String::new();
+        for line in config.lines() {
+            if line.starts_with("listen = [\"/") {
+                out.push_str(&format!("listen = [{}]\n", list.join(", ")));
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        std::fs::write(&path, out)?;
+        Ok(())
+    }
+
     /// This node's id.
     ///
     /// # Errors

@@ -39,6 +39,25 @@ fn two_nodes_exchange_what_each_wrote() -> anyhow::Result<()> {
 }
 
 /// ```text
+///   Senneval ═══ Tala-n-Asif       over QUIC only
+/// ```
+#[test]
+fn nodes_sync_over_quic() -> anyhow::Result<()> {
+    let mut a = TestNode::init_p2p("Senneval", "BE")?;
+    let mut b = TestNode::init_p2p("Tala-n-Asif", "MA")?;
+    for n in [&a, &b] {
+        n.set_listen(&["/ip4/127.0.0.1/udp/0/quic-v1"])?;
+    }
+    a.start()?;
+    b.start()?;
+    assert!(a.p2p_addr()?.contains("quic-v1"), "{}", a.p2p_addr()?);
+    b.cli_json(&["request", "create", "--title", "Par QUIC"])?;
+    b.connect_to(&a)?;
+    wait_converged(&[&a, &b], 3, DEADLINE)?;
+    Ok(())
+}
+
+/// ```text
 ///   Tala-n-Asif ─── Senneval ─── Hautrieu
 ///        (never connected to each other)
 /// ```
