@@ -31,6 +31,12 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         let node = runtime::start(home).await?;
         eprintln!("node running: API on http://{} (home {}). Stop with Ctrl-C.", node.api_addr, home.root().display());
+        if let Ok(info) = node.net.info().await {
+            let id = passerelle_node::identity::load(home)?.node_id();
+            for addr in &info.listen {
+                eprintln!("  peers reach it with: passerelle peer add {id} {addr}");
+            }
+        }
         runtime::shutdown_signal().await;
         node.shutdown().await;
         Ok::<_, anyhow::Error>(())

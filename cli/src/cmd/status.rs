@@ -21,16 +21,16 @@ pub fn run(home: &Home, out: &Output) -> anyhow::Result<ExitCode> {
             s.api_addr,
             s.documents.values().sum::<u64>()
         );
-        text.push_str(&format!("\npeers      {} connected", s.peers_connected));
-        for a in &s.listen {
-            text.push_str(&format!("\nlistening  {a}/p2p/{}", s.peer_id));
-        }
         for (kind, n) in &s.documents {
             text.push_str(&format!("\n  {kind:<9} {n}"));
             if let Some(by) = s.statuses.get(kind) {
                 let parts: Vec<String> = by.iter().map(|(st, n)| format!("{st} {n}")).collect();
                 text.push_str(&format!("  ({})", parts.join(", ")));
             }
+        }
+        text.push_str(&format!("\npeers      {} connected", s.peers_connected));
+        for a in &s.listen {
+            text.push_str(&format!("\nlistening  {a}/p2p/{}", s.peer_id));
         }
         text
     });
