@@ -70,7 +70,7 @@ impl<S: Store> Worker<S> {
             if new_headers.contains_key(&id) || self.store.header(&id)?.is_some() {
                 continue;
             }
-            match header.verify() {
+            match header.verify_with(&self.book) {
                 Ok(()) => {
                     // The header's own certificate is a valid certificate too.
                     if self.book.insert(header.certificate.clone()).unwrap_or(false) {
@@ -110,7 +110,9 @@ impl<S: Store> Worker<S> {
                 match env.validate_signed(&id, &header.header, &self.book, now) {
                     Ok(v) => {
                         let hash = v.change.hash().0;
-                        if !seen.insert(hash) || self.store.has_change(&hash)? {
+                        // A document new here has no stored change to compare with.
+                        let stored = new_header.is_none() && self.store.has_change(&hash)?;
+                        if !seen.insert(hash) || stored {
                             report.duplicates += 1;
                         } else {
                             verified.push(v);
