@@ -51,6 +51,23 @@ impl Fingerprint {
     }
 }
 
+/// A bucket's fingerprint as it travels: a 32-bit count and the first 8
+/// bytes of the XOR (12 bytes instead of 24; a bucket holds few documents,
+/// and a collision only delays a repair to the next round).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BucketPrint {
+    /// Number of documents in the bucket (saturating).
+    pub count: u32,
+    /// First 8 bytes of the bucket's XOR.
+    pub xor: [u8; 8],
+}
+
+impl From<&Fingerprint> for BucketPrint {
+    fn from(f: &Fingerprint) -> Self {
+        Self { count: u32::try_from(f.count).unwrap_or(u32::MAX), xor: f.xor[..8].try_into().expect("8 of 16 bytes") }
+    }
+}
+
 /// Fingerprints of the whole set and of each bucket, kept up to date as
 /// documents change.
 #[derive(Debug, Clone)]
@@ -85,6 +102,11 @@ impl SetFingerprints {
     /// Each bucket's fingerprint.
     pub fn buckets(&self) -> &[Fingerprint] {
         &self.buckets
+    }
+
+    /// Each bucket's fingerprint in its wire form.
+    pub fn bucket_prints(&self) -> Vec<BucketPrint> {
+        self.buckets.iter().map(BucketPrint::from).collect()
     }
 }
 

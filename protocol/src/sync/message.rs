@@ -11,7 +11,7 @@ use crate::envelope::ChangeEnvelope;
 use crate::header::SignedHeader;
 use crate::ids::DocId;
 
-use super::fingerprint::{BUCKETS, Fingerprint};
+use super::fingerprint::{BUCKETS, BucketPrint};
 
 /// The libp2p protocol name.
 pub const PROTOCOL: &str = "/passerelle/sync/1";
@@ -50,7 +50,7 @@ pub enum SyncMessage {
     /// Fingerprints of the 256 buckets of that set.
     Buckets {
         /// One per bucket, in bucket order.
-        buckets: Vec<Fingerprint>,
+        buckets: Vec<BucketPrint>,
     },
     /// The documents (ids and heads) of some buckets.
     Items {
@@ -105,7 +105,7 @@ impl SyncMessage {
             SyncMessage::Buckets { buckets } => {
                 w.u8(3).u32(buckets.len() as u32);
                 for b in buckets {
-                    w.u64(b.count).fixed(&b.xor);
+                    w.u32(b.count).fixed(&b.xor);
                 }
             }
             SyncMessage::Items { buckets } => {
@@ -168,7 +168,7 @@ impl SyncMessage {
                 }
                 let mut buckets = Vec::with_capacity(n);
                 for _ in 0..n {
-                    buckets.push(Fingerprint { count: r.u64("bucket count")?, xor: r.fixed("bucket fingerprint")? });
+                    buckets.push(BucketPrint { count: r.u32("bucket count")?, xor: r.fixed("bucket fingerprint")? });
                 }
                 SyncMessage::Buckets { buckets }
             }
@@ -273,7 +273,7 @@ mod tests {
         let messages = vec![
             SyncMessage::Hello { certificate: cert() },
             SyncMessage::Summary { count: 10_000, fingerprint: [7; 16] },
-            SyncMessage::Buckets { buckets: vec![Fingerprint { count: 3, xor: [1; 16] }; BUCKETS] },
+            SyncMessage::Buckets { buckets: vec![BucketPrint { count: 3, xor: [1; 8] }; BUCKETS] },
             SyncMessage::Items {
                 buckets: vec![(4, vec![(DocId::from_bytes([4; 32]), vec![[9; 32], [8; 32]])]), (5, vec![])],
             },

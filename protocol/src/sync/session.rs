@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use automerge::{Automerge, ChangeHash, ReadDoc};
 
-use super::fingerprint::{BUCKETS, SetFingerprints};
+use super::fingerprint::{BUCKETS, BucketPrint, SetFingerprints};
 use super::message::{Item, SyncMessage};
 use crate::certificate::NodeCertificate;
 use crate::envelope::ChangeEnvelope;
@@ -183,7 +183,7 @@ impl Session {
                     self.in_sync_rounds += 1;
                     vec![Effect::InSync]
                 } else {
-                    vec![Effect::Send(SyncMessage::Buckets { buckets: local.fingerprints().buckets().to_vec() })]
+                    vec![Effect::Send(SyncMessage::Buckets { buckets: local.fingerprints().bucket_prints() })]
                 }
             }
             (Phase::Ready, SyncMessage::Buckets { buckets }) => {
@@ -194,7 +194,7 @@ impl Session {
                 let mut push_all = Vec::new();
                 let mut list = Vec::new();
                 for (i, (m, t)) in mine.iter().zip(&buckets).enumerate() {
-                    if m == t || m.count == 0 {
+                    if BucketPrint::from(m) == *t || m.count == 0 {
                         // Equal, or we have nothing there: the peer pushes to us.
                         continue;
                     }
@@ -330,7 +330,7 @@ mod tests {
         let total = theirs.fingerprints().total();
         let out = s.on_message(SyncMessage::Summary { count: total.count, fingerprint: total.xor }, &mine);
         assert!(matches!(&out[..], [Effect::Send(SyncMessage::Buckets { .. })]));
-        let out = s.on_message(SyncMessage::Buckets { buckets: theirs.fingerprints().buckets().to_vec() }, &mine);
+        let out = s.on_message(SyncMessage::Buckets { buckets: theirs.fingerprints().bucket_prints() }, &mine);
         // Bucket 3: the peer has nothing there, push it all; bucket 2 differs: list it.
         assert_eq!(out[0], Effect::PushBuckets(vec![3]));
         assert_eq!(out[1], Effect::Send(SyncMessage::Items { buckets: vec![(2, vec![moved.clone()])] }));
