@@ -1,6 +1,7 @@
 //! Deterministic simulation of the sync core: five nodes in a ring, each
 //! writing to its own documents and to a document they all share, over a
-//! network that drops and reorders messages and is partitioned for a while.
+//! network that drops, duplicates and reorders messages and is partitioned
+//! for a while.
 //! After healing, every node must hold exactly the same documents with the
 //! same heads. Seeds are reproducible: a failure prints its seed.
 //!
@@ -325,6 +326,10 @@ impl Net {
         let (from, to, msg) = self.queue.remove(pick).unwrap();
         if !self.link_up(from, to) || self.rng.chance(self.loss) {
             return true;
+        }
+        // Lossy links also deliver some messages twice.
+        if self.loss > 0 && self.rng.chance(5) {
+            self.queue.push_back((from, to, msg.clone()));
         }
         self.delivered += 1;
         let peers = self.neighbours(to);
