@@ -1,6 +1,6 @@
-//! The document engine: one thread that owns the store and the loaded
-//! Automerge documents, and carries out commands from the API (and, with
-//! replication, from the swarm task).
+//! The document engine: one thread that owns the store, the loaded
+//! Automerge documents and the sync sessions, and carries out commands from
+//! the API and events from the swarm task.
 //!
 //! Commands arrive on a bounded channel with a oneshot reply. The thread
 //! takes whatever commands are waiting (up to [`MAX_BATCH`]), carries them

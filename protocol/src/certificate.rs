@@ -1,7 +1,7 @@
 //! Node certificates: a commune vouches for the key of a node it runs.
 //!
 //! The commune's long-term key is its identity; the node key signs changes and
-//! (with replication) authenticates the node on the wire. Separating them lets
+//! authenticates the node on the wire (it is its libp2p identity). Separating them lets
 //! a commune reinstall a node or rotate its key without changing identity, and
 //! history signed by an older certified key stays verifiable.
 

@@ -88,7 +88,7 @@ hex_id!(
 );
 hex_id!(
     /// A node's identity: the ed25519 public key the node signs changes with
-    /// (and, with replication, its libp2p identity). Certified by a commune.
+    /// (and its libp2p identity). Certified by a commune.
     NodeId,
     "node id"
 );

@@ -19,6 +19,8 @@
 //! - [`document`], [`schema`], [`status`], [`codes`]: document content:
 //!   edits as Automerge operations, per-kind fields and their checks,
 //!   status lifecycles that converge, code lists.
+//! - [`sync`]: reconciliation between two nodes as a sans-IO state machine:
+//!   fingerprints, bounded wire messages, per-peer sessions.
 //!
 //! ## Typical flow
 //!
