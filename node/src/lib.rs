@@ -18,7 +18,7 @@
 //! - [`net`]: the libp2p swarm task; the sync logic itself is the sans-IO
 //!   core in `passerelle_protocol::sync`, driven by the engine.
 //! - [`runtime`]: starts and stops a whole node.
-//! - [`bench`]: the ingest benchmark of `passerelle bench ingest`.
+//! - [`mod@bench`]: the benchmarks of `passerelle bench ingest` and `bench sync`.
 //! - [`demo`]: the local demo federation of `passerelle demo`.
 //!
 //! ## Flow of a write
