@@ -113,15 +113,13 @@ pub fn signed_workload_by(
     let mut headers = Vec::with_capacity(n_docs);
     let mut changes = Vec::with_capacity(n_docs * 11);
     for i in 0..n_docs {
-        let header = DocHeader {
-            kind: DocKind::Request,
-            schema: 1,
-            owner: commune.commune_id(),
-            writers: vec![commune.commune_id()],
-            scope: Scope::Network,
-            created_ms: workload::created_at_ms(i) as u64,
-            nonce: (i as u128).to_be_bytes(),
-        };
+        let header = DocHeader::new(
+            DocKind::Request,
+            commune.commune_id(),
+            Scope::Network,
+            workload::created_at_ms(i) as u64,
+            (i as u128).to_be_bytes(),
+        );
         let signed = SignedHeader::sign(header, node, certificate.clone());
         let id = signed.id();
         let mut doc = document::new_document(&node.node_id());

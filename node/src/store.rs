@@ -106,6 +106,25 @@ pub struct DocMeta {
     pub snapshot_changes: u64,
 }
 
+impl DocMeta {
+    /// The metadata of a document with no change stored yet.
+    pub fn new(id: DocId, header: &passerelle_protocol::header::DocHeader) -> Self {
+        Self {
+            id,
+            kind: header.kind.to_string(),
+            owner: header.owner.to_string(),
+            scope: header.scope.to_string(),
+            created_ms: header.created_ms as i64,
+            updated_ms: header.created_ms as i64,
+            changes: 0,
+            heads: Vec::new(),
+            status: None,
+            title: None,
+            snapshot_changes: 0,
+        }
+    }
+}
+
 /// A saved Automerge document covering the first `changes` stored changes.
 #[derive(Debug, Clone)]
 pub struct Snapshot {

@@ -244,15 +244,7 @@ mod tests {
         let node = SecretKey::from_seed([2; 32]);
         let mut book = CertificateBook::new();
         book.insert(NodeCertificate::issue(&commune, node.node_id(), 0)).unwrap();
-        let header = DocHeader {
-            kind: DocKind::Request,
-            schema: 1,
-            owner: commune.commune_id(),
-            writers: vec![commune.commune_id()],
-            scope: Scope::Network,
-            created_ms: 0,
-            nonce: [0; 16],
-        };
+        let header = DocHeader::new(DocKind::Request, commune.commune_id(), Scope::Network, 0, [0; 16]);
         let mut doc = Automerge::new().with_actor(ActorId::from(node.public().as_slice()));
         let mut tx = doc.transaction();
         tx.put(ROOT, "status", "open").unwrap();

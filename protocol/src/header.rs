@@ -171,6 +171,12 @@ pub struct DocHeader {
 }
 
 impl DocHeader {
+    /// A header written by this release: current content schema, the owner
+    /// as its only writer.
+    pub fn new(kind: DocKind, owner: CommuneId, scope: Scope, created_ms: u64, nonce: [u8; 16]) -> Self {
+        Self { kind, schema: crate::schema::CONTENT_SCHEMA, owner, writers: vec![owner], scope, created_ms, nonce }
+    }
+
     /// The canonical bytes the id and signature are computed over.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new(TAG, VERSION);
@@ -350,15 +356,8 @@ mod tests {
         let commune = SecretKey::from_seed([1; 32]);
         let node = SecretKey::from_seed([2; 32]);
         let cert = NodeCertificate::issue(&commune, node.node_id(), 10);
-        let header = DocHeader {
-            kind: DocKind::Request,
-            schema: 1,
-            owner: commune.commune_id(),
-            writers: vec![commune.commune_id()],
-            scope: Scope::Partnership,
-            created_ms: 1_700_000_000_000,
-            nonce: [9; 16],
-        };
+        let header =
+            DocHeader::new(DocKind::Request, commune.commune_id(), Scope::Partnership, 1_700_000_000_000, [9; 16]);
         (SignedHeader::sign(header, &node, cert), node)
     }
 

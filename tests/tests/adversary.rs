@@ -52,7 +52,7 @@ thread_local! {
 
 /// Sends one raw request and waits for its reply (None if the connection failed).
 async fn ask(swarm: &mut Rogue, peer: PeerId, bytes: Vec<u8>) -> Option<SyncReply> {
-    let id = swarm.behaviour_mut().send_request(&peer, bytes);
+    let id = swarm.behaviour_mut().send_request(&peer, bytes.into());
     let deadline = tokio::time::sleep(Duration::from_secs(20));
     tokio::pin!(deadline);
     loop {
@@ -127,15 +127,7 @@ fn bad_input_on_the_wire_is_refused_and_the_node_keeps_serving() -> anyhow::Resu
         ));
         // 3. Its own document, properly signed: accepted (it is a member of nothing yet, but
         //    membership is the federation's concern); then changes that must all be refused.
-        let header = DocHeader {
-            kind: DocKind::Request,
-            schema: 1,
-            owner: rogue_commune.commune_id(),
-            writers: vec![rogue_commune.commune_id()],
-            scope: Scope::Network,
-            created_ms: 1_000,
-            nonce: [1; 16],
-        };
+        let header = DocHeader::new(DocKind::Request, rogue_commune.commune_id(), Scope::Network, 1_000, [1; 16]);
         let signed = SignedHeader::sign(header, &rogue_key, rogue_cert.clone());
         let own = signed.id();
         let mut forged = change_envelope(own, &rogue_key, None, "forgé");
@@ -226,7 +218,7 @@ fn a_flooding_peer_does_not_stop_the_node() -> anyhow::Result<()> {
         let mut swarm = rogue_swarm(&key);
         let peer = connect(&mut swarm, addr).await;
         ask(&mut swarm, peer, SyncMessage::Hello { certificate: cert }.encode()).await;
-        let summary = SyncMessage::Summary { count: 1, fingerprint: [7; 16] }.encode();
+        let summary: std::sync::Arc<[u8]> = SyncMessage::Summary { count: 1, fingerprint: [7; 16] }.encode().into();
         for _ in 0..2_000 {
             swarm.behaviour_mut().send_request(&peer, summary.clone());
         }

@@ -57,6 +57,15 @@ impl DocCache {
         self.docs.clear();
     }
 
+    /// Takes a document out of the cache (loading it if needed) to change
+    /// it; [`DocCache::insert`] puts it back once the change is stored.
+    pub fn take<S: Store>(&mut self, store: &S, node: &NodeId, id: &DocId) -> Result<Option<LoadedDoc>, EngineError> {
+        if self.get_or_load(store, node, id)?.is_none() {
+            return Ok(None);
+        }
+        Ok(self.docs.remove(id))
+    }
+
     /// A document, loaded from the store if needed; `None` if it does not exist.
     pub fn get_or_load<S: Store>(
         &mut self,

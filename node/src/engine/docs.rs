@@ -180,19 +180,7 @@ impl<S: Store> Worker<S> {
         let change = document::commit(&mut doc, &edits, &summary_message(&format!("create {kind}"), &edits), now)
             .map_err(|e| invalid("fields", e.to_string()))?
             .expect("a new document always changes: it records its schema");
-        let base = DocMeta {
-            id,
-            kind: kind.to_string(),
-            owner: self.commune.to_string(),
-            scope: signed.header.scope.to_string(),
-            created_ms: now,
-            updated_ms: now,
-            changes: 0,
-            heads: Vec::new(),
-            status: None,
-            title: None,
-            snapshot_changes: 0,
-        };
+        let base = DocMeta::new(id, &signed.header);
         let meta = refreshed_meta(&base, &signed.header, &doc, 1, now);
         let op = change_op(&self.node_key, id, 0, &change, now);
         let announced = announcement(&op, Some(signed.clone()));

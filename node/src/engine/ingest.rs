@@ -127,29 +127,18 @@ impl<S: Store> Worker<S> {
                 continue;
             }
             let mut ops = Vec::with_capacity(verified.len() + 3);
+            // An existing document is taken out of the cache while changes are
+            // applied: if anything fails it stays out, and the next read
+            // reloads it from the store, so memory never runs ahead of disk.
             let (mut doc, meta) = match &new_header {
                 Some(h) => {
                     ops.push(WriteOp::Header(h.clone()));
                     report.new_documents += 1;
-                    let meta = DocMeta {
-                        id,
-                        kind: h.header.kind.to_string(),
-                        owner: h.header.owner.to_string(),
-                        scope: h.header.scope.to_string(),
-                        created_ms: h.header.created_ms as i64,
-                        updated_ms: h.header.created_ms as i64,
-                        changes: 0,
-                        heads: Vec::new(),
-                        status: None,
-                        title: None,
-                        snapshot_changes: 0,
-                    };
-                    (passerelle_protocol::document::new_document(&node_id), meta)
+                    (passerelle_protocol::document::new_document(&node_id), DocMeta::new(id, &h.header))
                 }
                 None => {
-                    let loaded =
-                        self.cache.get_or_load(&self.store, &node_id, &id)?.ok_or(EngineError::NotFound(id))?;
-                    (loaded.doc.fork(), loaded.meta.clone())
+                    let loaded = self.cache.take(&self.store, &node_id, &id)?.ok_or(EngineError::NotFound(id))?;
+                    (loaded.doc, loaded.meta)
                 }
             };
             let latest = verified.iter().map(|v| v.change.timestamp()).max().unwrap_or(meta.updated_ms);
@@ -158,7 +147,8 @@ impl<S: Store> Worker<S> {
                 reject(id.to_string(), "bad_change", format!("automerge refused the changes: {e}"));
                 continue;
             }
-            doc.set_actor(passerelle_protocol::document::actor_of(&node_id));
+            let fresh: Vec<ChangeEnvelope> = verified.iter().map(|v| v.envelope.clone()).collect();
+            let added = fresh.len() as u64;
             for (i, v) in verified.into_iter().enumerate() {
                 ops.push(WriteOp::Change {
                     doc: id,
@@ -167,14 +157,6 @@ impl<S: Store> Worker<S> {
                     change: StoredChange { envelope: v.envelope, received_ms: now, from: from.clone() },
                 });
             }
-            let fresh: Vec<ChangeEnvelope> = ops
-                .iter()
-                .filter_map(|op| match op {
-                    WriteOp::Change { change, .. } => Some(change.envelope.clone()),
-                    _ => None,
-                })
-                .collect();
-            let added = fresh.len() as u64;
             let mut meta = refreshed_meta(&meta, &header.header, &doc, added, latest);
             ops.extend(snapshot_due(id, &mut meta, &doc));
             ops.push(WriteOp::Meta(meta.clone()));

@@ -39,15 +39,7 @@ fn remote_doc(seed: u8, n: usize) -> (NodeCertificate, SignedHeader, Vec<ChangeE
     let commune = SecretKey::from_seed([seed; 32]);
     let node = SecretKey::from_seed([seed + 1; 32]);
     let cert = NodeCertificate::issue(&commune, node.node_id(), 0);
-    let header = DocHeader {
-        kind: DocKind::Request,
-        schema: 1,
-        owner: commune.commune_id(),
-        writers: vec![commune.commune_id()],
-        scope: Scope::Network,
-        created_ms: 1_000,
-        nonce: [seed; 16],
-    };
+    let header = DocHeader::new(DocKind::Request, commune.commune_id(), Scope::Network, 1_000, [seed; 16]);
     let signed = SignedHeader::sign(header, &node, cert.clone());
     let id = signed.id();
     let mut doc = document::new_document(&node.node_id());

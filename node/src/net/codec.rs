@@ -3,6 +3,7 @@
 //! before anything is read; the response is one small encoded reply.
 
 use std::io;
+use std::sync::Arc;
 
 use futures::prelude::*;
 use libp2p::StreamProtocol;
@@ -12,7 +13,8 @@ use passerelle_protocol::sync::message::{MAX_FRAME_BYTES, SyncReply};
 const MAX_REPLY_BYTES: usize = 2048;
 
 /// The codec: raw request frames (decoded by the event loop, which can
-/// penalise the peer) and decoded replies.
+/// penalise the peer) and decoded replies. Frames are shared (`Arc`) so the
+/// copy kept for a resend after `Busy` costs nothing.
 #[derive(Debug, Clone, Default)]
 pub struct SyncCodec;
 
@@ -40,15 +42,15 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> 
 
 impl libp2p::request_response::Codec for SyncCodec {
     type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
+    type Request = Arc<[u8]>;
     type Response = SyncReply;
 
     async fn read_request<T: AsyncRead + Unpin + Send>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        read_frame(io, MAX_FRAME_BYTES).await
+    ) -> io::Result<Arc<[u8]>> {
+        Ok(read_frame(io, MAX_FRAME_BYTES).await?.into())
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
@@ -64,7 +66,7 @@ impl libp2p::request_response::Codec for SyncCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        req: Vec<u8>,
+        req: Arc<[u8]>,
     ) -> io::Result<()> {
         write_frame(io, &req).await
     }

@@ -1,6 +1,7 @@
 //! The swarm owner task.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -35,9 +36,9 @@ struct Known {
 
 #[derive(Debug, Default)]
 struct Outgoing {
-    queue: VecDeque<(&'static str, Vec<u8>)>,
+    queue: VecDeque<(&'static str, Arc<[u8]>)>,
     /// Requests sent and not yet answered, kept to send again if the peer is busy.
-    in_flight: HashMap<OutboundRequestId, (&'static str, Vec<u8>)>,
+    in_flight: HashMap<OutboundRequestId, (&'static str, Arc<[u8]>)>,
     /// After a `Busy` reply, nothing is sent to the peer before this.
     paused_until: Option<Instant>,
 }
@@ -278,7 +279,7 @@ impl EventLoop {
                     tracing::debug!(peer = %to.short(), kind, "not connected: message dropped (anti-entropy will resend)");
                     return;
                 }
-                self.outgoing.entry(pid).or_default().queue.push_back((kind, bytes));
+                self.outgoing.entry(pid).or_default().queue.push_back((kind, bytes.into()));
                 self.pump(pid);
             }
             NetOut::Disconnect { to, reason } => {
@@ -374,7 +375,7 @@ impl EventLoop {
         }
     }
 
-    fn on_sync_event(&mut self, event: request_response::Event<Vec<u8>, SyncReply>) {
+    fn on_sync_event(&mut self, event: request_response::Event<Arc<[u8]>, SyncReply>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 Message::Request { request, channel, .. } => {

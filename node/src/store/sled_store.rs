@@ -79,6 +79,17 @@ fn doc_id_of(key: &[u8]) -> Result<DocId, StoreError> {
 }
 
 impl SledStore {
+    /// Decodes every record under a prefix, naming the first damaged one.
+    fn scan<T>(&self, prefix: u8, decode: impl Fn(&[u8]) -> Result<T, String>) -> Result<Vec<T>, StoreError> {
+        self.tree
+            .scan_prefix([prefix])
+            .map(|item| {
+                let (k, v) = item.map_err(backend)?;
+                decode(&v).map_err(|e| corrupt(&k, e))
+            })
+            .collect()
+    }
+
     /// Opens (or creates) the store in `path`.
     ///
     /// # Errors
@@ -127,13 +138,7 @@ impl Store for SledStore {
     }
 
     fn metas(&self) -> Result<Vec<DocMeta>, StoreError> {
-        self.tree
-            .scan_prefix([META])
-            .map(|item| {
-                let (k, v) = item.map_err(backend)?;
-                serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))
-            })
-            .collect()
+        self.scan(META, |v| serde_json::from_slice(v).map_err(|e| e.to_string()))
     }
 
     fn doc_ids(&self) -> Result<Vec<DocId>, StoreError> {
@@ -184,23 +189,11 @@ impl Store for SledStore {
     }
 
     fn certificates(&self) -> Result<Vec<NodeCertificate>, StoreError> {
-        self.tree
-            .scan_prefix([CERT])
-            .map(|item| {
-                let (k, v) = item.map_err(backend)?;
-                NodeCertificate::decode(&v).map_err(|e| corrupt(&k, e))
-            })
-            .collect()
+        self.scan(CERT, |v| NodeCertificate::decode(v).map_err(|e| e.to_string()))
     }
 
     fn peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
-        self.tree
-            .scan_prefix([PEER])
-            .map(|item| {
-                let (k, v) = item.map_err(backend)?;
-                serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))
-            })
-            .collect()
+        self.scan(PEER, |v| serde_json::from_slice(v).map_err(|e| e.to_string()))
     }
 
     fn write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
