@@ -98,6 +98,13 @@ hex_id!(
     DocId,
     "document id"
 );
+hex_id!(
+    /// A network's id: derived from its founding statement (the founder's
+    /// commune key, the network's name and founding time), so anyone can check
+    /// which key founded the network an id names.
+    NetworkId,
+    "network id"
+);
 
 #[cfg(test)]
 mod tests {

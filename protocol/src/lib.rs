@@ -41,6 +41,7 @@ pub mod envelope;
 pub mod header;
 pub mod ids;
 pub mod keys;
+pub mod network;
 pub mod schema;
 pub mod status;
 pub mod sync;

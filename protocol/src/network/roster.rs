@@ -1,0 +1,705 @@
+//! The roster: the network's members, roles, revocations and partnerships,
+//! folded from the grow-only set of signed statements.
+//!
+//! Every node holds the statements it has seen; two nodes with the same set
+//! compute the same roster whatever order the statements arrived in. The
+//! rules:
+//!
+//! - The founder (the signer of the `Found` statement the network id derives
+//!   from) is a coordinator and cannot be removed.
+//! - Only statements signed by a coordinator admit or remove members. For
+//!   each commune, the latest such statement (by time, then hash) decides:
+//!   an `Admit` makes it a member with that role, a `Remove` ends it.
+//!   Coordinators are found as a fixpoint from the founder, so removing a
+//!   coordinator also withdraws the admissions only it signed.
+//! - An invitation admits one commune: a second `Admit` naming the same
+//!   invitation for another commune is ignored.
+//! - A node key is revoked by its own commune or by a coordinator; a revoked
+//!   key's change is accepted only when every valid revocation lists it as
+//!   kept. Which commune certifies a key is the certificate book's answer,
+//!   so revocation checks take the certifying commune as an argument.
+//! - A partnership is active when both members declared it (`Partner`) and
+//!   neither ended it since (`Unpartner`); partners are from different
+//!   countries.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use super::statement::{Role, SignedStatement, Statement, network_id};
+use crate::ids::{CommuneId, NetworkId, NodeId};
+use crate::sync::fingerprint::Fingerprint;
+
+/// Rounds of the coordinator fixpoint before giving up on a cycle of
+/// coordinators removing each other (the last round's answer is kept).
+const MAX_FIXPOINT_ROUNDS: usize = 32;
+
+/// Why a statement is not added to the roster.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RosterError {
+    /// The signature does not verify.
+    #[error("statement {kind} by commune {signer} does not verify")]
+    BadSignature {
+        /// The statement kind.
+        kind: &'static str,
+        /// The claimed signer.
+        signer: String,
+    },
+    /// The statement belongs to another network.
+    #[error("statement of network {found}, not of this network {expected}")]
+    OtherNetwork {
+        /// This roster's network.
+        expected: String,
+        /// The statement's.
+        found: String,
+    },
+    /// A `Found` statement that does not derive this network's id.
+    #[error("founding statement does not derive network {0}")]
+    NotTheFounding(String),
+}
+
+/// A current member.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Member {
+    /// Its commune id.
+    pub commune: CommuneId,
+    /// Its name.
+    pub name: String,
+    /// Its country code.
+    pub country: String,
+    /// Its role.
+    pub role: Role,
+    /// When it was admitted (or founded the network).
+    pub since_ms: u64,
+    /// The coordinator that admitted it (itself for the founder).
+    pub admitted_by: CommuneId,
+    /// The node that joined for it and its addresses then (contact hints).
+    pub node: Option<NodeId>,
+    /// Addresses of that node.
+    pub addrs: Vec<String>,
+}
+
+/// A partnership between two members, as their declarations make it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Partnership {
+    /// One side (the smaller id).
+    pub a: CommuneId,
+    /// The other side.
+    pub b: CommuneId,
+    /// Whether `a` declared it (and did not end it since).
+    pub a_signed: bool,
+    /// Whether `b` declared it (and did not end it since).
+    pub b_signed: bool,
+}
+
+impl Partnership {
+    /// Active when both sides signed it.
+    pub fn active(&self) -> bool {
+        self.a_signed && self.b_signed
+    }
+}
+
+/// What the statements mean together; recomputed when a statement is added.
+#[derive(Clone, Debug, Default)]
+struct Folded {
+    founder: Option<CommuneId>,
+    name: String,
+    members: BTreeMap<CommuneId, Member>,
+    /// node -> (signer, kept) of every revocation statement.
+    revocations: HashMap<NodeId, Vec<(CommuneId, HashSet<[u8; 32]>)>>,
+    /// (a, b) with a < b -> declarations.
+    partnerships: BTreeMap<(CommuneId, CommuneId), Partnership>,
+}
+
+/// The statements of one network and what they mean.
+#[derive(Clone, Debug)]
+pub struct Roster {
+    network: NetworkId,
+    statements: BTreeMap<[u8; 32], SignedStatement>,
+    fingerprint: Fingerprint,
+    folded: Folded,
+}
+
+/// A statement's 16-byte contribution to the roster fingerprint.
+pub fn short_hash(hash: &[u8; 32]) -> [u8; 16] {
+    hash[..16].try_into().expect("16 of 32 bytes")
+}
+
+impl Roster {
+    /// An empty roster of `network` (statements are added with [`Roster::insert`]).
+    pub fn new(network: NetworkId) -> Self {
+        Self { network, statements: BTreeMap::new(), fingerprint: Fingerprint::default(), folded: Folded::default() }
+    }
+
+    /// The roster of a network founded by `found`.
+    ///
+    /// # Errors
+    /// [`RosterError`] when `found` is not a valid founding statement.
+    pub fn founded(found: SignedStatement) -> Result<Self, RosterError> {
+        let mut roster = Self::new(found.network);
+        roster.insert(found)?;
+        Ok(roster)
+    }
+
+    /// The network's id.
+    pub fn network(&self) -> NetworkId {
+        self.network
+    }
+
+    /// The network's name, once the founding statement is known.
+    pub fn name(&self) -> &str {
+        &self.folded.name
+    }
+
+    /// The founder, once the founding statement is known.
+    pub fn founder(&self) -> Option<CommuneId> {
+        self.folded.founder
+    }
+
+    /// Checks and adds a statement. Returns whether it was new.
+    ///
+    /// # Errors
+    /// [`RosterError`]; the roster is unchanged.
+    pub fn insert(&mut self, statement: SignedStatement) -> Result<bool, RosterError> {
+        let added = self.insert_unfolded(statement)?;
+        if added {
+            self.refold();
+        }
+        Ok(added)
+    }
+
+    /// Adds many statements, folding once. Returns the new ones and the
+    /// refused ones with their reasons.
+    pub fn insert_all(
+        &mut self,
+        statements: impl IntoIterator<Item = SignedStatement>,
+    ) -> (Vec<SignedStatement>, Vec<RosterError>) {
+        let mut new = Vec::new();
+        let mut refused = Vec::new();
+        for s in statements {
+            match self.insert_unfolded(s.clone()) {
+                Ok(true) => new.push(s),
+                Ok(false) => {}
+                Err(e) => refused.push(e),
+            }
+        }
+        if !new.is_empty() {
+            self.refold();
+        }
+        (new, refused)
+    }
+
+    fn insert_unfolded(&mut self, s: SignedStatement) -> Result<bool, RosterError> {
+        if s.network != self.network {
+            return Err(RosterError::OtherNetwork { expected: self.network.short(), found: s.network.short() });
+        }
+        if let Statement::Found { name, .. } = &s.body
+            && network_id(&s.signer, name, s.issued_ms) != self.network
+        {
+            return Err(RosterError::NotTheFounding(self.network.short()));
+        }
+        let hash = s.hash();
+        if self.statements.contains_key(&hash) {
+            return Ok(false);
+        }
+        s.verify().map_err(|_| RosterError::BadSignature { kind: s.body.kind(), signer: s.signer.short() })?;
+        self.fingerprint.toggle(&short_hash(&hash), true);
+        self.statements.insert(hash, s);
+        Ok(true)
+    }
+
+    /// Count and XOR of the statements' short hashes: equal fingerprints,
+    /// equal rosters.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// Every statement, in hash order.
+    pub fn statements(&self) -> impl Iterator<Item = &SignedStatement> {
+        self.statements.values()
+    }
+
+    /// Number of statements.
+    pub fn len(&self) -> usize {
+        self.statements.len()
+    }
+
+    /// Whether the roster holds no statement.
+    pub fn is_empty(&self) -> bool {
+        self.statements.is_empty()
+    }
+
+    /// Short hashes of every statement, to tell a peer what this node has.
+    pub fn short_hashes(&self) -> Vec<[u8; 16]> {
+        self.statements.keys().map(short_hash).collect()
+    }
+
+    /// The statements a peer lacks, given the short hashes it has.
+    pub fn missing_from(&self, theirs: &[[u8; 16]]) -> Vec<SignedStatement> {
+        let theirs: HashSet<&[u8; 16]> = theirs.iter().collect();
+        self.statements.iter().filter(|(h, _)| !theirs.contains(&short_hash(h))).map(|(_, s)| s.clone()).collect()
+    }
+
+    /// Current members, by commune id.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.folded.members.values()
+    }
+
+    /// A current member.
+    pub fn member(&self, commune: &CommuneId) -> Option<&Member> {
+        self.folded.members.get(commune)
+    }
+
+    /// Whether `commune` is a current member.
+    pub fn is_member(&self, commune: &CommuneId) -> bool {
+        self.folded.members.contains_key(commune)
+    }
+
+    /// A current member's role.
+    pub fn role(&self, commune: &CommuneId) -> Option<Role> {
+        self.member(commune).map(|m| m.role)
+    }
+
+    /// Whether `commune` is a current coordinator.
+    pub fn is_coordinator(&self, commune: &CommuneId) -> bool {
+        self.role(commune) == Some(Role::Coordinator)
+    }
+
+    /// Whether `node` (certified by `commune`) is revoked.
+    pub fn is_revoked(&self, node: &NodeId, commune: &CommuneId) -> bool {
+        self.valid_revocations(node, commune).next().is_some()
+    }
+
+    fn valid_revocations<'a>(
+        &'a self,
+        node: &NodeId,
+        commune: &'a CommuneId,
+    ) -> impl Iterator<Item = &'a HashSet<[u8; 32]>> + 'a {
+        self.folded
+            .revocations
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter(move |(signer, _)| signer == commune || self.is_coordinator(signer))
+            .map(|(_, kept)| kept)
+    }
+
+    /// Whether a change (by its Automerge hash) signed by `node`, certified by
+    /// `commune`, is acceptable as far as revocations go: the key is not
+    /// revoked, or every revocation of it keeps that change.
+    pub fn change_allowed(&self, node: &NodeId, commune: &CommuneId, change: &[u8; 32]) -> bool {
+        self.valid_revocations(node, commune).all(|kept| kept.contains(change))
+    }
+
+    /// Whether a node key may take part at all: its commune is a member and
+    /// the key is not revoked.
+    pub fn node_admitted(&self, node: &NodeId, commune: &CommuneId) -> Result<Role, String> {
+        let Some(role) = self.role(commune) else {
+            return Err(format!("commune {} is not a member of network {}", commune.short(), self.network.short()));
+        };
+        if self.is_revoked(node, commune) {
+            return Err(format!("node key {} of commune {} is revoked", node.short(), commune.short()));
+        }
+        Ok(role)
+    }
+
+    /// Every partnership anyone declared.
+    pub fn partnerships(&self) -> impl Iterator<Item = &Partnership> {
+        self.folded.partnerships.values()
+    }
+
+    /// Whether `a` and `b` are active partners.
+    pub fn are_partners(&self, a: &CommuneId, b: &CommuneId) -> bool {
+        self.folded.partnerships.get(&pair(a, b)).is_some_and(Partnership::active)
+    }
+
+    /// The active partners of `commune`.
+    pub fn partners_of(&self, commune: &CommuneId) -> Vec<CommuneId> {
+        self.folded
+            .partnerships
+            .values()
+            .filter(|p| p.active())
+            .filter_map(|p| {
+                if &p.a == commune {
+                    Some(p.b)
+                } else if &p.b == commune {
+                    Some(p.a)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// The statements that prove `commune`'s membership to a node that knows
+    /// nothing of it: the founding statement and the chain of admissions
+    /// from the founder down to it.
+    pub fn proof_for(&self, commune: &CommuneId) -> Vec<SignedStatement> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        if let Some(found) = self.statements.values().find(|s| matches!(s.body, Statement::Found { .. })) {
+            out.push(found.clone());
+        }
+        let mut next = Some(*commune);
+        while let Some(c) = next.take() {
+            if !seen.insert(c) || Some(c) == self.folded.founder {
+                break;
+            }
+            let Some(member) = self.folded.members.get(&c) else { break };
+            if let Some(s) = self.deciding_admission(&c, &member.admitted_by) {
+                out.push(s.clone());
+            }
+            next = Some(member.admitted_by);
+        }
+        out
+    }
+
+    fn deciding_admission(&self, member: &CommuneId, by: &CommuneId) -> Option<&SignedStatement> {
+        self.statements
+            .iter()
+            .filter(|(_, s)| &s.signer == by && matches!(&s.body, Statement::Admit { member: m, .. } if m == member))
+            .max_by_key(|(h, s)| (s.issued_ms, **h))
+            .map(|(_, s)| s)
+    }
+
+    /// Recomputes what the statements mean.
+    fn refold(&mut self) {
+        let mut folded = Folded::default();
+        let Some(found) = self.statements.values().find(|s| matches!(s.body, Statement::Found { .. })) else {
+            self.folded = folded;
+            return;
+        };
+        let founder = found.signer;
+        folded.founder = Some(founder);
+        let (mut commune_name, mut commune_country) = (String::new(), String::new());
+        if let Statement::Found { name, commune, country } = &found.body {
+            folded.name.clone_from(name);
+            commune_name.clone_from(commune);
+            commune_country.clone_from(country);
+        }
+        let founded_ms = found.issued_ms;
+
+        // Admissions: the first Admit of each invitation wins.
+        let mut invitations: HashMap<[u8; 16], ([u8; 32], u64, CommuneId)> = HashMap::new();
+        for (h, s) in &self.statements {
+            if let Statement::Admit { member, invitation, .. } = &s.body
+                && *invitation != [0; 16]
+            {
+                let e = invitations.entry(*invitation).or_insert((*h, s.issued_ms, *member));
+                if (s.issued_ms, *h) < (e.1, e.0) {
+                    *e = (*h, s.issued_ms, *member);
+                }
+            }
+        }
+        let counts = |s: &SignedStatement, h: &[u8; 32]| match &s.body {
+            Statement::Admit { invitation, .. } if *invitation != [0; 16] => {
+                invitations.get(invitation).is_some_and(|(first, _, _)| first == h)
+            }
+            _ => true,
+        };
+
+        // Coordinators as a fixpoint from the founder.
+        let decide = |coordinators: &BTreeSet<CommuneId>| {
+            let mut latest: BTreeMap<CommuneId, (u64, [u8; 32], &SignedStatement)> = BTreeMap::new();
+            for (h, s) in &self.statements {
+                if !coordinators.contains(&s.signer) || !counts(s, h) {
+                    continue;
+                }
+                let member = match &s.body {
+                    Statement::Admit { member, .. } | Statement::Remove { member } => *member,
+                    _ => continue,
+                };
+                if member == founder {
+                    continue;
+                }
+                let key = (s.issued_ms, *h);
+                if latest.get(&member).is_none_or(|(t, lh, _)| key > (*t, *lh)) {
+                    latest.insert(member, (s.issued_ms, *h, s));
+                }
+            }
+            latest
+        };
+        let mut coordinators = BTreeSet::from([founder]);
+        let mut decisions = decide(&coordinators);
+        for _ in 0..MAX_FIXPOINT_ROUNDS {
+            let mut next = BTreeSet::from([founder]);
+            for (member, (_, _, s)) in &decisions {
+                if matches!(s.body, Statement::Admit { role: Role::Coordinator, .. }) {
+                    next.insert(*member);
+                }
+            }
+            if next == coordinators {
+                break;
+            }
+            coordinators = next;
+            decisions = decide(&coordinators);
+        }
+
+        folded.members.insert(
+            founder,
+            Member {
+                commune: founder,
+                name: commune_name,
+                country: commune_country,
+                role: Role::Coordinator,
+                since_ms: founded_ms,
+                admitted_by: founder,
+                node: None,
+                addrs: Vec::new(),
+            },
+        );
+        for (member, (_, _, s)) in decisions {
+            if let Statement::Admit { name, country, role, node, addrs, .. } = &s.body {
+                folded.members.insert(
+                    member,
+                    Member {
+                        commune: member,
+                        name: name.clone(),
+                        country: country.clone(),
+                        role: *role,
+                        since_ms: s.issued_ms,
+                        admitted_by: s.signer,
+                        node: Some(*node),
+                        addrs: addrs.clone(),
+                    },
+                );
+            }
+        }
+        // Revocations: kept per signer, checked against the certifying commune on use.
+        for s in self.statements.values() {
+            if let Statement::Revoke { node, kept } = &s.body {
+                folded.revocations.entry(*node).or_default().push((s.signer, kept.iter().copied().collect()));
+            }
+        }
+
+        // Partnerships: per direction, the latest declaration decides.
+        let mut directed: BTreeMap<(CommuneId, CommuneId), (u64, [u8; 32], bool)> = BTreeMap::new();
+        for (h, s) in &self.statements {
+            let (with, on) = match &s.body {
+                Statement::Partner { with } => (*with, true),
+                Statement::Unpartner { with } => (*with, false),
+                _ => continue,
+            };
+            let key = (s.signer, with);
+            if directed.get(&key).is_none_or(|(t, lh, _)| (s.issued_ms, *h) > (*t, *lh)) {
+                directed.insert(key, (s.issued_ms, *h, on));
+            }
+        }
+        for ((from, to), (_, _, on)) in directed {
+            let (Some(mf), Some(mt)) = (folded.members.get(&from), folded.members.get(&to)) else { continue };
+            if from == to || mf.country == mt.country {
+                continue;
+            }
+            let key = pair(&from, &to);
+            let p = folded.partnerships.entry(key).or_insert(Partnership {
+                a: key.0,
+                b: key.1,
+                a_signed: false,
+                b_signed: false,
+            });
+            if from == key.0 {
+                p.a_signed = on;
+            } else {
+                p.b_signed = on;
+            }
+        }
+        self.folded = folded;
+    }
+}
+
+fn pair(a: &CommuneId, b: &CommuneId) -> (CommuneId, CommuneId) {
+    if a < b { (*a, *b) } else { (*b, *a) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SecretKey;
+
+    struct Net {
+        founder: SecretKey,
+        roster: Roster,
+        t: u64,
+    }
+
+    fn key(seed: u8) -> SecretKey {
+        SecretKey::from_seed([seed; 32])
+    }
+
+    impl Net {
+        fn new() -> Self {
+            let founder = key(1);
+            let roster = Roster::founded(SignedStatement::found(&founder, "Réseau", "Secrétariat", "BE", 1)).unwrap();
+            Self { founder, roster, t: 10 }
+        }
+
+        fn sign(&mut self, by: &SecretKey, body: Statement) -> SignedStatement {
+            self.t += 1;
+            SignedStatement::sign(by, self.roster.network(), self.t, body)
+        }
+
+        fn admit(&mut self, by: &SecretKey, member: &SecretKey, country: &str, role: Role) -> SignedStatement {
+            let body = Statement::Admit {
+                member: member.commune_id(),
+                name: format!("c{}", member.public()[0]),
+                country: country.into(),
+                role,
+                invitation: [0; 16],
+                node: member.node_id(),
+                addrs: vec![],
+            };
+            let s = self.sign(by, body);
+            self.roster.insert(s.clone()).unwrap();
+            s
+        }
+
+        fn say(&mut self, by: &SecretKey, body: Statement) -> SignedStatement {
+            let s = self.sign(by, body);
+            self.roster.insert(s.clone()).unwrap();
+            s
+        }
+    }
+
+    #[test]
+    fn coordinators_admit_and_remove_members() {
+        let mut n = Net::new();
+        let founder = n.founder.clone();
+        let (a, b, c) = (key(2), key(3), key(4));
+        n.admit(&founder, &a, "BE", Role::Commune);
+        assert!(n.roster.is_member(&a.commune_id()));
+        // A plain member cannot admit anyone.
+        n.admit(&a, &b, "MA", Role::Commune);
+        assert!(!n.roster.is_member(&b.commune_id()));
+        // A coordinator it names can; removing that coordinator withdraws it.
+        n.admit(&founder, &c, "BE", Role::Coordinator);
+        n.admit(&c, &b, "MA", Role::Commune);
+        assert!(n.roster.is_member(&b.commune_id()));
+        n.say(&founder, Statement::Remove { member: c.commune_id() });
+        assert!(!n.roster.is_member(&c.commune_id()));
+        assert!(!n.roster.is_member(&b.commune_id()), "admissions by a removed coordinator are withdrawn");
+        // The founder cannot be removed.
+        n.say(&founder, Statement::Remove { member: founder.commune_id() });
+        assert!(n.roster.is_coordinator(&founder.commune_id()));
+    }
+
+    #[test]
+    fn the_fold_does_not_depend_on_arrival_order() {
+        let mut n = Net::new();
+        let founder = n.founder.clone();
+        let (a, b, c) = (key(2), key(3), key(4));
+        let mut all = vec![n.roster.statements().next().unwrap().clone()];
+        all.push(n.admit(&founder, &a, "BE", Role::Coordinator));
+        all.push(n.admit(&a, &b, "MA", Role::Commune));
+        all.push(n.admit(&founder, &c, "MA", Role::Observer));
+        all.push(n.say(&a, Statement::Partner { with: b.commune_id() }));
+        all.push(n.say(&b, Statement::Partner { with: a.commune_id() }));
+        all.push(n.say(&founder, Statement::Remove { member: c.commune_id() }));
+        all.push(n.say(&b, Statement::Revoke { node: b.node_id(), kept: vec![[1; 32]] }));
+        let summary = |r: &Roster| {
+            (
+                r.members().map(|m| (m.commune, m.role)).collect::<Vec<_>>(),
+                r.partners_of(&a.commune_id()),
+                r.is_revoked(&b.node_id(), &b.commune_id()),
+                r.fingerprint(),
+            )
+        };
+        let expected = summary(&n.roster);
+        for rotation in 0..all.len() {
+            let mut order = all.clone();
+            order.rotate_left(rotation);
+            order.reverse();
+            let mut r = Roster::new(n.roster.network());
+            let (_, refused) = r.insert_all(order);
+            assert!(refused.is_empty());
+            assert_eq!(summary(&r), expected);
+        }
+    }
+
+    #[test]
+    fn partnerships_need_both_sides_of_different_countries() {
+        let mut n = Net::new();
+        let founder = n.founder.clone();
+        let (be, ma, be2) = (key(2), key(3), key(4));
+        n.admit(&founder, &be, "BE", Role::Commune);
+        n.admit(&founder, &ma, "MA", Role::Commune);
+        n.admit(&founder, &be2, "BE", Role::Commune);
+        n.say(&be, Statement::Partner { with: ma.commune_id() });
+        assert!(!n.roster.are_partners(&be.commune_id(), &ma.commune_id()));
+        n.say(&ma, Statement::Partner { with: be.commune_id() });
+        assert!(n.roster.are_partners(&ma.commune_id(), &be.commune_id()));
+        assert_eq!(n.roster.partners_of(&be.commune_id()), vec![ma.commune_id()]);
+        n.say(&be, Statement::Partner { with: be2.commune_id() });
+        n.say(&be2, Statement::Partner { with: be.commune_id() });
+        assert!(!n.roster.are_partners(&be.commune_id(), &be2.commune_id()), "same country");
+        n.say(&ma, Statement::Unpartner { with: be.commune_id() });
+        assert!(!n.roster.are_partners(&ma.commune_id(), &be.commune_id()));
+    }
+
+    #[test]
+    fn revocation_keeps_only_the_listed_changes() {
+        let mut n = Net::new();
+        let founder = n.founder.clone();
+        let (a, stranger) = (key(2), key(5));
+        n.admit(&founder, &a, "BE", Role::Commune);
+        let node = a.node_id();
+        assert!(n.roster.change_allowed(&node, &a.commune_id(), &[9; 32]));
+        // Nobody outside the commune and the coordinators can revoke its key.
+        n.say(&stranger, Statement::Revoke { node, kept: vec![] });
+        assert!(!n.roster.is_revoked(&node, &a.commune_id()));
+        n.say(&a, Statement::Revoke { node, kept: vec![[1; 32]] });
+        assert!(n.roster.is_revoked(&node, &a.commune_id()));
+        assert!(n.roster.change_allowed(&node, &a.commune_id(), &[1; 32]));
+        assert!(!n.roster.change_allowed(&node, &a.commune_id(), &[9; 32]));
+        assert!(n.roster.node_admitted(&node, &a.commune_id()).is_err());
+    }
+
+    #[test]
+    fn an_invitation_admits_one_commune() {
+        let mut n = Net::new();
+        let founder = n.founder.clone();
+        let (a, b) = (key(2), key(3));
+        for m in [&a, &b] {
+            let body = Statement::Admit {
+                member: m.commune_id(),
+                name: "x".into(),
+                country: "BE".into(),
+                role: Role::Commune,
+                invitation: [7; 16],
+                node: m.node_id(),
+                addrs: vec![],
+            };
+            n.say(&founder, body);
+        }
+        assert!(n.roster.is_member(&a.commune_id()));
+        assert!(!n.roster.is_member(&b.commune_id()));
+    }
+
+    #[test]
+    fn proofs_convince_a_node_that_knows_nothing() {
+        let mut n = Net::new();
+        let founder = n.founder.clone();
+        let (c, m) = (key(2), key(3));
+        n.admit(&founder, &c, "BE", Role::Coordinator);
+        n.admit(&c, &m, "MA", Role::Commune);
+        let proof = n.roster.proof_for(&m.commune_id());
+        assert_eq!(proof.len(), 3);
+        let mut fresh = Roster::new(n.roster.network());
+        fresh.insert_all(proof);
+        assert_eq!(fresh.node_admitted(&m.node_id(), &m.commune_id()), Ok(Role::Commune));
+    }
+
+    #[test]
+    fn statements_of_other_networks_or_forged_are_refused() {
+        let mut n = Net::new();
+        let other = SignedStatement::found(&key(9), "Autre", "X", "BE", 1);
+        assert!(matches!(n.roster.insert(other), Err(RosterError::OtherNetwork { .. })));
+        let mut forged = n.sign(&key(2), Statement::Partner { with: key(3).commune_id() });
+        forged.signer = key(3).commune_id();
+        assert!(matches!(n.roster.insert(forged), Err(RosterError::BadSignature { .. })));
+        let fake_found = SignedStatement::sign(
+            &key(2),
+            n.roster.network(),
+            1,
+            Statement::Found { name: "Réseau".into(), commune: "S".into(), country: "BE".into() },
+        );
+        assert!(matches!(n.roster.insert(fake_found), Err(RosterError::NotTheFounding(_))));
+    }
+}
