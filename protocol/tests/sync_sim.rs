@@ -2,8 +2,9 @@
 //! writing to its own documents and to a document they all share, over a
 //! network that drops, duplicates and reorders messages and is partitioned
 //! for a while.
+//! Each node starts knowing only its own admission to the network.
 //! After healing, every node must hold exactly the same documents with the
-//! same heads. Seeds are reproducible: a failure prints its seed.
+//! same heads, and the same roster. Seeds are reproducible: a failure prints its seed.
 //!
 //! ```text
 //!     A ─── B
@@ -23,6 +24,7 @@ use passerelle_protocol::envelope::{ChangeEnvelope, verify_signatures};
 use passerelle_protocol::header::{DocHeader, DocKind, Scope, SignedHeader};
 use passerelle_protocol::ids::{CommuneId, DocId, NodeId};
 use passerelle_protocol::keys::SecretKey;
+use passerelle_protocol::network::{Role, Roster, SignedStatement, Statement};
 use passerelle_protocol::sync::fingerprint::{SetFingerprints, bucket_of, item_hash};
 use passerelle_protocol::sync::message::{Item, SyncMessage};
 use passerelle_protocol::sync::session::{Effect, LocalSet, Session, missing_changes};
@@ -57,14 +59,15 @@ struct SimNode {
     items: BTreeMap<DocId, [u8; 16]>,
     fps: SetFingerprints,
     sessions: BTreeMap<usize, Session>,
+    roster: Roster,
     now: i64,
 }
 
 impl LocalSet for SimNode {
-    fn fingerprints(&self) -> &SetFingerprints {
-        &self.fps
+    fn fingerprints(&self, _peer: &CommuneId) -> SetFingerprints {
+        self.fps.clone()
     }
-    fn items(&self, bucket: u8) -> Vec<Item> {
+    fn items(&self, _peer: &CommuneId, bucket: u8) -> Vec<Item> {
         self.docs.iter().filter(|(id, _)| bucket_of(id) == bucket).map(|(id, d)| (*id, heads(d))).collect()
     }
 }
@@ -76,10 +79,25 @@ fn heads(doc: &Automerge) -> Vec<[u8; 32]> {
 type Outbox = Vec<(usize, SyncMessage)>;
 
 impl SimNode {
+    /// Node `i` starts knowing only the network's founding and its own
+    /// admission: rosters are reconciled by the sessions, under the same
+    /// faults as documents.
     fn new(i: usize, seed: u64) -> Self {
         let commune = SecretKey::from_seed([i as u8 + 1; 32]);
         let key = SecretKey::from_seed([(i as u8 + 1).wrapping_mul(31) ^ (seed as u8); 32]);
         let cert = NodeCertificate::issue(&commune, key.node_id(), 0);
+        let founder = SecretKey::from_seed([250; 32]);
+        let mut roster = Roster::founded(SignedStatement::found(&founder, "Réseau", "Secrétariat", "BE", 1)).unwrap();
+        let admit = Statement::Admit {
+            member: commune.commune_id(),
+            name: format!("commune {i}"),
+            country: "BE".into(),
+            role: Role::Commune,
+            invitation: [0; 16],
+            node: key.node_id(),
+            addrs: vec![],
+        };
+        roster.insert(SignedStatement::sign(&founder, roster.network(), 10 + i as u64, admit)).unwrap();
         let mut book = CertificateBook::new();
         book.insert(cert.clone()).unwrap();
         Self {
@@ -93,6 +111,7 @@ impl SimNode {
             items: BTreeMap::new(),
             fps: SetFingerprints::default(),
             sessions: BTreeMap::new(),
+            roster,
             now: 1_000,
         }
     }
@@ -244,6 +263,11 @@ impl SimNode {
                         }
                     }
                 }
+                Effect::IngestRoster(statements) => {
+                    let (_, refused) = self.roster.insert_all(statements);
+                    assert!(refused.is_empty(), "honest peers send valid statements: {refused:?}");
+                }
+                Effect::Redeem { .. } => unreachable!("no node joins during the simulation"),
                 Effect::InSync | Effect::Fault(_) | Effect::Disconnect(_) => {
                     assert!(
                         !matches!(effect, Effect::Fault(_) | Effect::Disconnect(_)),
@@ -291,7 +315,7 @@ impl Net {
         for (x, y) in [(a, b), (b, a)] {
             let remote = self.nodes[y].node_id();
             self.nodes[x].sessions.insert(y, Session::new(remote));
-            let hello = Session::hello(&self.nodes[x].cert);
+            let hello = Session::hello(&self.nodes[x].cert, &self.nodes[x].roster);
             self.queue.push_back((x, y, hello));
         }
     }
@@ -307,7 +331,7 @@ impl Net {
             for p in self.neighbours(i) {
                 let node = &mut self.nodes[i];
                 let Some(mut s) = node.sessions.remove(&p) else { continue };
-                let effects = s.start_round(node);
+                let effects = s.start_round(node, &node.roster);
                 node.sessions.insert(p, s);
                 let mut out = Vec::new();
                 let peers = self.neighbours(i);
@@ -335,7 +359,7 @@ impl Net {
         let peers = self.neighbours(to);
         let node = &mut self.nodes[to];
         let Some(mut s) = node.sessions.remove(&from) else { return true };
-        let effects = s.on_message(msg, node);
+        let effects = s.on_message(msg, node, &node.roster);
         node.sessions.insert(from, s);
         let mut out = Vec::new();
         self.nodes[to].execute(from, effects, &mut out, &peers);
@@ -344,7 +368,9 @@ impl Net {
     }
 
     fn converged(&self) -> bool {
-        self.nodes.windows(2).all(|w| w[0].items == w[1].items)
+        self.nodes
+            .windows(2)
+            .all(|w| w[0].items == w[1].items && w[0].roster.fingerprint() == w[1].roster.fingerprint())
     }
 }
 

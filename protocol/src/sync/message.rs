@@ -9,12 +9,14 @@ use crate::canonical::{DecodeError, Reader, Writer};
 use crate::certificate::NodeCertificate;
 use crate::envelope::ChangeEnvelope;
 use crate::header::SignedHeader;
-use crate::ids::DocId;
+use crate::ids::{DocId, NetworkId};
+use crate::network::statement::MAX_STATEMENT_BYTES;
+use crate::network::{Invitation, SignedStatement};
 
 use super::fingerprint::{BUCKETS, BucketPrint};
 
 /// The libp2p protocol name.
-pub const PROTOCOL: &str = "/passerelle/sync/1";
+pub const PROTOCOL: &str = "/passerelle/sync/2";
 const TAG: &str = "passerelle/sync";
 const VERSION: u8 = 1;
 /// Largest frame accepted, in bytes.
@@ -27,6 +29,12 @@ pub const MAX_HEADS: usize = 256;
 pub const MAX_DOC_ENTRIES: usize = 20_000;
 /// Target size of a `Docs` message when a node splits a push into frames.
 pub const DOCS_FRAME_TARGET_BYTES: usize = 256 * 1024;
+/// Most statements in a hello's membership proof.
+pub const MAX_PROOF: usize = 64;
+/// Most statements (or statement hashes) in one roster message.
+pub const MAX_STATEMENTS: usize = 100_000;
+/// Target size of a `Roster` message when a node splits the roster.
+pub const ROSTER_FRAME_TARGET_BYTES: usize = 1024 * 1024;
 
 /// One document in an `Items` list: its id and heads.
 pub type Item = (DocId, Vec<[u8; 32]>);
@@ -39,6 +47,48 @@ pub enum SyncMessage {
     Hello {
         /// The sender's certificate.
         certificate: NodeCertificate,
+        /// The network the sender belongs to.
+        network: NetworkId,
+        /// Number of statements in the sender's roster.
+        roster_count: u64,
+        /// XOR of their short hashes: equal values, equal rosters.
+        roster_fingerprint: [u8; 16],
+        /// Statements proving the sender's commune is a member (the founding
+        /// statement and the chain of admissions to it), for a receiver that
+        /// has not heard of it yet.
+        proof: Vec<SignedStatement>,
+    },
+    /// The short hashes of every statement the sender holds: the receiver
+    /// answers with the statements missing from the list.
+    RosterHave {
+        /// Short hashes (first 16 bytes of each statement's hash).
+        hashes: Vec<[u8; 16]>,
+    },
+    /// Statements the receiver lacks.
+    Roster {
+        /// The statements.
+        statements: Vec<SignedStatement>,
+        /// Whether this is the last part of an answer to `RosterHave`.
+        complete: bool,
+    },
+    /// A node outside any network redeems an invitation (instead of a hello).
+    Join {
+        /// The invitation, as signed by the coordinator.
+        invitation: Invitation,
+        /// The joining node's certificate by its commune.
+        certificate: NodeCertificate,
+        /// Where the joining node listens (contact hints for the roster).
+        addrs: Vec<String>,
+    },
+    /// The invitation was redeemed: the whole roster, admission included.
+    Welcome {
+        /// Every statement of the network.
+        statements: Vec<SignedStatement>,
+    },
+    /// The invitation was refused.
+    JoinRefused {
+        /// Why.
+        reason: String,
     },
     /// The fingerprint of the set of documents the sender shares with the receiver.
     Summary {
@@ -46,6 +96,11 @@ pub enum SyncMessage {
         count: u64,
         /// XOR of their item hashes.
         fingerprint: [u8; 16],
+        /// The sender's roster summary, so rosters that drifted apart (a lost
+        /// push) are reconciled on the next round too.
+        roster_count: u64,
+        /// XOR of the roster's short hashes.
+        roster_fingerprint: [u8; 16],
     },
     /// Fingerprints of the 256 buckets of that set.
     Buckets {
@@ -85,6 +140,11 @@ impl SyncMessage {
     pub fn kind(&self) -> &'static str {
         match self {
             SyncMessage::Hello { .. } => "hello",
+            SyncMessage::RosterHave { .. } => "roster-have",
+            SyncMessage::Roster { .. } => "roster",
+            SyncMessage::Join { .. } => "join",
+            SyncMessage::Welcome { .. } => "welcome",
+            SyncMessage::JoinRefused { .. } => "join-refused",
             SyncMessage::Summary { .. } => "summary",
             SyncMessage::Buckets { .. } => "buckets",
             SyncMessage::Items { .. } => "items",
@@ -96,11 +156,36 @@ impl SyncMessage {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new(TAG, VERSION);
         match self {
-            SyncMessage::Hello { certificate } => {
-                w.u8(1).bytes(&certificate.encode());
+            SyncMessage::Hello { certificate, network, roster_count, roster_fingerprint, proof } => {
+                w.u8(1).bytes(&certificate.encode()).fixed(network.as_bytes());
+                w.u64(*roster_count).fixed(roster_fingerprint);
+                write_statements(&mut w, proof);
             }
-            SyncMessage::Summary { count, fingerprint } => {
-                w.u8(2).u64(*count).fixed(fingerprint);
+            SyncMessage::RosterHave { hashes } => {
+                w.u8(6).u32(hashes.len() as u32);
+                for h in hashes {
+                    w.fixed(h);
+                }
+            }
+            SyncMessage::Roster { statements, complete } => {
+                w.u8(7).u8(u8::from(*complete));
+                write_statements(&mut w, statements);
+            }
+            SyncMessage::Join { invitation, certificate, addrs } => {
+                w.u8(8).bytes(&invitation.encode()).bytes(&certificate.encode()).u32(addrs.len() as u32);
+                for a in addrs {
+                    w.str(a);
+                }
+            }
+            SyncMessage::Welcome { statements } => {
+                w.u8(9);
+                write_statements(&mut w, statements);
+            }
+            SyncMessage::JoinRefused { reason } => {
+                w.u8(10).str(&reason.chars().take(500).collect::<String>());
+            }
+            SyncMessage::Summary { count, fingerprint, roster_count, roster_fingerprint } => {
+                w.u8(2).u64(*count).fixed(fingerprint).u64(*roster_count).fixed(roster_fingerprint);
             }
             SyncMessage::Buckets { buckets } => {
                 w.u8(3).u32(buckets.len() as u32);
@@ -155,9 +240,53 @@ impl SyncMessage {
             1 => {
                 let certificate =
                     NodeCertificate::decode(r.bytes("certificate", 512)?).map_err(|e| invalid("certificate", e))?;
-                SyncMessage::Hello { certificate }
+                let network = NetworkId::from_bytes(r.fixed("network")?);
+                let roster_count = r.u64("roster count")?;
+                let roster_fingerprint = r.fixed("roster fingerprint")?;
+                let n = count(&mut r, "proof", MAX_PROOF)?;
+                let proof = read_statements(&mut r, n)?;
+                SyncMessage::Hello { certificate, network, roster_count, roster_fingerprint, proof }
             }
-            2 => SyncMessage::Summary { count: r.u64("count")?, fingerprint: r.fixed("fingerprint")? },
+            6 => {
+                let n = count(&mut r, "statement hashes", MAX_STATEMENTS)?;
+                let mut hashes = Vec::with_capacity(n.min(r.remaining() / 16));
+                for _ in 0..n {
+                    hashes.push(r.fixed("statement hash")?);
+                }
+                SyncMessage::RosterHave { hashes }
+            }
+            7 => {
+                let complete = match r.u8("complete")? {
+                    0 => false,
+                    1 => true,
+                    other => return Err(invalid("complete", format!("{other} is not a boolean"))),
+                };
+                let n = count(&mut r, "statements", MAX_STATEMENTS)?;
+                SyncMessage::Roster { statements: read_statements(&mut r, n)?, complete }
+            }
+            8 => {
+                let invitation =
+                    Invitation::decode(r.bytes("invitation", 4096)?).map_err(|e| invalid("invitation", e))?;
+                let certificate =
+                    NodeCertificate::decode(r.bytes("certificate", 512)?).map_err(|e| invalid("certificate", e))?;
+                let n = count(&mut r, "addresses", crate::network::statement::MAX_ADDRS)?;
+                let mut addrs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    addrs.push(r.str("address", crate::network::statement::MAX_ADDR_BYTES)?.to_owned());
+                }
+                SyncMessage::Join { invitation, certificate, addrs }
+            }
+            9 => {
+                let n = count(&mut r, "statements", MAX_STATEMENTS)?;
+                SyncMessage::Welcome { statements: read_statements(&mut r, n)? }
+            }
+            10 => SyncMessage::JoinRefused { reason: r.str("reason", 2048)?.to_owned() },
+            2 => SyncMessage::Summary {
+                count: r.u64("count")?,
+                fingerprint: r.fixed("fingerprint")?,
+                roster_count: r.u64("roster count")?,
+                roster_fingerprint: r.fixed("roster fingerprint")?,
+            },
             3 => {
                 let n = count(&mut r, "buckets", BUCKETS)?;
                 if n != BUCKETS {
@@ -225,6 +354,22 @@ impl SyncMessage {
     }
 }
 
+fn write_statements(w: &mut Writer, statements: &[SignedStatement]) {
+    w.u32(statements.len() as u32);
+    for s in statements {
+        w.bytes(&s.encode());
+    }
+}
+
+fn read_statements(r: &mut Reader<'_>, n: usize) -> Result<Vec<SignedStatement>, DecodeError> {
+    let mut out = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        let bytes = r.bytes("statement", MAX_STATEMENT_BYTES)?;
+        out.push(SignedStatement::decode(bytes).map_err(|e| invalid("statement", e))?);
+    }
+    Ok(out)
+}
+
 fn invalid(field: &'static str, e: impl std::fmt::Display) -> DecodeError {
     DecodeError::Invalid { field, reason: e.to_string() }
 }
@@ -268,11 +413,25 @@ mod tests {
         NodeCertificate::issue(&SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]).node_id(), 9)
     }
 
+    fn statement() -> SignedStatement {
+        SignedStatement::found(&SecretKey::from_seed([1; 32]), "Réseau", "Secrétariat", "BE", 5)
+    }
+
     #[test]
     fn every_message_round_trips() {
         let messages = vec![
-            SyncMessage::Hello { certificate: cert() },
-            SyncMessage::Summary { count: 10_000, fingerprint: [7; 16] },
+            SyncMessage::Hello {
+                certificate: cert(),
+                network: NetworkId::from_bytes([6; 32]),
+                roster_count: 3,
+                roster_fingerprint: [2; 16],
+                proof: vec![statement()],
+            },
+            SyncMessage::RosterHave { hashes: vec![[1; 16], [2; 16]] },
+            SyncMessage::Roster { statements: vec![statement(), statement()], complete: true },
+            SyncMessage::Welcome { statements: vec![statement()] },
+            SyncMessage::JoinRefused { reason: "invitation already used".into() },
+            SyncMessage::Summary { count: 10_000, fingerprint: [7; 16], roster_count: 4, roster_fingerprint: [1; 16] },
             SyncMessage::Buckets { buckets: vec![BucketPrint { count: 3, xor: [1; 8] }; BUCKETS] },
             SyncMessage::Items {
                 buckets: vec![(4, vec![(DocId::from_bytes([4; 32]), vec![[9; 32], [8; 32]])]), (5, vec![])],
@@ -298,8 +457,11 @@ mod tests {
 
     #[test]
     fn an_idle_summary_is_a_few_dozen_bytes() {
-        let len = SyncMessage::Summary { count: 10_000, fingerprint: [7; 16] }.encode().len();
-        assert!(len < 64, "{len} bytes");
+        let len =
+            SyncMessage::Summary { count: 10_000, fingerprint: [7; 16], roster_count: 4, roster_fingerprint: [1; 16] }
+                .encode()
+                .len();
+        assert!(len < 96, "{len} bytes");
     }
 
     #[test]
@@ -327,7 +489,7 @@ mod tests {
 
         #[test]
         fn summaries_round_trip(count in any::<u64>(), fp in any::<[u8; 16]>()) {
-            let m = SyncMessage::Summary { count, fingerprint: fp };
+            let m = SyncMessage::Summary { count, fingerprint: fp, roster_count: count / 2, roster_fingerprint: fp };
             prop_assert_eq!(SyncMessage::decode(&m.encode()).unwrap(), m);
         }
     }

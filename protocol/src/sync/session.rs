@@ -13,11 +13,12 @@ use std::collections::HashMap;
 use automerge::{Automerge, ChangeHash, ReadDoc};
 
 use super::fingerprint::{BUCKETS, BucketPrint, SetFingerprints};
-use super::message::{Item, SyncMessage};
+use super::message::{Item, MAX_PROOF, ROSTER_FRAME_TARGET_BYTES, SyncMessage};
 use crate::certificate::NodeCertificate;
 use crate::envelope::ChangeEnvelope;
 use crate::header::SignedHeader;
 use crate::ids::{CommuneId, DocId, NodeId};
+use crate::network::{Invitation, Role, Roster, SignedStatement};
 
 /// Protocol faults tolerated from a peer before it is disconnected.
 pub const MAX_FAULTS: u32 = 3;
@@ -25,12 +26,13 @@ pub const MAX_FAULTS: u32 = 3;
 /// separate streams, so one may overtake the hello.
 pub const MAX_EARLY_MESSAGES: usize = 16;
 
-/// What a session needs to know of the local documents shared with the peer.
+/// What a session needs to know of the local documents it may share with
+/// a peer of commune `peer` (scopes decide which: see the node's policy).
 pub trait LocalSet {
-    /// Fingerprints of the shared set.
-    fn fingerprints(&self) -> &SetFingerprints;
-    /// The shared documents of one bucket, with their heads.
-    fn items(&self, bucket: u8) -> Vec<Item>;
+    /// Fingerprints of the set shared with `peer`.
+    fn fingerprints(&self, peer: &CommuneId) -> SetFingerprints;
+    /// The documents of one bucket shared with `peer`, with their heads.
+    fn items(&self, peer: &CommuneId, bucket: u8) -> Vec<Item>;
 }
 
 /// What the caller must do.
@@ -44,6 +46,19 @@ pub enum Effect {
     PushDocs(Vec<DocId>),
     /// Push, for each document, the changes the peer's heads do not cover.
     PushMissing(Vec<(DocId, Vec<[u8; 32]>)>),
+    /// Verify and add these membership statements to the roster (they
+    /// arrive before any document the peer sends after them).
+    IngestRoster(Vec<SignedStatement>),
+    /// A node outside the network redeems an invitation: check it, admit
+    /// the node's commune, answer `Welcome` or `JoinRefused`.
+    Redeem {
+        /// The invitation.
+        invitation: Invitation,
+        /// The joining node's certificate.
+        certificate: NodeCertificate,
+        /// Where it listens.
+        addrs: Vec<String>,
+    },
     /// Verify and store what the peer sent.
     Ingest {
         /// Certificates.
@@ -66,7 +81,10 @@ pub enum Effect {
 pub enum Phase {
     /// Waiting for the peer's certificate.
     AwaitingHello,
-    /// The peer is identified.
+    /// The peer is an admitted member; rosters are being reconciled first,
+    /// so that revocations and removals are known before any document.
+    Roster,
+    /// The peer is identified, admitted, and rosters agree.
     Ready,
 }
 
@@ -76,6 +94,7 @@ pub struct Session {
     remote: NodeId,
     phase: Phase,
     commune: Option<CommuneId>,
+    role: Option<Role>,
     faults: u32,
     early: Vec<SyncMessage>,
     /// Reconciliation rounds started.
@@ -91,6 +110,7 @@ impl Session {
             remote,
             phase: Phase::AwaitingHello,
             commune: None,
+            role: None,
             faults: 0,
             early: Vec::new(),
             rounds: 0,
@@ -98,9 +118,39 @@ impl Session {
         }
     }
 
-    /// The first message to send on a new connection.
-    pub fn hello(certificate: &NodeCertificate) -> SyncMessage {
-        SyncMessage::Hello { certificate: certificate.clone() }
+    /// The first message to send on a new connection: this node's
+    /// certificate, its network and roster summary, and the proof of its
+    /// commune's membership.
+    pub fn hello(certificate: &NodeCertificate, roster: &Roster) -> SyncMessage {
+        let fp = roster.fingerprint();
+        let mut proof = roster.proof_for(&certificate.commune);
+        proof.truncate(MAX_PROOF);
+        SyncMessage::Hello {
+            certificate: certificate.clone(),
+            network: roster.network(),
+            roster_count: fp.count,
+            roster_fingerprint: fp.xor,
+            proof,
+        }
+    }
+
+    /// The roster statements a peer lacks, in messages of bounded size; the
+    /// last one says the answer is complete.
+    pub fn roster_answer(roster: &Roster, theirs: &[[u8; 16]]) -> Vec<SyncMessage> {
+        let mut out = Vec::new();
+        let mut part = Vec::new();
+        let mut size = 0;
+        for s in roster.missing_from(theirs) {
+            let len = s.encode().len() + 4;
+            if size + len > ROSTER_FRAME_TARGET_BYTES && !part.is_empty() {
+                out.push(SyncMessage::Roster { statements: std::mem::take(&mut part), complete: false });
+                size = 0;
+            }
+            size += len;
+            part.push(s);
+        }
+        out.push(SyncMessage::Roster { statements: part, complete: true });
+        out
     }
 
     /// Where the session stands.
@@ -113,15 +163,33 @@ impl Session {
         self.commune
     }
 
+    /// The peer's role in the network, once it was admitted.
+    pub fn role(&self) -> Option<Role> {
+        self.role
+    }
+
     /// Starts a reconciliation round: on connection (after hello) and on
     /// each anti-entropy tick.
-    pub fn start_round(&mut self, local: &impl LocalSet) -> Vec<Effect> {
-        if self.phase != Phase::Ready {
-            return Vec::new();
+    /// A round still reconciling rosters asks for the peer's statements
+    /// again (the last request or answer may have been lost).
+    pub fn start_round(&mut self, local: &impl LocalSet, roster: &Roster) -> Vec<Effect> {
+        match (self.phase, self.commune) {
+            (Phase::Roster, _) => {
+                vec![Effect::Send(SyncMessage::RosterHave { hashes: roster.short_hashes() })]
+            }
+            (Phase::Ready, Some(peer)) => {
+                self.rounds += 1;
+                let total = local.fingerprints(&peer).total();
+                let r = roster.fingerprint();
+                vec![Effect::Send(SyncMessage::Summary {
+                    count: total.count,
+                    fingerprint: total.xor,
+                    roster_count: r.count,
+                    roster_fingerprint: r.xor,
+                })]
+            }
+            _ => Vec::new(),
         }
-        self.rounds += 1;
-        let total = local.fingerprints().total();
-        vec![Effect::Send(SyncMessage::Summary { count: total.count, fingerprint: total.xor })]
     }
 
     /// Counts a fault found by the caller (e.g. changes that failed
@@ -142,32 +210,94 @@ impl Session {
         }
     }
 
-    /// Handles a message from the peer.
-    pub fn on_message(&mut self, msg: SyncMessage, local: &impl LocalSet) -> Vec<Effect> {
+    /// Refuses the peer outright: it is not (or no longer) admitted.
+    fn refuse(&mut self, reason: String) -> Vec<Effect> {
+        self.faults = MAX_FAULTS;
+        vec![Effect::Fault(reason.clone()), Effect::Disconnect(reason)]
+    }
+
+    fn become_ready(&mut self, local: &impl LocalSet, roster: &Roster) -> Vec<Effect> {
+        self.phase = Phase::Ready;
+        let mut out = self.start_round(local, roster);
+        for early in std::mem::take(&mut self.early) {
+            out.extend(self.on_message(early, local, roster));
+        }
+        out
+    }
+
+    fn on_hello(
+        &mut self,
+        certificate: NodeCertificate,
+        network: crate::ids::NetworkId,
+        roster_fp: (u64, [u8; 16]),
+        proof: Vec<SignedStatement>,
+        local: &impl LocalSet,
+        roster: &Roster,
+    ) -> Vec<Effect> {
+        if certificate.node != self.remote {
+            return self.fault(format!(
+                "hello certifies node {} but the connection is from {}",
+                certificate.node.short(),
+                self.remote.short()
+            ));
+        }
+        if certificate.verify().is_err() {
+            return self.fault("hello carries a certificate that does not verify".into());
+        }
+        if network != roster.network() {
+            return self.refuse(format!(
+                "peer belongs to network {}, this node to network {}",
+                network.short(),
+                roster.network().short()
+            ));
+        }
+        // The proof may teach us of a member admitted since we last heard:
+        // check admission against the roster with the proof added.
+        let mut with_proof = roster.clone();
+        let (new, _) = with_proof.insert_all(proof);
+        let role = match with_proof.node_admitted(&certificate.node, &certificate.commune) {
+            Ok(role) => role,
+            Err(reason) => return self.refuse(format!("not admitted: {reason}")),
+        };
+        if self.commune.is_some_and(|c| c != certificate.commune) {
+            return self.fault("a second hello names another commune".into());
+        }
+        let first = self.phase == Phase::AwaitingHello;
+        self.commune = Some(certificate.commune);
+        self.role = Some(role);
+        let mut out = Vec::new();
+        if !new.is_empty() {
+            out.push(Effect::IngestRoster(new));
+        }
+        out.push(Effect::Ingest { certificates: vec![certificate], headers: vec![], changes: vec![] });
+        if first {
+            let mine = with_proof.fingerprint();
+            if (mine.count, mine.xor) == roster_fp {
+                out.extend(self.become_ready(local, &with_proof));
+            } else {
+                self.phase = Phase::Roster;
+                out.push(Effect::Send(SyncMessage::RosterHave { hashes: with_proof.short_hashes() }));
+            }
+        }
+        out
+    }
+
+    /// Handles a message from the peer; `roster` is this node's roster and
+    /// `local` its documents as they may be shared with the peer.
+    pub fn on_message(&mut self, msg: SyncMessage, local: &impl LocalSet, roster: &Roster) -> Vec<Effect> {
         match (self.phase, msg) {
-            (_, SyncMessage::Hello { certificate }) => {
-                if certificate.node != self.remote {
-                    return self.fault(format!(
-                        "hello certifies node {} but the connection is from {}",
-                        certificate.node.short(),
-                        self.remote.short()
-                    ));
+            (_, SyncMessage::Hello { certificate, network, roster_count, roster_fingerprint, proof }) => {
+                self.on_hello(certificate, network, (roster_count, roster_fingerprint), proof, local, roster)
+            }
+            (Phase::AwaitingHello, SyncMessage::Join { invitation, certificate, addrs }) => {
+                if certificate.node != self.remote || certificate.verify().is_err() {
+                    return self.refuse("join: the certificate is not the connected node's".into());
                 }
-                if certificate.verify().is_err() {
-                    return self.fault("hello carries a certificate that does not verify".into());
-                }
-                let first = self.phase == Phase::AwaitingHello;
-                self.phase = Phase::Ready;
-                self.commune = Some(certificate.commune);
-                let mut out =
-                    vec![Effect::Ingest { certificates: vec![certificate], headers: vec![], changes: vec![] }];
-                if first {
-                    out.extend(self.start_round(local));
-                    for early in std::mem::take(&mut self.early) {
-                        out.extend(self.on_message(early, local));
-                    }
-                }
-                out
+                vec![Effect::Redeem { invitation, certificate, addrs }]
+            }
+            (_, SyncMessage::Join { .. }) => self.fault("join from a node that already said hello".into()),
+            (_, SyncMessage::Welcome { .. } | SyncMessage::JoinRefused { .. }) => {
+                self.fault("answer to a join this node did not send".into())
             }
             (Phase::AwaitingHello, other) => {
                 if self.early.len() < MAX_EARLY_MESSAGES {
@@ -177,20 +307,58 @@ impl Session {
                     self.fault(format!("{} messages before hello", MAX_EARLY_MESSAGES + 1))
                 }
             }
-            (Phase::Ready, SyncMessage::Summary { count, fingerprint }) => {
-                let mine = local.fingerprints().total();
-                if mine.count == count && mine.xor == fingerprint {
-                    self.in_sync_rounds += 1;
-                    vec![Effect::InSync]
-                } else {
-                    vec![Effect::Send(SyncMessage::Buckets { buckets: local.fingerprints().bucket_prints() })]
-                }
+            (_, SyncMessage::RosterHave { hashes }) => {
+                Session::roster_answer(roster, &hashes).into_iter().map(Effect::Send).collect()
             }
-            (Phase::Ready, SyncMessage::Buckets { buckets }) => {
+            (Phase::Roster, SyncMessage::Roster { statements, complete }) => {
+                let mut updated = roster.clone();
+                updated.insert_all(statements.clone());
+                let mut out = vec![Effect::IngestRoster(statements)];
+                if complete {
+                    out.extend(self.become_ready(local, &updated));
+                }
+                out
+            }
+            (Phase::Ready, SyncMessage::Roster { statements, .. }) => vec![Effect::IngestRoster(statements)],
+            (Phase::Roster, other) => {
+                // The peer is ready before us: keep its first messages, drop
+                // the rest (the next anti-entropy round repairs what is lost).
+                if self.early.len() < MAX_EARLY_MESSAGES {
+                    self.early.push(other);
+                }
+                Vec::new()
+            }
+            (Phase::Ready, msg) => self.on_sync(msg, local, roster),
+        }
+    }
+
+    fn on_sync(&mut self, msg: SyncMessage, local: &impl LocalSet, roster: &Roster) -> Vec<Effect> {
+        let Some(peer) = self.commune else { return Vec::new() };
+        match msg {
+            SyncMessage::Summary { count, fingerprint, roster_count, roster_fingerprint } => {
+                let mut out = Vec::new();
+                let r = roster.fingerprint();
+                let rosters_agree = (r.count, r.xor) == (roster_count, roster_fingerprint);
+                if !rosters_agree {
+                    out.push(Effect::Send(SyncMessage::RosterHave { hashes: roster.short_hashes() }));
+                }
+                let mine = local.fingerprints(&peer).total();
+                if mine.count == count && mine.xor == fingerprint {
+                    if rosters_agree {
+                        self.in_sync_rounds += 1;
+                        out.push(Effect::InSync);
+                    }
+                } else {
+                    out.push(Effect::Send(SyncMessage::Buckets { buckets: local.fingerprints(&peer).bucket_prints() }));
+                }
+                out
+            }
+            SyncMessage::Buckets { buckets } => {
                 if buckets.len() != BUCKETS {
                     return self.fault(format!("{} buckets instead of {BUCKETS}", buckets.len()));
                 }
-                let mine = local.fingerprints().buckets();
+                let fps = local.fingerprints(&peer);
+                let mine = fps.buckets();
                 let mut push_all = Vec::new();
                 let mut list = Vec::new();
                 for (i, (m, t)) in mine.iter().zip(&buckets).enumerate() {
@@ -202,7 +370,7 @@ impl Session {
                     if t.count == 0 {
                         push_all.push(bucket);
                     } else {
-                        list.push((bucket, local.items(bucket)));
+                        list.push((bucket, local.items(&peer, bucket)));
                     }
                 }
                 let mut out = Vec::new();
@@ -214,12 +382,12 @@ impl Session {
                 }
                 out
             }
-            (Phase::Ready, SyncMessage::Items { buckets }) => {
+            SyncMessage::Items { buckets } => {
                 let mut push_docs = Vec::new();
                 let mut push_missing = Vec::new();
                 for (bucket, theirs) in buckets {
                     let theirs: HashMap<DocId, Vec<[u8; 32]>> = theirs.into_iter().collect();
-                    for (doc, heads) in local.items(bucket) {
+                    for (doc, heads) in local.items(&peer, bucket) {
                         match theirs.get(&doc) {
                             None => push_docs.push(doc),
                             Some(their_heads) if !same_heads(their_heads, &heads) => {
@@ -238,9 +406,16 @@ impl Session {
                 }
                 out
             }
-            (Phase::Ready, SyncMessage::Docs { certificates, headers, changes }) => {
+            SyncMessage::Docs { certificates, headers, changes } => {
                 vec![Effect::Ingest { certificates, headers, changes }]
             }
+            // Handled before a session is ready.
+            SyncMessage::Hello { .. }
+            | SyncMessage::RosterHave { .. }
+            | SyncMessage::Roster { .. }
+            | SyncMessage::Join { .. }
+            | SyncMessage::Welcome { .. }
+            | SyncMessage::JoinRefused { .. } => Vec::new(),
         }
     }
 }
@@ -267,6 +442,7 @@ pub fn missing_changes(doc: &Automerge, their_heads: &[[u8; 32]]) -> Vec<ChangeH
 mod tests {
     use super::*;
     use crate::keys::SecretKey;
+    use crate::network::Statement;
     use crate::sync::fingerprint::item_hash;
 
     struct Set {
@@ -285,11 +461,44 @@ mod tests {
     }
 
     impl LocalSet for Set {
-        fn fingerprints(&self) -> &SetFingerprints {
-            &self.fps
+        fn fingerprints(&self, _peer: &CommuneId) -> SetFingerprints {
+            self.fps.clone()
         }
-        fn items(&self, bucket: u8) -> Vec<Item> {
+        fn items(&self, _peer: &CommuneId, bucket: u8) -> Vec<Item> {
             self.docs.iter().filter(|(d, _)| d.as_bytes()[0] == bucket).cloned().collect()
+        }
+    }
+
+    const ANY: CommuneId = CommuneId::from_bytes([0; 32]);
+
+    /// A network whose founder admitted the communes of seeds 101 and 102.
+    fn roster() -> Roster {
+        let founder = SecretKey::from_seed([200; 32]);
+        let mut roster = Roster::founded(SignedStatement::found(&founder, "Réseau", "Secrétariat", "BE", 1)).unwrap();
+        for seed in [101u8, 102] {
+            let member = SecretKey::from_seed([seed; 32]);
+            let body = Statement::Admit {
+                member: member.commune_id(),
+                name: format!("c{seed}"),
+                country: "BE".into(),
+                role: Role::Commune,
+                invitation: [0; 16],
+                node: member.node_id(),
+                addrs: vec![],
+            };
+            roster.insert(SignedStatement::sign(&founder, roster.network(), 2, body)).unwrap();
+        }
+        roster
+    }
+
+    fn summary(set: &Set, r: &Roster) -> SyncMessage {
+        let total = set.fingerprints(&ANY).total();
+        let fp = r.fingerprint();
+        SyncMessage::Summary {
+            count: total.count,
+            fingerprint: total.xor,
+            roster_count: fp.count,
+            roster_fingerprint: fp.xor,
         }
     }
 
@@ -301,21 +510,22 @@ mod tests {
 
     #[test]
     fn messages_that_overtake_the_hello_are_kept() {
+        let r = roster();
         let set = Set::new(vec![(DocId::from_bytes([1; 32]), vec![[1; 32]])]);
         let (mut s, cert) = ready(1);
-        let total = set.fingerprints().total();
-        assert!(s.on_message(SyncMessage::Summary { count: total.count, fingerprint: total.xor }, &set).is_empty());
-        let out = s.on_message(Session::hello(&cert), &set);
+        assert!(s.on_message(summary(&set, &r), &set, &r).is_empty());
+        let out = s.on_message(Session::hello(&cert, &r), &set, &r);
         assert_eq!(out.last(), Some(&Effect::InSync), "{out:?}");
     }
 
     #[test]
     fn equal_sets_are_in_sync_after_one_summary() {
+        let r = roster();
         let set = Set::new(vec![(DocId::from_bytes([1; 32]), vec![[1; 32]])]);
         let (mut s, cert) = ready(1);
-        let out = s.on_message(Session::hello(&cert), &set);
+        let out = s.on_message(Session::hello(&cert, &r), &set, &r);
         let Some(Effect::Send(summary)) = out.last().cloned() else { panic!("{out:?}") };
-        assert_eq!(s.on_message(summary, &set), vec![Effect::InSync]);
+        assert_eq!(s.on_message(summary, &set, &r), vec![Effect::InSync]);
     }
 
     #[test]
@@ -323,35 +533,76 @@ mod tests {
         let shared = (DocId::from_bytes([1; 32]), vec![[1; 32]]);
         let moved = (DocId::from_bytes([2; 32]), vec![[2; 32]]);
         let only_mine = (DocId::from_bytes([3; 32]), vec![[3; 32]]);
+        let r = roster();
         let mine = Set::new(vec![shared.clone(), moved.clone(), only_mine.clone()]);
         let theirs = Set::new(vec![shared, (moved.0, vec![[9; 32]])]);
         let (mut s, cert) = ready(1);
-        s.on_message(Session::hello(&cert), &mine);
-        let total = theirs.fingerprints().total();
-        let out = s.on_message(SyncMessage::Summary { count: total.count, fingerprint: total.xor }, &mine);
+        s.on_message(Session::hello(&cert, &r), &mine, &r);
+        let out = s.on_message(summary(&theirs, &r), &mine, &r);
         assert!(matches!(&out[..], [Effect::Send(SyncMessage::Buckets { .. })]));
-        let out = s.on_message(SyncMessage::Buckets { buckets: theirs.fingerprints().bucket_prints() }, &mine);
+        let out = s.on_message(SyncMessage::Buckets { buckets: theirs.fingerprints(&ANY).bucket_prints() }, &mine, &r);
         // Bucket 3: the peer has nothing there, push it all; bucket 2 differs: list it.
         assert_eq!(out[0], Effect::PushBuckets(vec![3]));
         assert_eq!(out[1], Effect::Send(SyncMessage::Items { buckets: vec![(2, vec![moved.clone()])] }));
-        let out = s.on_message(SyncMessage::Items { buckets: vec![(2, theirs.items(2))] }, &mine);
+        let out = s.on_message(SyncMessage::Items { buckets: vec![(2, theirs.items(&ANY, 2))] }, &mine, &r);
         assert_eq!(out, vec![Effect::PushMissing(vec![(moved.0, vec![[9; 32]])])]);
     }
 
     #[test]
     fn a_peer_that_misbehaves_is_dropped() {
+        let r = roster();
         let set = Set::new(vec![]);
         let (mut s, _) = ready(1);
         let (_, other_cert) = ready(2);
         for _ in 0..MAX_EARLY_MESSAGES {
-            assert!(s.on_message(SyncMessage::Summary { count: 0, fingerprint: [0; 16] }, &set).is_empty());
+            assert!(s.on_message(summary(&set, &r), &set, &r).is_empty());
         }
-        assert!(matches!(
-            s.on_message(SyncMessage::Summary { count: 0, fingerprint: [0; 16] }, &set)[..],
-            [Effect::Fault(_)]
-        ));
-        assert!(matches!(s.on_message(Session::hello(&other_cert), &set)[..], [Effect::Fault(_)]));
-        let out = s.on_message(SyncMessage::Buckets { buckets: vec![] }, &set);
+        assert!(matches!(s.on_message(summary(&set, &r), &set, &r)[..], [Effect::Fault(_)]));
+        assert!(matches!(s.on_message(Session::hello(&other_cert, &r), &set, &r)[..], [Effect::Fault(_)]));
+        let out = s.on_message(SyncMessage::Buckets { buckets: vec![] }, &set, &r);
         assert!(matches!(out.last(), Some(Effect::Disconnect(_))), "{out:?}");
+    }
+
+    #[test]
+    fn non_members_and_other_networks_are_refused_at_hello() {
+        let r = roster();
+        let set = Set::new(vec![]);
+        // Seed 3: its commune (103) was never admitted.
+        let (mut s, cert) = ready(3);
+        let out = s.on_message(Session::hello(&cert, &r), &set, &r);
+        assert!(matches!(&out[..], [Effect::Fault(_), Effect::Disconnect(reason)] if reason.contains("not admitted")));
+        let other =
+            Roster::founded(SignedStatement::found(&SecretKey::from_seed([9; 32]), "Autre", "X", "BE", 1)).unwrap();
+        let (mut s, cert) = ready(1);
+        let out = s.on_message(Session::hello(&cert, &other), &set, &r);
+        assert!(matches!(out.last(), Some(Effect::Disconnect(reason)) if reason.contains("network")), "{out:?}");
+    }
+
+    #[test]
+    fn rosters_are_reconciled_before_any_document() {
+        let r = roster();
+        let set = Set::new(vec![(DocId::from_bytes([1; 32]), vec![[1; 32]])]);
+        // The peer knows one more statement (a revocation) than we do.
+        let mut theirs = r.clone();
+        let revoke = SignedStatement::sign(
+            &SecretKey::from_seed([102; 32]),
+            r.network(),
+            5,
+            Statement::Revoke { node: SecretKey::from_seed([7; 32]).node_id(), kept: vec![] },
+        );
+        theirs.insert(revoke.clone()).unwrap();
+        let (mut s, cert) = ready(1);
+        let out = s.on_message(Session::hello(&cert, &theirs), &set, &r);
+        assert!(matches!(out.last(), Some(Effect::Send(SyncMessage::RosterHave { .. }))), "{out:?}");
+        assert_eq!(s.phase(), Phase::Roster);
+        // A document message before the roster is complete waits.
+        assert!(s.on_message(summary(&set, &theirs), &set, &r).is_empty());
+        let Some(Effect::Send(SyncMessage::RosterHave { hashes })) = out.last().cloned() else { unreachable!() };
+        let answer = Session::roster_answer(&theirs, &hashes);
+        assert_eq!(answer, vec![SyncMessage::Roster { statements: vec![revoke.clone()], complete: true }]);
+        let out = s.on_message(answer[0].clone(), &set, &r);
+        assert_eq!(out[0], Effect::IngestRoster(vec![revoke]));
+        assert_eq!(s.phase(), Phase::Ready);
+        assert_eq!(out.last(), Some(&Effect::InSync), "the kept summary is answered once ready: {out:?}");
     }
 }
