@@ -68,6 +68,20 @@ enum Command {
     Peer(cmd::peers::PeerCommand),
     /// List peers: connected or not, last sync, bytes, last error.
     Peers,
+    /// The network: found one, show it, remove a member, revoke a key.
+    #[command(subcommand)]
+    Network(cmd::network::NetworkCommand),
+    /// Issue a single-use invitation for a new member (coordinators).
+    Invite(cmd::network::InviteArgs),
+    /// Join a network with an invitation token.
+    Join(cmd::network::JoinArgs),
+    /// List the network's members and their roles.
+    Members,
+    /// Propose, accept or end a partnership with a commune of another country.
+    #[command(subcommand)]
+    Partner(cmd::network::PartnerCommand),
+    /// List partnerships: active, or waiting for the other side.
+    Partners,
     /// Measure performance (prints JSON lines; see shared BENCH.md).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -116,6 +130,12 @@ fn main() -> ExitCode {
         Command::Verify => cmd::verify::run(&home, &out),
         Command::Peer(c) => cmd::peers::run(&home, c, &out),
         Command::Peers => cmd::peers::list(&home, &out),
+        Command::Network(c) => cmd::network::run(&home, c, &out),
+        Command::Invite(args) => cmd::network::invite(&home, args, &out),
+        Command::Join(args) => cmd::network::join(&home, args, &out),
+        Command::Members => cmd::network::members(&home, &out),
+        Command::Partner(c) => cmd::network::partner(&home, c, &out),
+        Command::Partners => cmd::network::partners(&home, &out),
         Command::Bench(c) => cmd::bench::run(c, &out),
     };
     match result {

@@ -11,7 +11,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::types::{
-    AddPeer, ApiErrorBody, CreateDoc, DocSummary, DocView, HistoryEntry, NodeStatus, PeerView, UpdateDoc, VerifyReport,
+    AddPeer, ApiErrorBody, CreateDoc, CreateNetwork, DocSummary, DocView, HistoryEntry, InviteRequest, InviteView,
+    JoinRequest, NetworkView, NodeStatus, PartnerRequest, PeerView, RemoveRequest, RevokeRequest, UpdateDoc,
+    VerifyReport,
 };
 use crate::home::Home;
 
@@ -210,6 +212,63 @@ impl ApiClient {
             error: format!("the node answered HTTP {status}"),
         });
         Err(ClientError::Api { status, code: body.code, message: body.error })
+    }
+
+    /// `GET /v1/network`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn network(&self) -> Result<NetworkView, ClientError> {
+        self.get("/v1/network")
+    }
+
+    /// `POST /v1/network`: found a network.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn create_network(&self, name: &str) -> Result<NetworkView, ClientError> {
+        self.send("POST", "/v1/network", &CreateNetwork { name: name.to_owned() })
+    }
+
+    /// `POST /v1/network/invitations`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn invite(&self, req: &InviteRequest) -> Result<InviteView, ClientError> {
+        self.send("POST", "/v1/network/invitations", req)
+    }
+
+    /// `POST /v1/network/join`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn join(&self, token: &str) -> Result<NetworkView, ClientError> {
+        self.send("POST", "/v1/network/join", &JoinRequest { token: token.to_owned() })
+    }
+
+    /// `POST /v1/network/partners`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn partner(&self, commune: &str, action: &str) -> Result<NetworkView, ClientError> {
+        let req = PartnerRequest { commune: commune.to_owned(), action: action.to_owned() };
+        self.send("POST", "/v1/network/partners", &req)
+    }
+
+    /// `POST /v1/network/revocations`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn revoke(&self, node: &NodeId) -> Result<NetworkView, ClientError> {
+        self.send("POST", "/v1/network/revocations", &RevokeRequest { node: *node })
+    }
+
+    /// `POST /v1/network/removals`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn remove_member(&self, commune: &str) -> Result<NetworkView, ClientError> {
+        self.send("POST", "/v1/network/removals", &RemoveRequest { commune: commune.to_owned() })
     }
 
     /// `POST /v1/verify`.

@@ -22,15 +22,20 @@ use passerelle_protocol::ids::{DocId, NodeId};
 use passerelle_protocol::schema::FieldError;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::types::{CreateDoc, DocSummary, DocView, HistoryEntry, UpdateDoc, VerifyReport};
+use crate::api::types::{
+    CreateDoc, DocSummary, DocView, HistoryEntry, InviteRequest, InviteView, NetworkView, UpdateDoc, VerifyReport,
+};
 use crate::identity::Identity;
 use crate::net::NetOut;
 use crate::store::{Store, StoreError};
+use passerelle_protocol::network::Invitation;
 
 mod cache;
 pub(crate) mod docs;
 mod ingest;
+mod membership;
 mod peers;
+mod shared;
 mod sync;
 mod verify;
 mod worker;
@@ -70,6 +75,17 @@ pub enum EngineError {
     /// The engine has stopped.
     #[error("the node is shutting down")]
     Stopped,
+    /// The operation needs a network and this node is in none.
+    #[error(
+        "this node is not in a network yet: found one with `passerelle network create` or join one with `passerelle join <token>`"
+    )]
+    NoNetwork,
+    /// The operation is not allowed to this commune (its role, or the target).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The operation conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
@@ -107,7 +123,20 @@ pub(crate) enum Command {
     Peers(Reply<Vec<PeerView>>),
     AddPeer(NodeId, Vec<String>, Reply<PeerView>),
     RemovePeer(NodeId, Reply<bool>),
+    Network(NetworkCommand),
     Shutdown(oneshot::Sender<()>),
+}
+
+/// Membership commands.
+#[derive(Debug)]
+pub(crate) enum NetworkCommand {
+    Create(String, Reply<NetworkView>),
+    Show(Reply<NetworkView>),
+    Invite(InviteRequest, Vec<String>, Reply<InviteView>),
+    Join(Invitation, Vec<String>, Reply<NetworkView>),
+    Partner(String, String, Reply<NetworkView>),
+    Revoke(NodeId, Reply<NetworkView>),
+    Remove(String, Reply<NetworkView>),
 }
 
 /// The engine could not take an event now (inbox full, or stopped).
@@ -294,6 +323,63 @@ impl EngineHandle {
     /// [`EngineError::Stopped`].
     pub async fn remove_peer(&self, node: NodeId) -> Result<bool, EngineError> {
         self.ask(|r| Command::RemovePeer(node, r)).await
+    }
+
+    /// Founds a network with this commune as its coordinator.
+    ///
+    /// # Errors
+    /// [`EngineError::Conflict`] when the node is already in a network.
+    pub async fn create_network(&self, name: String) -> Result<NetworkView, EngineError> {
+        self.ask(|r| Command::Network(NetworkCommand::Create(name, r))).await
+    }
+
+    /// The network: members, partnerships, revocations.
+    ///
+    /// # Errors
+    /// [`EngineError::NoNetwork`].
+    pub async fn network(&self) -> Result<NetworkView, EngineError> {
+        self.ask(|r| Command::Network(NetworkCommand::Show(r))).await
+    }
+
+    /// Issues an invitation redeemable at this node (listening at `addrs`).
+    ///
+    /// # Errors
+    /// [`EngineError::Forbidden`] unless this commune is a coordinator; bad input.
+    pub async fn invite(&self, req: InviteRequest, addrs: Vec<String>) -> Result<InviteView, EngineError> {
+        self.ask(|r| Command::Network(NetworkCommand::Invite(req, addrs, r))).await
+    }
+
+    /// Redeems an invitation: resolves once the issuing node answered and
+    /// the roster is durable here. The caller dials the issuing node.
+    ///
+    /// # Errors
+    /// [`EngineError::Conflict`] when already in a network; the refusal's reason.
+    pub async fn join(&self, invitation: Invitation, addrs: Vec<String>) -> Result<NetworkView, EngineError> {
+        self.ask(|r| Command::Network(NetworkCommand::Join(invitation, addrs, r))).await
+    }
+
+    /// Proposes, accepts or ends a partnership with a member.
+    ///
+    /// # Errors
+    /// Unknown member, same country, nothing to accept.
+    pub async fn partner(&self, commune: String, action: String) -> Result<NetworkView, EngineError> {
+        self.ask(|r| Command::Network(NetworkCommand::Partner(commune, action, r))).await
+    }
+
+    /// Revokes a node key (of this commune, or any as a coordinator).
+    ///
+    /// # Errors
+    /// [`EngineError::Forbidden`].
+    pub async fn revoke(&self, node: NodeId) -> Result<NetworkView, EngineError> {
+        self.ask(|r| Command::Network(NetworkCommand::Revoke(node, r))).await
+    }
+
+    /// Removes a member (coordinators only).
+    ///
+    /// # Errors
+    /// [`EngineError::Forbidden`].
+    pub async fn remove_member(&self, commune: String) -> Result<NetworkView, EngineError> {
+        self.ask(|r| Command::Network(NetworkCommand::Remove(commune, r))).await
     }
 
     /// Flushes and stops the engine thread; resolves when it has stopped.

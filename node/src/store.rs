@@ -15,7 +15,8 @@ use passerelle_protocol::canonical::{DecodeError, Reader, Writer};
 use passerelle_protocol::certificate::NodeCertificate;
 use passerelle_protocol::envelope::ChangeEnvelope;
 use passerelle_protocol::header::SignedHeader;
-use passerelle_protocol::ids::{DocId, NodeId};
+use passerelle_protocol::ids::{CommuneId, DocId, NodeId};
+use passerelle_protocol::network::SignedStatement;
 use serde::{Deserialize, Serialize};
 
 mod sled_store;
@@ -160,6 +161,32 @@ pub enum WriteOp {
     Peer(PeerRecord),
     /// Forgets a peer.
     RemovePeer(NodeId),
+    /// Stores a verified membership statement.
+    Statement(SignedStatement),
+    /// Records an invitation this node issued (or its redemption).
+    Invitation(InvitationRecord),
+}
+
+/// An invitation this node issued, and whether it was redeemed: what makes
+/// invitations single-use. Persisted before the admission is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvitationRecord {
+    /// The invitation id (hex).
+    pub id: String,
+    /// The invited commune's name.
+    pub name: String,
+    /// Its country.
+    pub country: String,
+    /// The role offered.
+    pub role: String,
+    /// Expiry (ms).
+    pub expires_ms: u64,
+    /// When it was issued (ms).
+    pub issued_ms: u64,
+    /// The commune that redeemed it, if any.
+    pub used_by: Option<CommuneId>,
+    /// When (ms).
+    pub used_ms: Option<u64>,
 }
 
 /// What this node remembers of a peer: how to reach it and how syncing
@@ -266,6 +293,21 @@ pub trait Store: Send + 'static {
     /// # Errors
     /// [`StoreError`].
     fn peers(&self) -> Result<Vec<PeerRecord>, StoreError>;
+    /// Every stored membership statement.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn statements(&self) -> Result<Vec<SignedStatement>, StoreError>;
+    /// An invitation this node issued.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn invitation(&self, id: &[u8; 16]) -> Result<Option<InvitationRecord>, StoreError>;
+    /// Every invitation this node issued.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn invitations(&self) -> Result<Vec<InvitationRecord>, StoreError>;
     /// Applies operations atomically (all or none), not yet durable.
     ///
     /// # Errors

@@ -55,6 +55,13 @@ pub enum ValidationFailure {
     /// The change's actor is not its signer: a signer may only wrap its own changes.
     #[error("the change's actor is not its signing node {0}")]
     ActorMismatch(String),
+    /// The author's commune is not (or no longer) a member of the network.
+    #[error("commune {0} is not a member of the network")]
+    NotAMember(String),
+    /// The author's node key was revoked and the change is not among those
+    /// the revocation keeps.
+    #[error("node key {0} is revoked and this change is not among those it signed before")]
+    Revoked(String),
     /// The change claims a time too far in the future.
     #[error("change time {time_ms} is more than {skew_s} s ahead of now ({now_ms})", skew_s = MAX_CLOCK_SKEW_MS / 1000)]
     FromTheFuture {
@@ -77,6 +84,8 @@ impl ValidationFailure {
             ValidationFailure::BadChange(_) => "bad_change",
             ValidationFailure::ActorMismatch(_) => "actor_mismatch",
             ValidationFailure::FromTheFuture { .. } => "from_the_future",
+            ValidationFailure::NotAMember(_) => "not_a_member",
+            ValidationFailure::Revoked(_) => "revoked",
         }
     }
 }
@@ -180,6 +189,26 @@ impl ChangeEnvelope {
             return Err(ValidationFailure::FromTheFuture { time_ms: change.timestamp(), now_ms });
         }
         Ok(VerifiedChange { envelope: self, change, commune })
+    }
+
+    /// The network's say on a verified change: its author's commune must be
+    /// a member, and a revoked key only passes with changes its revocation
+    /// keeps.
+    ///
+    /// # Errors
+    /// [`ValidationFailure::NotAMember`], [`ValidationFailure::Revoked`].
+    pub fn check_membership(
+        verified: &VerifiedChange,
+        roster: &crate::network::Roster,
+    ) -> Result<(), ValidationFailure> {
+        if !roster.is_member(&verified.commune) {
+            return Err(ValidationFailure::NotAMember(verified.commune.short()));
+        }
+        let author = &verified.envelope.author;
+        if !roster.change_allowed(author, &verified.commune, &verified.change.hash().0) {
+            return Err(ValidationFailure::Revoked(author.short()));
+        }
+        Ok(())
     }
 
     /// Every check, signature included.

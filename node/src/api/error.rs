@@ -42,6 +42,9 @@ impl From<EngineError> for ApiError {
             EngineError::Damaged { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "damaged"),
             EngineError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
             EngineError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+            EngineError::NoNetwork => (StatusCode::CONFLICT, "no_network"),
+            EngineError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            EngineError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         };
         Self::new(status, code, e.to_string())
     }

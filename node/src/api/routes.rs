@@ -16,7 +16,8 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::types::{
-    AddPeer, CreateDoc, DocSummary, DocView, HistoryEntry, NodeStatus, PeerView, UpdateDoc, VerifyReport,
+    AddPeer, CreateDoc, CreateNetwork, DocSummary, DocView, HistoryEntry, InviteRequest, InviteView, JoinRequest,
+    NetworkView, NodeStatus, PartnerRequest, PeerView, RemoveRequest, RevokeRequest, UpdateDoc, VerifyReport,
 };
 use crate::engine::{EngineHandle, ListFilter};
 
@@ -48,6 +49,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/verify", post(verify))
         .route("/v1/peers", get(peers).post(add_peer))
         .route("/v1/peers/{node}", axum::routing::delete(remove_peer))
+        .route("/v1/network", get(network).post(create_network))
+        .route("/v1/network/invitations", post(invite))
+        .route("/v1/network/join", post(join))
+        .route("/v1/network/partners", post(partner))
+        .route("/v1/network/revocations", post(revoke))
+        .route("/v1/network/removals", post(remove_member))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -194,4 +201,87 @@ async fn remove_peer(State(state): State<ApiState>, Path(node): Path<String>) ->
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()))?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// How long `join` waits for the coordinator's node to answer.
+pub const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn stopping(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
+}
+
+async fn network(State(state): State<ApiState>) -> Result<Json<NetworkView>, ApiError> {
+    Ok(Json(state.engine.network().await?))
+}
+
+async fn create_network(
+    State(state): State<ApiState>,
+    json: Result<Json<CreateNetwork>, JsonRejection>,
+) -> Result<(StatusCode, Json<NetworkView>), ApiError> {
+    let req = body(json)?;
+    Ok((StatusCode::CREATED, Json(state.engine.create_network(req.name).await?)))
+}
+
+async fn invite(
+    State(state): State<ApiState>,
+    json: Result<Json<InviteRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<InviteView>), ApiError> {
+    let req = body(json)?;
+    let listen = state.net.info().await.map_err(stopping)?.listen;
+    Ok((StatusCode::CREATED, Json(state.engine.invite(req, listen).await?)))
+}
+
+async fn join(
+    State(state): State<ApiState>,
+    json: Result<Json<JoinRequest>, JsonRejection>,
+) -> Result<Json<NetworkView>, ApiError> {
+    let req = body(json)?;
+    let invitation = passerelle_protocol::network::Invitation::from_token(&req.token)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let addrs: Vec<libp2p::Multiaddr> = invitation.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+    if addrs.is_empty() {
+        return Err(ApiError::bad_request("the invitation names no address of the coordinator's node"));
+    }
+    let issuer = invitation.issuer_node;
+    let listen = state.net.info().await.map_err(stopping)?.listen;
+    let engine = state.engine.clone();
+    let answer = tokio::spawn(async move { engine.join(invitation, listen).await });
+    state.net.dial(issuer, addrs).await.map_err(stopping)?;
+    match tokio::time::timeout(JOIN_TIMEOUT, answer).await {
+        Ok(Ok(result)) => Ok(Json(result?)),
+        Ok(Err(e)) => Err(stopping(e)),
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "the coordinator's node {} did not answer within {} s: is it running and reachable? (the node keeps trying)",
+                issuer.short(),
+                JOIN_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+async fn partner(
+    State(state): State<ApiState>,
+    json: Result<Json<PartnerRequest>, JsonRejection>,
+) -> Result<Json<NetworkView>, ApiError> {
+    let req = body(json)?;
+    Ok(Json(state.engine.partner(req.commune, req.action).await?))
+}
+
+async fn revoke(
+    State(state): State<ApiState>,
+    json: Result<Json<RevokeRequest>, JsonRejection>,
+) -> Result<Json<NetworkView>, ApiError> {
+    let req = body(json)?;
+    Ok(Json(state.engine.revoke(req.node).await?))
+}
+
+async fn remove_member(
+    State(state): State<ApiState>,
+    json: Result<Json<RemoveRequest>, JsonRejection>,
+) -> Result<Json<NetworkView>, ApiError> {
+    let req = body(json)?;
+    Ok(Json(state.engine.remove_member(req.commune).await?))
 }

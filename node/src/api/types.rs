@@ -213,3 +213,137 @@ pub struct AddPeer {
     /// Where to reach it (a multiaddr such as `/ip4/192.0.2.7/tcp/7421`).
     pub addr: String,
 }
+
+/// A member of the network, as `GET /v1/network` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberView {
+    /// Its commune id.
+    pub commune: CommuneId,
+    /// Its name.
+    pub name: String,
+    /// Its country code.
+    pub country: String,
+    /// `commune`, `observer` or `coordinator`.
+    pub role: String,
+    /// When it was admitted (ms).
+    pub since_ms: u64,
+    /// The coordinator that admitted it.
+    pub admitted_by: CommuneId,
+    /// The node it joined with, if known.
+    pub node: Option<NodeId>,
+    /// Whether that is this node's commune.
+    pub me: bool,
+}
+
+/// A partnership, as declared by its two sides.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartnershipView {
+    /// One side.
+    pub a: CommuneId,
+    /// Its name.
+    pub a_name: String,
+    /// The other side.
+    pub b: CommuneId,
+    /// Its name.
+    pub b_name: String,
+    /// Whether `a` signed it.
+    pub a_signed: bool,
+    /// Whether `b` signed it.
+    pub b_signed: bool,
+    /// Active once both signed.
+    pub active: bool,
+}
+
+/// The network this node belongs to: `GET /v1/network`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkView {
+    /// The network id (derived from the founding statement).
+    pub network: String,
+    /// Its name.
+    pub name: String,
+    /// The founding coordinator.
+    pub founder: Option<CommuneId>,
+    /// This commune's role.
+    pub role: Option<String>,
+    /// Current members.
+    pub members: Vec<MemberView>,
+    /// Declared partnerships (active or waiting for the other side).
+    pub partnerships: Vec<PartnershipView>,
+    /// Revoked node keys.
+    pub revoked: Vec<NodeId>,
+    /// Statements the roster is folded from.
+    pub statements: usize,
+}
+
+/// Body of `POST /v1/network`: found a network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNetwork {
+    /// The network's name.
+    pub name: String,
+}
+
+/// Body of `POST /v1/network/invitations`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InviteRequest {
+    /// The invited commune's name.
+    pub name: String,
+    /// Its country (ISO 3166 alpha-2).
+    pub country: String,
+    /// `commune` (default), `observer` or `coordinator`.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Hours until the invitation expires (default 168, one week).
+    #[serde(default)]
+    pub expires_in_hours: Option<u64>,
+}
+
+/// An issued invitation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InviteView {
+    /// The token to hand to the invited commune.
+    pub token: String,
+    /// The invitation id (hex).
+    pub id: String,
+    /// Invited name.
+    pub name: String,
+    /// Role offered.
+    pub role: String,
+    /// Expiry (ms).
+    pub expires_ms: u64,
+}
+
+/// Body of `POST /v1/network/join`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// The invitation token.
+    pub token: String,
+}
+
+/// Body of `POST /v1/network/partners`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerRequest {
+    /// The other commune (id, or a unique prefix of its id or name).
+    pub commune: String,
+    /// `propose`, `accept` or `end`.
+    pub action: String,
+}
+
+/// Body of `POST /v1/network/revocations`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// The node key to revoke.
+    pub node: NodeId,
+}
+
+/// Body of `POST /v1/network/removals`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveRequest {
+    /// The member to remove (id, or a unique prefix of its id or name).
+    pub commune: String,
+}

@@ -8,7 +8,7 @@ use passerelle_protocol::ids::DocId;
 use passerelle_protocol::keys::SecretKey;
 use passerelle_protocol::schema::{self, CONTENT_SCHEMA, FieldError, InputContext, KindSchema};
 
-use super::sync::{Announcement, heads_of};
+use super::sync::Announcement;
 use super::worker::Worker;
 use super::{Counts, EngineError, ListFilter};
 use crate::api::types::{CreateDoc, DocSummary, DocView, HistoryEntry, UpdateDoc};
@@ -134,6 +134,13 @@ impl<S: Store> Worker<S> {
 
     pub(crate) fn create(&mut self, req: CreateDoc) -> Result<DocView, EngineError> {
         let (kind, schema) = Self::schema_for_create(&req.kind)?;
+        if let Some(role) = self.roster.as_ref().and_then(|r| r.role(&self.commune))
+            && !role.may_own(&kind)
+        {
+            return Err(EngineError::Forbidden(format!(
+                "this commune's role in the network is {role}: it may not create a {kind} (DOMAIN roles)"
+            )));
+        }
         let scope = match &req.scope {
             Some(s) => s.parse::<Scope>().map_err(|e| invalid("scope", e.to_string()))?,
             None => schema.default_scope.clone(),
@@ -186,7 +193,7 @@ impl<S: Store> Worker<S> {
         let announced = announcement(&op, Some(signed.clone()));
         let ops = vec![WriteOp::Header(signed.clone()), op, WriteOp::Meta(meta.clone())];
         self.store.write(ops)?;
-        self.sync.index.set(id, heads_of(&meta.heads));
+        self.sync.index.set(&meta);
         self.sync.announcements.push(announced);
         let loaded = self.cache.insert(id, signed, meta, doc);
         tracing::info!(doc = %id.short(), %kind, "document created");
@@ -250,7 +257,7 @@ impl<S: Store> Worker<S> {
             self.cache.evict(&id);
             return Err(e.into());
         }
-        self.sync.index.set(id, heads_of(&meta.heads));
+        self.sync.index.set(&meta);
         self.sync.announcements.push(announced);
         loaded.meta = meta;
         tracing::info!(doc = %id.short(), seq, "document updated");

@@ -10,7 +10,7 @@ use passerelle_protocol::ids::DocId;
 use serde::{Deserialize, Serialize};
 
 use super::docs::{refreshed_meta, snapshot_due};
-use super::sync::{Announcement, heads_of};
+use super::sync::Announcement;
 use super::worker::Worker;
 use super::{EngineError, IngestBatch};
 use crate::clock;
@@ -41,6 +41,23 @@ pub struct IngestReport {
 }
 
 impl<S: Store> Worker<S> {
+    /// Why the network refuses a document's header, if it does: its owner
+    /// is not a member, or the owner's role may not own that kind.
+    fn header_refusal(&self, header: &SignedHeader) -> Option<(&'static str, String)> {
+        let roster = self.roster.as_ref()?;
+        let owner = &header.header.owner;
+        let Some(role) = roster.role(owner) else {
+            return Some(("not_a_member", format!("owner commune {} is not a member of the network", owner.short())));
+        };
+        if !role.may_own(&header.header.kind) {
+            return Some((
+                "role_forbids_kind",
+                format!("a member with role {role} may not own a {} document", header.header.kind),
+            ));
+        }
+        None
+    }
+
     pub(crate) fn ingest(&mut self, batch: IngestBatch) -> Result<IngestReport, EngineError> {
         let now = clock::now_ms();
         let from = batch.from.map(|n| n.to_string());
@@ -71,6 +88,9 @@ impl<S: Store> Worker<S> {
                 continue;
             }
             match header.verify_with(&self.book) {
+                Ok(()) if let Some(reason) = self.header_refusal(&header) => {
+                    reject(id.to_string(), reason.0, reason.1);
+                }
                 Ok(()) => {
                     // The header's own certificate is a valid certificate too.
                     if self.book.insert(header.certificate.clone()).unwrap_or(false) {
@@ -107,7 +127,12 @@ impl<S: Store> Worker<S> {
             let mut seen = HashSet::new();
             let mut verified: Vec<VerifiedChange> = Vec::new();
             for env in envelopes {
-                match env.validate_signed(&id, &header.header, &self.book, now) {
+                let checked =
+                    env.validate_signed(&id, &header.header, &self.book, now).and_then(|v| match &self.roster {
+                        Some(roster) => ChangeEnvelope::check_membership(&v, roster).map(|()| v),
+                        None => Ok(v),
+                    });
+                match checked {
                     Ok(v) => {
                         let hash = v.change.hash().0;
                         // A document new here has no stored change to compare with.
@@ -162,7 +187,7 @@ impl<S: Store> Worker<S> {
             ops.push(WriteOp::Meta(meta.clone()));
             self.store.write(ops)?;
             report.applied += added;
-            self.sync.index.set(id, heads_of(&meta.heads));
+            self.sync.index.set(&meta);
             // Relay: what is new here goes on to the other peers once durable.
             self.sync.announcements.push(Announcement {
                 exclude: batch.from,

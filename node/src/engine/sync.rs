@@ -6,71 +6,32 @@
 //! Live pushes are sent only after the batch that stored them was flushed,
 //! so a peer never learns of a change this node could still lose.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use passerelle_protocol::certificate::NodeCertificate;
 use passerelle_protocol::envelope::ChangeEnvelope;
 use passerelle_protocol::header::SignedHeader;
 use passerelle_protocol::ids::{DocId, NodeId};
-use passerelle_protocol::sync::fingerprint::{SetFingerprints, item_hash};
-use passerelle_protocol::sync::message::{DOCS_FRAME_TARGET_BYTES, Item, SyncMessage};
-use passerelle_protocol::sync::session::{Effect, LocalSet, Phase, Session, missing_changes};
+use passerelle_protocol::network::SignedStatement;
+use passerelle_protocol::sync::message::{DOCS_FRAME_TARGET_BYTES, SyncMessage};
+use passerelle_protocol::sync::session::{Effect, Phase, Session, missing_changes};
 use tokio::sync::mpsc;
 
+use super::shared::SyncIndex;
 use super::worker::Worker;
 use super::{EngineError, IngestBatch, NetEvent};
 use crate::clock;
 use crate::net::NetOut;
 use crate::store::{PeerRecord, Store, WriteOp};
 
-/// The shared set as the sync core sees it: every document's heads, and
-/// fingerprints kept up to date incrementally.
-#[derive(Debug, Default)]
-pub(crate) struct SyncIndex {
-    fps: SetFingerprints,
-    heads: BTreeMap<DocId, Vec<[u8; 32]>>,
-    items: HashMap<DocId, [u8; 16]>,
-}
-
-impl SyncIndex {
-    /// Records a document's current heads.
-    pub fn set(&mut self, doc: DocId, heads: Vec<[u8; 32]>) {
-        let item = item_hash(&doc, &heads);
-        let old = self.items.insert(doc, item);
-        if old != Some(item) {
-            self.fps.update(&doc, old.as_ref(), &item);
-        }
-        self.heads.insert(doc, heads);
-    }
-
-    fn ids_in(&self, buckets: &[u8]) -> Vec<DocId> {
-        buckets
-            .iter()
-            .flat_map(|b| {
-                let (mut lo, mut hi) = ([0u8; 32], [0xffu8; 32]);
-                lo[0] = *b;
-                hi[0] = *b;
-                self.heads.range(DocId::from_bytes(lo)..=DocId::from_bytes(hi)).map(|(id, _)| *id)
-            })
-            .collect()
-    }
-}
-
-impl LocalSet for SyncIndex {
-    fn fingerprints(&self) -> &SetFingerprints {
-        &self.fps
-    }
-
-    fn items(&self, bucket: u8) -> Vec<Item> {
-        self.ids_in(&[bucket]).into_iter().map(|id| (id, self.heads[&id].clone())).collect()
-    }
-}
-
 /// Whether a refusal is the sender's fault: forged or unauthorised data.
 /// A change for a document not known yet, or from a clock slightly ahead,
 /// can come from an honest peer and is only dropped.
+/// Membership refusals depend on what each node knows of the roster (a
+/// relay may not have heard of a revocation yet), so they are not counted
+/// against the relay either.
 fn is_fault(code: &str) -> bool {
-    !matches!(code, "unknown_document" | "from_the_future")
+    !matches!(code, "unknown_document" | "from_the_future" | "not_a_member" | "revoked" | "role_forbids_kind")
 }
 
 /// Parses hex heads from metadata.
@@ -104,6 +65,14 @@ pub(crate) struct SyncState {
     pub peers: HashMap<NodeId, PeerRecord>,
     pub dirty_peers: HashSet<NodeId>,
     pub announcements: Vec<Announcement>,
+    /// Statements new to this node, to push to ready peers after the flush
+    /// (with the peer they came from, who needs no copy).
+    pub roster_news: Vec<(Option<NodeId>, Vec<SignedStatement>)>,
+    /// Hellos received while this node was outside any network (it is
+    /// joining): replayed once it has joined.
+    pub early_hellos: HashMap<NodeId, SyncMessage>,
+    /// Peers with a connection up.
+    pub connected: HashSet<NodeId>,
     /// Set when a network event wrote to the store: the batch must flush.
     pub wrote: bool,
 }
@@ -115,7 +84,7 @@ impl<S: Store> Worker<S> {
     }
 
     /// Encodes and hands a message to the swarm task.
-    fn send(&mut self, to: NodeId, msg: &SyncMessage) {
+    pub(crate) fn send(&mut self, to: NodeId, msg: &SyncMessage) {
         let Some(net) = self.sync.net.clone() else { return };
         let bytes = msg.encode();
         self.peer_mut(to).bytes_out += bytes.len() as u64 + 4;
@@ -137,7 +106,14 @@ impl<S: Store> Worker<S> {
     /// self-contained: it carries the header of every document it has
     /// changes of (frames travel on separate streams and may arrive in any
     /// order) and the certificates of their authors.
-    fn send_docs(&mut self, to: NodeId, headers: Vec<SignedHeader>, changes: Vec<ChangeEnvelope>) {
+    fn send_docs(&mut self, to: NodeId, mut headers: Vec<SignedHeader>, mut changes: Vec<ChangeEnvelope>) {
+        // The sending side enforces scopes: whatever asked for it, nothing
+        // leaves for a peer outside the document's audience.
+        let (Some(peer), Some(roster)) = (self.sync.sessions.get(&to).and_then(Session::commune), &self.roster) else {
+            return;
+        };
+        headers.retain(|h| self.sync.index.may_share(&h.id(), &peer, roster));
+        changes.retain(|c| self.sync.index.may_share(&c.doc, &peer, roster));
         let by_id: HashMap<DocId, SignedHeader> = headers.iter().map(|h| (h.id(), h.clone())).collect();
         let mut frame_headers: Vec<SignedHeader> = Vec::new();
         let mut frame_changes: Vec<ChangeEnvelope> = Vec::new();
@@ -223,8 +199,17 @@ impl<S: Store> Worker<S> {
             match effect {
                 Effect::Send(msg) => self.send(peer, &msg),
                 Effect::PushBuckets(buckets) => {
-                    let ids = self.sync.index.ids_in(&buckets);
+                    let (Some(commune), Some(roster)) =
+                        (self.sync.sessions.get(&peer).and_then(Session::commune), &self.roster)
+                    else {
+                        continue;
+                    };
+                    let ids = self.sync.index.ids_in(&buckets, &self.commune, &commune, roster);
                     self.push_docs(peer, ids)?;
+                }
+                Effect::IngestRoster(statements) => self.add_statements(statements, Some(peer))?,
+                Effect::Redeem { invitation, certificate, addrs } => {
+                    self.redeem(peer, invitation, certificate, addrs)?;
                 }
                 Effect::PushDocs(ids) => self.push_docs(peer, ids)?,
                 Effect::PushMissing(list) => self.push_missing(peer, list)?,
@@ -278,21 +263,39 @@ impl<S: Store> Worker<S> {
         Ok(())
     }
 
+    /// Opens a sync session with a connected peer and says hello, if this
+    /// node is in a network (a node outside any can only join).
+    pub(crate) fn open_session(&mut self, node: NodeId) {
+        let Some(roster) = &self.roster else { return };
+        let hello = Session::hello(&self.certificate, roster);
+        // The session starts its first round when the peer's hello arrives.
+        self.sync.sessions.insert(node, Session::new(node));
+        self.send(node, &hello);
+    }
+
     /// Handles an event from the swarm task.
     pub(crate) fn on_net(&mut self, event: NetEvent) -> Result<(), EngineError> {
         match event {
             NetEvent::Connected { node, addr } => {
-                tracing::debug!(peer = %node.short(), %addr, "sync session opened");
+                tracing::debug!(peer = %node.short(), %addr, "connection up");
+                self.sync.connected.insert(node);
                 let record = self.peer_mut(node);
                 record.last_connected_ms = Some(clock::now_ms());
                 record.last_error = None;
-                // The session starts its first round when the peer's hello arrives.
-                self.sync.sessions.insert(node, Session::new(node));
-                let hello = Session::hello(&self.certificate);
-                self.send(node, &hello);
+                if let Some(join) = self.joining.as_ref().filter(|j| j.invitation.issuer_node == node) {
+                    let msg = SyncMessage::Join {
+                        invitation: join.invitation.clone(),
+                        certificate: self.certificate.clone(),
+                        addrs: join.addrs.clone(),
+                    };
+                    self.send(node, &msg);
+                }
+                self.open_session(node);
             }
             NetEvent::Disconnected { node, error } => {
                 self.sync.sessions.remove(&node);
+                self.sync.early_hellos.remove(&node);
+                self.sync.connected.remove(&node);
                 if let Some(e) = error {
                     self.peer_mut(node).last_error = Some(e);
                 }
@@ -321,18 +324,37 @@ impl<S: Store> Worker<S> {
             }
             NetEvent::Message { from, msg, bytes } => {
                 self.peer_mut(from).bytes_in += bytes as u64;
-                let Some(mut session) = self.sync.sessions.remove(&from) else {
-                    tracing::debug!(peer = %from.short(), "message from a peer without a session: ignored");
+                match msg {
+                    SyncMessage::Welcome { statements } if self.is_joining_through(&from) => {
+                        self.finish_join(from, Ok(statements))?;
+                        return Ok(());
+                    }
+                    SyncMessage::JoinRefused { reason } if self.is_joining_through(&from) => {
+                        self.finish_join(from, Err(reason))?;
+                        return Ok(());
+                    }
+                    hello @ SyncMessage::Hello { .. } if self.roster.is_none() => {
+                        // Not in a network yet: keep it for when this node has joined.
+                        self.sync.early_hellos.insert(from, hello);
+                        return Ok(());
+                    }
+                    _ => {}
+                }
+                let (Some(mut session), Some(roster)) = (self.sync.sessions.remove(&from), self.roster.as_ref()) else {
+                    tracing::debug!(peer = %from.short(), kind = msg.kind(), "message outside a session: ignored");
                     return Ok(());
                 };
-                let effects = session.on_message(msg, &self.sync.index);
+                let effects = session.on_message(msg, &self.sync.index.view(self.commune, roster), roster);
                 self.sync.sessions.insert(from, session);
                 self.run_effects(from, effects)?;
             }
             NetEvent::AntiEntropy { idle } => {
                 for peer in idle {
-                    let Some(mut session) = self.sync.sessions.remove(&peer) else { continue };
-                    let effects = session.start_round(&self.sync.index);
+                    let (Some(mut session), Some(roster)) = (self.sync.sessions.remove(&peer), self.roster.as_ref())
+                    else {
+                        continue;
+                    };
+                    let effects = session.start_round(&self.sync.index.view(self.commune, roster), roster);
                     self.sync.sessions.insert(peer, session);
                     self.run_effects(peer, effects)?;
                 }
@@ -344,12 +366,19 @@ impl<S: Store> Worker<S> {
     /// Sends what became durable in this batch to the connected peers, and
     /// persists peer records that changed.
     pub(crate) fn after_flush(&mut self) {
+        let roster_news = std::mem::take(&mut self.sync.roster_news);
         let announcements = std::mem::take(&mut self.sync.announcements);
-        if announcements.is_empty() {
+        if announcements.is_empty() && roster_news.is_empty() {
             return;
         }
         let ready: Vec<NodeId> =
             self.sync.sessions.iter().filter(|(_, s)| s.phase() == Phase::Ready).map(|(n, _)| *n).collect();
+        // Roster news first: a revocation reaches peers before documents.
+        for (exclude, statements) in roster_news {
+            for peer in ready.iter().filter(|p| Some(**p) != exclude) {
+                self.send(*peer, &SyncMessage::Roster { statements: statements.clone(), complete: false });
+            }
+        }
         for a in announcements {
             for peer in ready.iter().filter(|p| Some(**p) != a.exclude) {
                 self.send_docs(*peer, a.new_docs.clone(), a.changes.clone());

@@ -8,21 +8,31 @@ use passerelle_protocol::keys::SecretKey;
 use tokio::sync::mpsc;
 
 use super::cache::DocCache;
-use super::sync::{SyncState, heads_of};
-use super::{Command, EngineError, MAX_BATCH, Reply};
+use super::sync::SyncState;
+use super::{Command, EngineError, MAX_BATCH, NetworkCommand, Reply};
 use crate::identity::Identity;
 use crate::store::{Store, StoreError, WriteOp};
 
 /// A reply held until the batch's flush; told whether the flush failed.
-type Deferred = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+pub(crate) type Deferred = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
-fn defer<T: Send + 'static>(reply: Reply<T>, value: T) -> Deferred {
+pub(crate) fn defer<T: Send + 'static>(reply: Reply<T>, value: T) -> Deferred {
     Box::new(move |flush_error| {
         let _ = reply.send(match flush_error {
             None => Ok(value),
             Some(e) => Err(EngineError::Store(StoreError::Backend(format!("the write was not made durable: {e}")))),
         });
     })
+}
+
+/// Replies held by the engine until the next flush.
+#[derive(Default)]
+pub(crate) struct Later(pub Vec<Deferred>);
+
+impl std::fmt::Debug for Later {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Later({} replies)", self.0.len())
+    }
 }
 
 /// State owned by the engine thread.
@@ -33,7 +43,16 @@ pub(crate) struct Worker<S> {
     pub node_id: NodeId,
     pub certificate: NodeCertificate,
     pub commune: CommuneId,
+    pub commune_key: SecretKey,
+    pub commune_name: String,
+    pub country: String,
     pub language: String,
+    /// The network's roster; `None` until this node founds or joins one.
+    pub roster: Option<passerelle_protocol::network::Roster>,
+    /// A join waiting for the issuing node's answer.
+    pub joining: Option<super::membership::Joining>,
+    /// Replies to send once the current batch is durable (from events).
+    pub later: Later,
     pub book: CertificateBook,
     pub cache: DocCache,
     pub sync: SyncState,
@@ -57,13 +76,20 @@ impl<S: Store> Worker<S> {
             node_id: identity.node_id(),
             certificate: identity.certificate.clone(),
             commune: identity.commune_id(),
+            commune_key: identity.commune_key.clone(),
+            commune_name: identity.config.commune.name.clone(),
+            country: identity.config.commune.country.clone(),
+            roster: None,
+            joining: None,
+            later: Later::default(),
             language: identity.config.commune.language.clone(),
             book,
             cache: DocCache::new(identity.config.store.cached_documents),
             sync: SyncState::default(),
         };
+        worker.roster = super::membership::load_roster(&worker.store)?;
         for meta in worker.store.metas()? {
-            worker.sync.index.set(meta.id, heads_of(&meta.heads));
+            worker.sync.index.set(&meta);
         }
         for peer in worker.store.peers()? {
             worker.sync.peers.insert(peer.node, peer);
@@ -92,6 +118,7 @@ impl<S: Store> Worker<S> {
                 }
                 self.handle(command, &mut deferred);
             }
+            deferred.append(&mut self.later.0);
             let peer_ops = self.dirty_peer_ops();
             if !peer_ops.is_empty() {
                 if let Err(e) = self.store.write(peer_ops) {
@@ -183,7 +210,38 @@ impl<S: Store> Worker<S> {
                     let _ = reply.send(Err(e));
                 }
             },
+            Command::Network(command) => self.handle_network(command, deferred),
             Command::Shutdown(_) => unreachable!("handled by the loop"),
+        }
+    }
+}
+
+impl<S: Store> Worker<S> {
+    fn handle_network(&mut self, command: NetworkCommand, deferred: &mut Vec<Deferred>) {
+        fn durable<T: Send + 'static>(deferred: &mut Vec<Deferred>, reply: Reply<T>, result: Result<T, EngineError>) {
+            match result {
+                Ok(v) => deferred.push(defer(reply, v)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+        match command {
+            NetworkCommand::Create(name, reply) => durable(deferred, reply, self.create_network(name)),
+            NetworkCommand::Show(reply) => {
+                let _ = reply.send(self.network_view());
+            }
+            NetworkCommand::Invite(req, addrs, reply) => durable(deferred, reply, self.invite(req, addrs)),
+            NetworkCommand::Join(invitation, addrs, reply) => {
+                if let Err((e, reply)) = self.begin_join(invitation, addrs, reply) {
+                    let _ = reply.send(Err(e));
+                }
+            }
+            NetworkCommand::Partner(commune, action, reply) => {
+                durable(deferred, reply, self.partner(&commune, &action));
+            }
+            NetworkCommand::Revoke(node, reply) => durable(deferred, reply, self.revoke(node)),
+            NetworkCommand::Remove(commune, reply) => durable(deferred, reply, self.remove_member(&commune)),
         }
     }
 }

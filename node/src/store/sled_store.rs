@@ -13,6 +13,8 @@
 //! | `x` | change hash | doc id, seq |
 //! | `k` | node id | node certificate |
 //! | `p` | node id | peer record (JSON) |
+//! | `r` | statement hash | membership statement |
+//! | `i` | invitation id | invitation record (JSON) |
 
 use std::path::Path;
 
@@ -20,7 +22,9 @@ use passerelle_protocol::certificate::NodeCertificate;
 use passerelle_protocol::header::SignedHeader;
 use passerelle_protocol::ids::DocId;
 
-use super::{ChangeRecord, DocMeta, PeerRecord, Snapshot, Store, StoreError, StoredChange, WriteOp};
+use passerelle_protocol::network::SignedStatement;
+
+use super::{ChangeRecord, DocMeta, InvitationRecord, PeerRecord, Snapshot, Store, StoreError, StoredChange, WriteOp};
 
 const HEADER: u8 = b'h';
 const META: u8 = b'm';
@@ -29,6 +33,8 @@ const SNAPSHOT: u8 = b's';
 const INDEX: u8 = b'x';
 const CERT: u8 = b'k';
 const PEER: u8 = b'p';
+const STATEMENT: u8 = b'r';
+const INVITATION: u8 = b'i';
 
 /// sled's page cache; its default (1 GiB) would let a node's memory grow
 /// with its store.
@@ -196,6 +202,22 @@ impl Store for SledStore {
         self.scan(PEER, |v| serde_json::from_slice(v).map_err(|e| e.to_string()))
     }
 
+    fn statements(&self) -> Result<Vec<SignedStatement>, StoreError> {
+        self.scan(STATEMENT, |v| SignedStatement::decode(v).map_err(|e| e.to_string()))
+    }
+
+    fn invitation(&self, id: &[u8; 16]) -> Result<Option<InvitationRecord>, StoreError> {
+        let key = keys::prefixed(INVITATION, id);
+        match self.tree.get(&key).map_err(backend)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| corrupt(&key, e)),
+        }
+    }
+
+    fn invitations(&self) -> Result<Vec<InvitationRecord>, StoreError> {
+        self.scan(INVITATION, |v| serde_json::from_slice(v).map_err(|e| e.to_string()))
+    }
+
     fn write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for op in ops {
@@ -222,6 +244,15 @@ impl Store for SledStore {
                     serde_json::to_vec(&p).expect("peer records always serialize"),
                 ),
                 WriteOp::RemovePeer(n) => batch.remove(keys::prefixed(PEER, n.as_bytes())),
+                WriteOp::Statement(st) => batch.insert(keys::prefixed(STATEMENT, &st.hash()), st.encode()),
+                WriteOp::Invitation(inv) => {
+                    let mut id = [0u8; 16];
+                    hex::decode_to_slice(&inv.id, &mut id).map_err(|e| StoreError::Backend(e.to_string()))?;
+                    batch.insert(
+                        keys::prefixed(INVITATION, &id),
+                        serde_json::to_vec(&inv).map_err(|e| StoreError::Backend(e.to_string()))?,
+                    )
+                }
             }
         }
         self.tree.apply_batch(batch).map_err(backend)

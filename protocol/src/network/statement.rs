@@ -52,6 +52,18 @@ impl Role {
         }
     }
 
+    /// Whether a member with this role may own a document of `kind`
+    /// (kinds from newer releases are let through, like their documents).
+    pub fn may_own(self, kind: &crate::header::DocKind) -> bool {
+        use crate::header::DocKind;
+        match self {
+            Role::Commune => true,
+            Role::Observer | Role::Coordinator => {
+                matches!(kind, DocKind::Profile | DocKind::Practice | DocKind::Unknown(_))
+            }
+        }
+    }
+
     fn code(self) -> u8 {
         match self {
             Role::Commune => 1,

@@ -51,6 +51,16 @@ impl Fingerprint {
     }
 }
 
+impl Fingerprint {
+    /// Adds a disjoint set's fingerprint.
+    pub fn merge(&mut self, other: &Fingerprint) {
+        for (a, b) in self.xor.iter_mut().zip(&other.xor) {
+            *a ^= b;
+        }
+        self.count += other.count;
+    }
+}
+
 /// A bucket's fingerprint as it travels: a 32-bit count and the first 8
 /// bytes of the XOR (12 bytes instead of 24; a bucket holds few documents,
 /// and a collision only delays a repair to the next round).
@@ -92,6 +102,21 @@ impl SetFingerprints {
         }
         self.total.toggle(new, true);
         self.buckets[b].toggle(new, true);
+    }
+
+    /// Records that `doc` (with item `item`) left the set.
+    pub fn remove(&mut self, doc: &DocId, item: &[u8; 16]) {
+        let b = usize::from(bucket_of(doc));
+        self.total.toggle(item, false);
+        self.buckets[b].toggle(item, false);
+    }
+
+    /// Adds a disjoint set: the fingerprints of the union.
+    pub fn merge(&mut self, other: &SetFingerprints) {
+        self.total.merge(&other.total);
+        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+            mine.merge(theirs);
+        }
     }
 
     /// The whole set's fingerprint.

@@ -1,0 +1,218 @@
+//! Membership: `network create|show|remove|revoke`, `invite`, `join`,
+//! `members`, `partner propose|accept|end`, `partners`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use passerelle_node::api::types::{InviteRequest, NetworkView};
+use passerelle_node::home::Home;
+use passerelle_protocol::ids::NodeId;
+
+use super::UsageError;
+use crate::output::{Output, time};
+
+/// The network this node belongs to.
+#[derive(Debug, clap::Subcommand)]
+pub enum NetworkCommand {
+    /// Found a network: this commune becomes its first coordinator, and the
+    /// network id derives from its key.
+    Create {
+        /// The network's name, e.g. "Réseau TOGETHER Belgique–Maroc".
+        #[arg(long)]
+        name: String,
+    },
+    /// Show the network: id, name, members, partnerships, revoked keys.
+    Show,
+    /// Remove a member (coordinators only). Its nodes are disconnected and
+    /// its later changes refused everywhere.
+    Remove {
+        /// The member: its commune id, an id prefix, or its name.
+        commune: String,
+    },
+    /// Revoke a node key (a stolen or retired one): its later changes are
+    /// refused everywhere; what it signed before stays valid.
+    Revoke {
+        /// The node id to revoke.
+        node: NodeId,
+    },
+}
+
+/// `invite` arguments.
+#[derive(Debug, clap::Args)]
+pub struct InviteArgs {
+    /// The invited commune's name.
+    #[arg(long)]
+    name: String,
+    /// Its country (ISO 3166 alpha-2, e.g. MA).
+    #[arg(long)]
+    country: String,
+    /// Its role: commune, observer or coordinator.
+    #[arg(long, default_value = "commune")]
+    role: String,
+    /// Hours before the invitation expires.
+    #[arg(long, default_value_t = 168)]
+    expires_hours: u64,
+    /// Also write the token to this file (to send by mail or on a stick).
+    #[arg(short = 'o', long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+/// `join` arguments.
+#[derive(Debug, clap::Args)]
+pub struct JoinArgs {
+    /// The invitation token, or `@FILE` to read it from a file.
+    token: String,
+}
+
+/// Partnerships.
+#[derive(Debug, clap::Subcommand)]
+pub enum PartnerCommand {
+    /// Declare a partnership with a member of another country.
+    Propose {
+        /// The other commune: id, id prefix or name.
+        commune: String,
+    },
+    /// Accept a partnership the other commune proposed (it is then active).
+    Accept {
+        /// The other commune: id, id prefix or name.
+        commune: String,
+    },
+    /// End a partnership.
+    End {
+        /// The other commune: id, id prefix or name.
+        commune: String,
+    },
+}
+
+fn summary(n: &NetworkView) -> String {
+    format!(
+        "network {:?} ({})\n{} members, {} active partnerships, this commune: {}",
+        n.name,
+        &n.network[..16],
+        n.members.len(),
+        n.partnerships.iter().filter(|p| p.active).count(),
+        n.role.as_deref().unwrap_or("not a member")
+    )
+}
+
+fn members_table(n: &NetworkView) -> String {
+    let mut text = format!("{:<10} {:<24} {:<7} {:<12} {:<19}", "COMMUNE", "NAME", "COUNTRY", "ROLE", "SINCE");
+    for m in &n.members {
+        text.push_str(&format!(
+            "\n{:<10} {:<24} {:<7} {:<12} {:<19}{}",
+            m.commune.short(),
+            m.name,
+            m.country,
+            m.role,
+            time(m.since_ms as i64),
+            if m.me { "  (this commune)" } else { "" }
+        ));
+    }
+    text
+}
+
+fn partners_table(n: &NetworkView) -> String {
+    if n.partnerships.is_empty() {
+        return "no partnership declared yet: `passerelle partner propose <commune>`".into();
+    }
+    let mut text = format!("{:<24} {:<24} STATE", "SIDE A", "SIDE B");
+    for p in &n.partnerships {
+        let state = match (p.a_signed, p.b_signed) {
+            (true, true) => "active".to_owned(),
+            (true, false) => format!("proposed by {}", p.a_name),
+            (false, true) => format!("proposed by {}", p.b_name),
+            (false, false) => "ended".to_owned(),
+        };
+        text.push_str(&format!("\n{:<24} {:<24} {state}", p.a_name, p.b_name));
+    }
+    text
+}
+
+/// Runs `network ...`.
+pub fn run(home: &Home, command: NetworkCommand, out: &Output) -> anyhow::Result<ExitCode> {
+    let client = super::client(home)?;
+    let view = match command {
+        NetworkCommand::Create { name } => client.create_network(&name)?,
+        NetworkCommand::Show => {
+            let n = client.network()?;
+            out.print(&n, || format!("{}\n\n{}\n\n{}", summary(&n), members_table(&n), partners_table(&n)));
+            return Ok(ExitCode::SUCCESS);
+        }
+        NetworkCommand::Remove { commune } => client.remove_member(&commune)?,
+        NetworkCommand::Revoke { node } => client.revoke(&node)?,
+    };
+    out.print(&view, || summary(&view));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `invite`.
+pub fn invite(home: &Home, args: InviteArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let req = InviteRequest {
+        name: args.name,
+        country: args.country,
+        role: Some(args.role),
+        expires_in_hours: Some(args.expires_hours),
+    };
+    let inv = super::client(home)?.invite(&req)?;
+    if let Some(path) = &args.output {
+        std::fs::write(path, format!("{}\n", inv.token))
+            .map_err(|e| anyhow::anyhow!("cannot write the token to {}: {e}", path.display()))?;
+    }
+    out.print(&inv, || {
+        format!(
+            "invitation for {} ({}), single use, valid until {} UTC{}\nthe new node runs: passerelle join {}",
+            inv.name,
+            inv.role,
+            time(inv.expires_ms as i64),
+            args.output.as_ref().map(|p| format!(", written to {}", p.display())).unwrap_or_default(),
+            inv.token
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `join`.
+pub fn join(home: &Home, args: JoinArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let token = match args.token.strip_prefix('@') {
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read the token file {path}: {e}"))?
+        }
+        None => args.token,
+    };
+    if !token.trim().starts_with(passerelle_protocol::network::invitation::TOKEN_PREFIX) {
+        return Err(UsageError(format!(
+            "that is not an invitation token (it starts with {:?}); ask a coordinator for one",
+            passerelle_protocol::network::invitation::TOKEN_PREFIX
+        ))
+        .into());
+    }
+    let view = super::client(home)?.join(token.trim())?;
+    out.print(&view, || format!("joined.\n{}", summary(&view)));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `members`.
+pub fn members(home: &Home, out: &Output) -> anyhow::Result<ExitCode> {
+    let n = super::client(home)?.network()?;
+    out.print(&n.members, || members_table(&n));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `partner ...`.
+pub fn partner(home: &Home, command: PartnerCommand, out: &Output) -> anyhow::Result<ExitCode> {
+    let (commune, action) = match command {
+        PartnerCommand::Propose { commune } => (commune, "propose"),
+        PartnerCommand::Accept { commune } => (commune, "accept"),
+        PartnerCommand::End { commune } => (commune, "end"),
+    };
+    let n = super::client(home)?.partner(&commune, action)?;
+    out.print(&n.partnerships, || partners_table(&n));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `partners`.
+pub fn partners(home: &Home, out: &Output) -> anyhow::Result<ExitCode> {
+    let n = super::client(home)?.network()?;
+    out.print(&n.partnerships, || partners_table(&n));
+    Ok(ExitCode::SUCCESS)
+}

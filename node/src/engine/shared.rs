@@ -1,0 +1,161 @@
+//! What this node shares with whom: every document's heads, indexed by how
+//! far it may travel, and the per-peer view the sync sessions read.
+//!
+//! Scopes decide the audience: a `network` document goes to every member; a
+//! `partnership` document only to its owner's nodes and the owner's active
+//! partners (never relayed to anyone else, whoever holds it); a scope from a
+//! newer release is kept and sent to nobody. Fingerprints are kept per
+//! audience (one set for network documents, one per owner for partnership
+//! documents) and combined per peer, so a view costs a few XORs, not a scan.
+
+use std::collections::{BTreeMap, HashMap};
+
+use passerelle_protocol::ids::{CommuneId, DocId};
+use passerelle_protocol::network::Roster;
+use passerelle_protocol::sync::fingerprint::{SetFingerprints, item_hash};
+use passerelle_protocol::sync::message::Item;
+use passerelle_protocol::sync::session::LocalSet;
+
+use super::sync::heads_of;
+use crate::store::DocMeta;
+
+/// Who may receive a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Audience {
+    /// Every member.
+    Network,
+    /// The owner and its active partners.
+    Partners(CommuneId),
+    /// Nobody (a scope this release does not know).
+    Nobody,
+}
+
+impl Audience {
+    fn of(meta: &DocMeta) -> Self {
+        match (meta.scope.as_str(), meta.owner.parse::<CommuneId>()) {
+            ("network", _) => Audience::Network,
+            ("partnership", Ok(owner)) => Audience::Partners(owner),
+            _ => Audience::Nobody,
+        }
+    }
+
+    /// Whether a node of `peer` may receive the document.
+    pub fn admits(&self, peer: &CommuneId, roster: &Roster) -> bool {
+        match self {
+            Audience::Network => roster.is_member(peer),
+            Audience::Partners(owner) => owner == peer || roster.are_partners(owner, peer),
+            Audience::Nobody => false,
+        }
+    }
+}
+
+/// Every document's heads and audience, with fingerprints kept up to date
+/// incrementally per audience.
+#[derive(Debug, Default)]
+pub(crate) struct SyncIndex {
+    heads: BTreeMap<DocId, Vec<[u8; 32]>>,
+    items: HashMap<DocId, ([u8; 16], Audience)>,
+    network: SetFingerprints,
+    partnership: HashMap<CommuneId, SetFingerprints>,
+}
+
+impl SyncIndex {
+    /// Records a document's current heads (from its metadata).
+    pub fn set(&mut self, meta: &DocMeta) {
+        let heads = heads_of(&meta.heads);
+        let doc = meta.id;
+        let audience = Audience::of(meta);
+        let item = item_hash(&doc, &heads);
+        let old = self.items.insert(doc, (item, audience));
+        if old != Some((item, audience)) {
+            if let Some((old_item, old_audience)) = old
+                && let Some(fps) = self.fps_mut(old_audience)
+            {
+                fps.remove(&doc, &old_item);
+            }
+            if let Some(fps) = self.fps_mut(audience) {
+                fps.update(&doc, None, &item);
+            }
+        }
+        self.heads.insert(doc, heads);
+    }
+
+    fn fps_mut(&mut self, audience: Audience) -> Option<&mut SetFingerprints> {
+        match audience {
+            Audience::Network => Some(&mut self.network),
+            Audience::Partners(owner) => Some(self.partnership.entry(owner).or_default()),
+            Audience::Nobody => None,
+        }
+    }
+
+    /// Whether `doc` may be sent to a node of `peer`.
+    pub fn may_share(&self, doc: &DocId, peer: &CommuneId, roster: &Roster) -> bool {
+        self.items.get(doc).is_some_and(|(_, a)| a.admits(peer, roster))
+    }
+
+    /// Whether both `me` and `peer` may hold `doc`: what two nodes compare.
+    fn common(&self, doc: &DocId, me: &CommuneId, peer: &CommuneId, roster: &Roster) -> bool {
+        self.items.get(doc).is_some_and(|(_, a)| a.admits(peer, roster) && a.admits(me, roster))
+    }
+
+    /// The documents of some buckets that a node of `peer` may receive and
+    /// this node (of commune `me`) may hold.
+    pub fn ids_in(&self, buckets: &[u8], me: &CommuneId, peer: &CommuneId, roster: &Roster) -> Vec<DocId> {
+        buckets
+            .iter()
+            .flat_map(|b| {
+                let (mut lo, mut hi) = ([0u8; 32], [0xffu8; 32]);
+                lo[0] = *b;
+                hi[0] = *b;
+                self.heads.range(DocId::from_bytes(lo)..=DocId::from_bytes(hi)).map(|(id, _)| *id)
+            })
+            .filter(|id| self.common(id, me, peer, roster))
+            .collect()
+    }
+
+    /// The set this node (of commune `me`) shares with a peer, as the sync
+    /// core reads it.
+    pub fn view<'a>(&'a self, me: CommuneId, roster: &'a Roster) -> PeerView<'a> {
+        PeerView { index: self, me, roster }
+    }
+}
+
+/// The index seen from one peer's side: the documents both sides may hold
+/// (two honest nodes compute the same set for each other).
+#[derive(Debug)]
+pub(crate) struct PeerView<'a> {
+    index: &'a SyncIndex,
+    me: CommuneId,
+    roster: &'a Roster,
+}
+
+impl LocalSet for PeerView<'_> {
+    fn fingerprints(&self, peer: &CommuneId) -> SetFingerprints {
+        let (me, roster) = (&self.me, self.roster);
+        let mut fps = if roster.is_member(peer) && roster.is_member(me) {
+            self.index.network.clone()
+        } else {
+            SetFingerprints::default()
+        };
+        let audience = |c: &CommuneId| {
+            let mut a = roster.partners_of(c);
+            a.push(*c);
+            a
+        };
+        let mine = audience(me);
+        for owner in audience(peer).into_iter().filter(|o| mine.contains(o)) {
+            if let Some(p) = self.index.partnership.get(&owner) {
+                fps.merge(p);
+            }
+        }
+        fps
+    }
+
+    fn items(&self, peer: &CommuneId, bucket: u8) -> Vec<Item> {
+        self.index
+            .ids_in(&[bucket], &self.me, peer, self.roster)
+            .into_iter()
+            .map(|id| (id, self.index.heads[&id].clone()))
+            .collect()
+    }
+}
