@@ -26,6 +26,8 @@ pub const COMMUNES: [(&str, &str); 5] =
 /// Links of the demo federation (indexes into [`COMMUNES`]); Tala-n-Asif's
 /// link (0–1) comes up later in the story.
 const LINKS: [(usize, usize); 5] = [(1, 2), (2, 3), (1, 3), (4, 1), (4, 3)];
+/// The coordinator of the demo network (index into [`COMMUNES`]).
+const SECRETARIAT: usize = 4;
 /// How long the demo waits for a document to travel before saying so.
 const TRAVEL_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -88,6 +90,43 @@ impl Demo {
         }
     }
 
+    /// The secretariat founds the network and invites every commune; each
+    /// joins through the secretariat's node; Tala-n-Asif and Senneval sign
+    /// their partnership. Tala-n-Asif then leaves the secretariat's link:
+    /// in the story it reaches the network through Senneval only.
+    async fn form_network(&self) -> Result<(), Box<dyn std::error::Error>> {
+        let sec = &self.nodes[SECRETARIAT];
+        let network = sec.engine.create_network("Réseau TOGETHER Belgique–Maroc".into()).await?;
+        self.say(&format!("The secretariat founds « {} » (network {})", network.name, &network.network[..16]));
+        let listen = sec.net.info().await?.listen;
+        for i in [1, 2, 3, 0] {
+            let (name, country) = COMMUNES[i];
+            let req = crate::api::types::InviteRequest {
+                name: name.into(),
+                country: country.into(),
+                role: None,
+                expires_in_hours: Some(1),
+            };
+            let invite = sec.engine.invite(req, listen.clone()).await?;
+            let invitation = passerelle_protocol::network::Invitation::from_token(&invite.token)?;
+            crate::runtime::join(&self.nodes[i].engine, &self.nodes[i].net, invitation).await?;
+        }
+        self.say("   ✓ Senneval, Verbois, Hautrieu and Tala-n-Asif joined with single-use invitations");
+        let tala = identity::load(&self.homes[0])?.commune_id().to_string();
+        let senneval = identity::load(&self.homes[1])?.commune_id().to_string();
+        self.nodes[0].engine.partner(senneval, "propose".into()).await?;
+        let end = Instant::now() + TRAVEL_DEADLINE;
+        while let Err(e) = self.nodes[1].engine.partner(tala.clone(), "accept".into()).await {
+            if Instant::now() > end {
+                return Err(format!("Senneval could not accept the partnership: {e}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.say("   ✓ Tala-n-Asif and Senneval signed their partnership");
+        self.unlink(0, SECRETARIAT).await?;
+        Ok(())
+    }
+
     /// Stops every node.
     pub async fn shutdown(self, keep: bool) {
         for node in self.nodes {
@@ -124,6 +163,9 @@ pub async fn start(root: Option<PathBuf>) -> Result<Demo, Box<dyn std::error::Er
     }
     let demo = Demo { root, nodes, homes, started };
     demo.say(&format!("5 nodes running on loopback, homes in {}", demo.root.display()));
+    if demo.nodes[SECRETARIAT].engine.network().await.is_err() {
+        demo.form_network().await?;
+    }
     for (a, b) in LINKS {
         demo.link(a, b).await?;
     }

@@ -199,3 +199,52 @@ pub async fn run(home: &Home) -> Result<(), NodeError> {
     node.shutdown().await;
     Ok(())
 }
+
+/// How long a join waits for the coordinator's node to answer.
+pub const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Why a join did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The engine refused or the coordinator's node answered with a refusal.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The node is stopping.
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
+    /// The invitation names no usable address.
+    #[error("the invitation names no address of the coordinator's node")]
+    NoAddress,
+    /// The coordinator's node did not answer in time.
+    #[error(
+        "the coordinator's node {0} did not answer within {secs} s: is it running and reachable? (this node keeps dialling it)",
+        secs = JOIN_TIMEOUT.as_secs()
+    )]
+    Timeout(String),
+}
+
+/// Redeems an invitation: dials the issuing node, sends the join, and waits
+/// (at most [`JOIN_TIMEOUT`]) until the roster it answers is durable here.
+///
+/// # Errors
+/// [`JoinError`].
+pub async fn join(
+    engine: &EngineHandle,
+    net: &NetHandle,
+    invitation: passerelle_protocol::network::Invitation,
+) -> Result<crate::api::types::NetworkView, JoinError> {
+    let addrs: Vec<libp2p::Multiaddr> = invitation.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+    if addrs.is_empty() {
+        return Err(JoinError::NoAddress);
+    }
+    let issuer = invitation.issuer_node;
+    let listen = net.info().await?.listen;
+    let engine = engine.clone();
+    let answer = tokio::spawn(async move { engine.join(invitation, listen).await });
+    net.dial(issuer, addrs).await?;
+    match tokio::time::timeout(JOIN_TIMEOUT, answer).await {
+        Ok(Ok(result)) => Ok(result?),
+        Ok(Err(_)) => Err(JoinError::Engine(EngineError::Stopped)),
+        Err(_) => Err(JoinError::Timeout(issuer.short())),
+    }
+}

@@ -20,6 +20,8 @@ use passerelle_node::client::ApiClient;
 use passerelle_node::home::Home;
 use serde_json::Value;
 
+pub mod rogue;
+
 /// How long a node may take to start answering.
 pub const START_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -74,6 +76,8 @@ impl CliResult {
 pub struct TestNode {
     /// The commune's name.
     pub name: String,
+    /// Its country code.
+    pub country: String,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -86,7 +90,7 @@ impl TestNode {
     /// When `init` fails.
     pub fn init(name: &str, country: &str) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix(&format!("passerelle-{}-", name.to_lowercase())).tempdir()?;
-        let node = Self { name: name.to_owned(), dir, child: None };
+        let node = Self { name: name.to_owned(), country: country.to_owned(), dir, child: None };
         let r = node.cli(&[
             "init",
             "--name",
@@ -352,6 +356,77 @@ pub fn wait_converged(nodes: &[&TestNode], min_docs: usize, deadline: Duration) 
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Founds a network on `coordinator` (running) and admits each member
+/// (running) through its own invitation, then waits until every node knows
+/// every member. Each member is left connected to the coordinator's node.
+///
+/// # Errors
+/// When a step fails or the rosters do not meet in time.
+pub fn form_network(coordinator: &TestNode, members: &[&TestNode]) -> anyhow::Result<()> {
+    coordinator.cli_json(&["network", "create", "--name", "Réseau de test"])?;
+    for m in members {
+        let inv = coordinator.cli_json(&["invite", "--name", &m.name, "--country", &m.country])?;
+        let token = inv["token"].as_str().context("token")?;
+        let r = m.cli(&["join", token]);
+        if r.code != 0 {
+            bail!("{} could not join: {}", m.name, r.stderr);
+        }
+    }
+    let everyone: Vec<&TestNode> = std::iter::once(coordinator).chain(members.iter().copied()).collect();
+    for n in &everyone {
+        wait_until(
+            &format!("{} to know every member", n.name),
+            Duration::from_secs(30),
+            || Ok(n.cli_json(&["members"])?.as_array().map_or(0, Vec::len)),
+            |count| *count == everyone.len(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Makes `a` and `b` (members of two countries, running) partners and waits
+/// until both see the partnership active.
+///
+/// # Errors
+/// When a step fails or the partnership is not seen in time.
+pub fn make_partners(a: &TestNode, b: &TestNode) -> anyhow::Result<()> {
+    a.cli_json(&["partner", "propose", &b.commune_id()?])?;
+    wait_until(
+        &format!("{} to see {}'s proposal", b.name, a.name),
+        Duration::from_secs(30),
+        || Ok(b.cli(&["partner", "accept", &a.commune_id()?]).code),
+        |code| *code == 0,
+    )?;
+    for n in [a, b] {
+        wait_until(
+            &format!("{} to see the partnership active", n.name),
+            Duration::from_secs(30),
+            || n.cli_json(&["partners"]),
+            |p| p.as_array().is_some_and(|l| l.iter().any(|p| p["active"] == true)),
+        )?;
+    }
+    Ok(())
+}
+
+/// Forgets every peer of `node` (so it is cut from everyone) and waits
+/// until no connection is left.
+///
+/// # Errors
+/// When a step fails.
+pub fn disconnect_all(node: &TestNode) -> anyhow::Result<()> {
+    for p in node.cli_json(&["peers"])?.as_array().context("peers")? {
+        let id = p["node"].as_str().context("node")?;
+        node.cli(&["peer", "remove", id]);
+    }
+    wait_until(
+        &format!("{} to have no connection", node.name),
+        Duration::from_secs(30),
+        || Ok(node.cli_json(&["status"])?["peers_connected"].clone()),
+        |c| c == 0,
+    )?;
+    Ok(())
 }
 
 /// Waits until `cond` holds, checking every 50 ms, or fails after `deadline`

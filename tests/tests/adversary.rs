@@ -1,8 +1,10 @@
 //! A peer that speaks the sync protocol badly on purpose: malformed and
 //! oversized frames, forged signatures, unknown authors, a member that is
-//! not a writer, a hello that lies about its key. Nothing it sends is
-//! applied, each fault is counted against it, it is disconnected after
-//! repeated faults, and the node keeps serving its honest peers.
+//! not a writer, a hello that lies about its key. The rogue is a member of
+//! the network (it redeemed an invitation like anyone), so its messages
+//! get past admission. Nothing it sends is applied, each fault is counted
+//! against it, it is disconnected after repeated faults, and the node keeps
+//! serving its honest peers.
 //!
 //! ```text
 //!   rogue (libp2p, hand-made messages) ──▶ Senneval ◀── Verbois (honest)
@@ -11,88 +13,17 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::Multiaddr;
+use libp2p::request_response;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, noise, tcp, yamux};
-use passerelle_node::net::codec::SyncCodec;
-use passerelle_protocol::automerge::Change;
 use passerelle_protocol::certificate::NodeCertificate;
-use passerelle_protocol::document::{self, Edit};
-use passerelle_protocol::envelope::ChangeEnvelope;
 use passerelle_protocol::header::{DocHeader, DocKind, Scope, SignedHeader};
 use passerelle_protocol::ids::DocId;
 use passerelle_protocol::keys::SecretKey;
-use passerelle_protocol::sync::message::{PROTOCOL, SyncMessage, SyncReply};
-use passerelle_tests::{TestNode, wait_converged, wait_until};
-
-type Rogue = Swarm<request_response::Behaviour<SyncCodec>>;
-
-fn rogue_swarm(key: &SecretKey) -> Rogue {
-    let keypair = passerelle_node::net::identity::keypair(key);
-    libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
-        .unwrap()
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                SyncCodec,
-                [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
-                request_response::Config::default(),
-            )
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
-}
-
-thread_local! {
-    /// Whether the node closed a connection with the rogue at some point.
-    static CLOSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Sends one raw request and waits for its reply (None if the connection failed).
-async fn ask(swarm: &mut Rogue, peer: PeerId, bytes: Vec<u8>) -> Option<SyncReply> {
-    let id = swarm.behaviour_mut().send_request(&peer, bytes.into());
-    let deadline = tokio::time::sleep(Duration::from_secs(20));
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            event = swarm.select_next_some() => match event {
-                SwarmEvent::Behaviour(request_response::Event::Message {
-                    message: request_response::Message::Response { request_id, response }, ..
-                }) if request_id == id => return Some(response),
-                SwarmEvent::Behaviour(request_response::Event::OutboundFailure { request_id, .. }) if request_id == id => return None,
-                SwarmEvent::ConnectionClosed { num_established: 0, .. } => CLOSED.with(|c| c.set(true)),
-                SwarmEvent::Behaviour(request_response::Event::Message {
-                    message: request_response::Message::Request { channel, .. }, ..
-                }) => {
-                    let _ = swarm.behaviour_mut().send_response(channel, SyncReply::Ok);
-                }
-                _ => {}
-            },
-            _ = &mut deadline => return None,
-        }
-    }
-}
-
-async fn connect(swarm: &mut Rogue, addr: Multiaddr) -> PeerId {
-    swarm.dial(addr).unwrap();
-    loop {
-        if let SwarmEvent::ConnectionEstablished { peer_id, .. } = swarm.select_next_some().await {
-            return peer_id;
-        }
-    }
-}
-
-fn change_envelope(doc: DocId, key: &SecretKey, base: Option<&[u8]>, text: &str) -> ChangeEnvelope {
-    let mut am = document::new_document(&key.node_id());
-    if let Some(first) = base {
-        am.apply_changes(vec![Change::from_bytes(first.to_vec()).unwrap()]).unwrap();
-    }
-    let edit = Edit::Text { field: "title".into(), lang: "fr".into(), text: text.into() };
-    let change = document::commit(&mut am, &[edit], "rogue", 1_000).unwrap().unwrap();
-    ChangeEnvelope::sign(doc, &change, key)
-}
+use passerelle_protocol::sync::message::{SyncMessage, SyncReply};
+use passerelle_protocol::sync::session::Session;
+use passerelle_tests::rogue::{RoguePeer, change_envelope};
+use passerelle_tests::{TestNode, form_network, wait_converged, wait_until};
 
 #[test]
 fn bad_input_on_the_wire_is_refused_and_the_node_keeps_serving() -> anyhow::Result<()> {
@@ -100,7 +31,9 @@ fn bad_input_on_the_wire_is_refused_and_the_node_keeps_serving() -> anyhow::Resu
     let mut b = TestNode::init_p2p("Verbois", "BE")?;
     a.start()?;
     b.start()?;
-    let target = a.cli_json(&["request", "create", "--title", "Demande honnête"])?;
+    form_network(&a, &[])?;
+    let token = a.cli_json(&["invite", "--name", "Rogue", "--country", "BE"])?["token"].as_str().unwrap().to_owned();
+    let target = a.cli_json(&["request", "create", "--title", "Demande honnête", "--scope", "network"])?;
     let target_id: DocId = target["id"].as_str().unwrap().parse()?;
     let before = a.doc_heads()?;
     let addr: Multiaddr = a.p2p_addr()?.to_string().parse()?;
@@ -114,19 +47,16 @@ fn bad_input_on_the_wire_is_refused_and_the_node_keeps_serving() -> anyhow::Resu
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let replies = rt.block_on(async {
-        let mut swarm = rogue_swarm(&rogue_key);
-        let peer = connect(&mut swarm, addr.clone()).await;
+        let mut rogue = RoguePeer::connect(&rogue_key, addr.clone()).await;
+        let roster = rogue.join(&token, &rogue_cert).await;
         let mut replies = Vec::new();
         // 1. A hello that certifies another key than the connection's.
         let lying = NodeCertificate::issue(&rogue_commune, stranger.node_id(), 0);
-        replies.push(("lying hello", ask(&mut swarm, peer, SyncMessage::Hello { certificate: lying }.encode()).await));
+        replies.push(("lying hello", rogue.ask(Session::hello(&lying, &roster).encode()).await));
         // 2. A proper hello, so the rest is processed.
-        replies.push((
-            "hello",
-            ask(&mut swarm, peer, SyncMessage::Hello { certificate: rogue_cert.clone() }.encode()).await,
-        ));
-        // 3. Its own document, properly signed: accepted (it is a member of nothing yet, but
-        //    membership is the federation's concern); then changes that must all be refused.
+        replies.push(("hello", rogue.ask(Session::hello(&rogue_cert, &roster).encode()).await));
+        // 3. Its own document, properly signed: accepted (it is a member); then
+        //    changes that must all be refused.
         let header = DocHeader::new(DocKind::Request, rogue_commune.commune_id(), Scope::Network, 1_000, [1; 16]);
         let signed = SignedHeader::sign(header, &rogue_key, rogue_cert.clone());
         let own = signed.id();
@@ -140,27 +70,16 @@ fn bad_input_on_the_wire_is_refused_and_the_node_keeps_serving() -> anyhow::Resu
             headers: vec![signed],
             changes: vec![forged, unknown_author, not_writer],
         };
-        replies.push(("bad docs", ask(&mut swarm, peer, docs.encode()).await));
+        replies.push(("bad docs", rogue.ask(docs.encode()).await));
         // 4. A message of a protocol version from the future, a frame announcing more
         //    than the limit, then garbage.
         let mut future = passerelle_protocol::canonical::Writer::new("passerelle/sync", 9);
         future.u8(2).u64(0).fixed(&[0; 16]);
-        replies.push(("future version", ask(&mut swarm, peer, future.finish()).await));
-        replies.push(("oversized", ask(&mut swarm, peer, vec![0u8; 5 * 1024 * 1024]).await));
-        replies.push(("garbage again", ask(&mut swarm, peer, b"not a frame".to_vec()).await));
+        replies.push(("future version", rogue.ask(future.finish()).await));
+        replies.push(("oversized", rogue.ask(vec![0u8; 5 * 1024 * 1024]).await));
+        replies.push(("garbage again", rogue.ask(b"not a frame".to_vec()).await));
         // 5. By now the node has closed the connection (it may accept a new one).
-        let closed = CLOSED.with(|c| c.get()) || {
-            let deadline = tokio::time::sleep(Duration::from_secs(10));
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    event = swarm.select_next_some() => {
-                        if let SwarmEvent::ConnectionClosed { num_established: 0, .. } = event { break true }
-                    }
-                    _ = &mut deadline => break false,
-                }
-            }
-        };
+        let closed = rogue.wait_closed(Duration::from_secs(10)).await;
         (replies, closed)
     });
     let (replies, closed) = replies;
@@ -189,8 +108,9 @@ fn bad_input_on_the_wire_is_refused_and_the_node_keeps_serving() -> anyhow::Resu
     }
     assert!(a.cli_json(&["verify"])?["failures"].as_array().unwrap().is_empty());
 
-    // The node keeps serving honest peers.
-    b.connect_to(&a)?;
+    // The node keeps serving honest peers (a new member joins and syncs).
+    let token = a.cli_json(&["invite", "--name", "Verbois", "--country", "BE"])?["token"].as_str().unwrap().to_owned();
+    assert_eq!(b.cli(&["join", &token]).code, 0);
     wait_converged(&[&a, &b], 3, Duration::from_secs(60))?;
     wait_until(
         "Verbois to be connected",
@@ -209,16 +129,21 @@ fn a_flooding_peer_does_not_stop_the_node() -> anyhow::Result<()> {
     let mut b = TestNode::init_p2p("Verbois", "BE")?;
     a.start()?;
     b.start()?;
-    a.cli_json(&["request", "create", "--title", "Demande"])?;
+    form_network(&a, &[])?;
+    let token = a.cli_json(&["invite", "--name", "Flood", "--country", "BE"])?["token"].as_str().unwrap().to_owned();
+    a.cli_json(&["request", "create", "--title", "Demande", "--scope", "network"])?;
     let addr: Multiaddr = a.p2p_addr()?.parse()?;
     let key = SecretKey::from_seed([70; 32]);
     let cert = NodeCertificate::issue(&SecretKey::from_seed([71; 32]), key.node_id(), 0);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (ok, busy) = rt.block_on(async {
-        let mut swarm = rogue_swarm(&key);
-        let peer = connect(&mut swarm, addr).await;
-        ask(&mut swarm, peer, SyncMessage::Hello { certificate: cert }.encode()).await;
-        let summary: std::sync::Arc<[u8]> = SyncMessage::Summary { count: 1, fingerprint: [7; 16] }.encode().into();
+        let mut rogue = RoguePeer::connect(&key, addr).await;
+        let roster = rogue.join(&token, &cert).await;
+        rogue.ask(Session::hello(&cert, &roster).encode()).await;
+        let (swarm, peer) = (&mut rogue.swarm, rogue.peer);
+        let fp = roster.fingerprint();
+        let summary = SyncMessage::Summary { count: 1, fingerprint: [7; 16], roster_count: fp.count, roster_fingerprint: fp.xor };
+        let summary: std::sync::Arc<[u8]> = summary.encode().into();
         for _ in 0..2_000 {
             swarm.behaviour_mut().send_request(&peer, summary.clone());
         }
@@ -251,7 +176,8 @@ fn a_flooding_peer_does_not_stop_the_node() -> anyhow::Result<()> {
     assert!(ok > 0);
     // The node still answers its API and serves an honest peer.
     assert_eq!(a.cli_json(&["status"])?["documents"]["request"], 1);
-    b.connect_to(&a)?;
+    let token = a.cli_json(&["invite", "--name", "Verbois", "--country", "BE"])?["token"].as_str().unwrap().to_owned();
+    assert_eq!(b.cli(&["join", &token]).code, 0);
     wait_converged(&[&a, &b], 3, Duration::from_secs(60))?;
     Ok(())
 }

@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use passerelle_tests::{TestNode, wait_converged, wait_until};
+use passerelle_tests::{TestNode, disconnect_all, form_network, make_partners, wait_converged, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// ```text
-///   Senneval ─── Tala-n-Asif
+///   Senneval ─── Tala-n-Asif      partners; Tala-n-Asif joined through Senneval
 /// ```
 #[test]
 fn two_nodes_exchange_what_each_wrote() -> anyhow::Result<()> {
@@ -16,8 +16,10 @@ fn two_nodes_exchange_what_each_wrote() -> anyhow::Result<()> {
     a.start()?;
     b.start()?;
     a.cli_json(&["offer", "create", "--title", "Fiche compostage", "--theme", "THEME:waste"])?;
+    // A partnership-scope request, written before the two are partners.
     let req = b.cli_json(&["request", "create", "--title", "Expertise tri des déchets", "--theme", "THEME:waste"])?;
-    b.connect_to(&a)?;
+    form_network(&a, &[&b])?;
+    make_partners(&a, &b)?;
     // Two profiles, the offer and the request.
     wait_converged(&[&a, &b], 4, DEADLINE)?;
     // A change made after the first sync is pushed at once.
@@ -51,15 +53,16 @@ fn nodes_sync_over_quic() -> anyhow::Result<()> {
     a.start()?;
     b.start()?;
     assert!(a.p2p_addr()?.contains("quic-v1"), "{}", a.p2p_addr()?);
-    b.cli_json(&["request", "create", "--title", "Par QUIC"])?;
-    b.connect_to(&a)?;
+    b.cli_json(&["request", "create", "--title", "Par QUIC", "--scope", "network"])?;
+    // Joining dials the coordinator's QUIC address from the invitation.
+    form_network(&a, &[&b])?;
     wait_converged(&[&a, &b], 3, DEADLINE)?;
     Ok(())
 }
 
 /// ```text
 ///   Tala-n-Asif ─── Senneval ─── Hautrieu
-///        (never connected to each other)
+///        (never connected to each other; both joined through Senneval)
 /// ```
 #[test]
 fn a_middle_node_relays_signed_documents() -> anyhow::Result<()> {
@@ -69,10 +72,9 @@ fn a_middle_node_relays_signed_documents() -> anyhow::Result<()> {
     for n in [&mut a, &mut b, &mut c] {
         n.start()?;
     }
-    let req = a.cli_json(&["request", "create", "--title", "Compostage de quartier"])?;
+    let req = a.cli_json(&["request", "create", "--title", "Compostage de quartier", "--scope", "network"])?;
     let id = req["id"].as_str().unwrap().to_owned();
-    a.connect_to(&b)?;
-    c.connect_to(&b)?;
+    form_network(&b, &[&a, &c])?;
     wait_converged(&[&a, &b, &c], 4, DEADLINE)?;
     // C holds A's request, signed by A's node, received from B.
     let history = c.cli_json(&["history", &id])?;
@@ -109,6 +111,8 @@ fn a_ring_converges_with_concurrent_edits_of_the_same_documents() -> anyhow::Res
     for n in nodes.iter_mut() {
         n.start()?;
     }
+    let members: Vec<&TestNode> = nodes[1..].iter().collect();
+    form_network(&nodes[0], &members)?;
     let communes: Vec<String> = nodes.iter().map(|n| n.commune_id()).collect::<anyhow::Result<_>>()?;
     let mut args = vec!["request", "create", "--title", "Demande partagée", "--scope", "network"];
     for c in &communes[1..] {
@@ -122,14 +126,15 @@ fn a_ring_converges_with_concurrent_edits_of_the_same_documents() -> anyhow::Res
     let refs: Vec<&TestNode> = nodes.iter().collect();
     wait_converged(&refs, 6, DEADLINE)?;
 
-    // Cut every link, so the edits below are truly concurrent.
-    for i in 0..nodes.len() {
-        let next = nodes[(i + 1) % nodes.len()].node_id()?;
-        let r = nodes[i].cli(&["peer", "remove", &next]);
-        assert_eq!(r.code, 0, "{}", r.stderr);
+    // Cut every link (the ring and those made by joining), so the edits
+    // below are truly concurrent.
+    for n in &nodes {
+        for p in n.cli_json(&["peers"])?.as_array().unwrap() {
+            n.cli(&["peer", "remove", p["node"].as_str().unwrap()]);
+        }
     }
     for n in &nodes {
-        wait_until("links to close", DEADLINE, || Ok(n.cli_json(&["status"])?["peers_connected"].clone()), |c| c == 0)?;
+        disconnect_all(n)?;
     }
     // Concurrent edits: every node edits the shared request and writes its own offer.
     let statuses = ["matched", "answered", "matched", "open", "answered"];
@@ -167,6 +172,7 @@ fn a_restarted_node_resumes_without_receiving_everything_again() -> anyhow::Resu
     let mut b = TestNode::init_p2p("Verbois", "BE")?;
     a.start()?;
     b.start()?;
+    form_network(&a, &[&b])?;
     for i in 0..40 {
         a.cli_json(&[
             "practice",
@@ -180,7 +186,7 @@ fn a_restarted_node_resumes_without_receiving_everything_again() -> anyhow::Resu
     let first = b.cli_json(&["peers"])?[0]["bytes_in"].as_u64().unwrap();
 
     b.terminate()?;
-    let fresh = a.cli_json(&["request", "create", "--title", "Écrite pendant l'absence"])?;
+    let fresh = a.cli_json(&["request", "create", "--title", "Écrite pendant l'absence", "--scope", "network"])?;
     b.start()?;
     wait_converged(&[&a, &b], 43, DEADLINE)?;
     let fresh_id = fresh["id"].as_str().unwrap();

@@ -203,9 +203,6 @@ async fn remove_peer(State(state): State<ApiState>, Path(node): Path<String>) ->
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// How long `join` waits for the coordinator's node to answer.
-pub const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 fn stopping(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
 }
@@ -235,30 +232,16 @@ async fn join(
     State(state): State<ApiState>,
     json: Result<Json<JoinRequest>, JsonRejection>,
 ) -> Result<Json<NetworkView>, ApiError> {
+    use crate::runtime::JoinError;
     let req = body(json)?;
     let invitation = passerelle_protocol::network::Invitation::from_token(&req.token)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let addrs: Vec<libp2p::Multiaddr> = invitation.addrs.iter().filter_map(|a| a.parse().ok()).collect();
-    if addrs.is_empty() {
-        return Err(ApiError::bad_request("the invitation names no address of the coordinator's node"));
-    }
-    let issuer = invitation.issuer_node;
-    let listen = state.net.info().await.map_err(stopping)?.listen;
-    let engine = state.engine.clone();
-    let answer = tokio::spawn(async move { engine.join(invitation, listen).await });
-    state.net.dial(issuer, addrs).await.map_err(stopping)?;
-    match tokio::time::timeout(JOIN_TIMEOUT, answer).await {
-        Ok(Ok(result)) => Ok(Json(result?)),
-        Ok(Err(e)) => Err(stopping(e)),
-        Err(_) => Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "timeout",
-            format!(
-                "the coordinator's node {} did not answer within {} s: is it running and reachable? (the node keeps trying)",
-                issuer.short(),
-                JOIN_TIMEOUT.as_secs()
-            ),
-        )),
+    match crate::runtime::join(&state.engine, &state.net, invitation).await {
+        Ok(view) => Ok(Json(view)),
+        Err(JoinError::Engine(e)) => Err(e.into()),
+        Err(e @ JoinError::NoAddress) => Err(ApiError::bad_request(e.to_string())),
+        Err(e @ JoinError::Net(_)) => Err(stopping(e)),
+        Err(e @ JoinError::Timeout(_)) => Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", e.to_string())),
     }
 }
 

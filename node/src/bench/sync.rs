@@ -15,11 +15,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{signed_workload_by, workload};
+use passerelle_protocol::network::{Role, SignedStatement, Statement};
+
 use crate::api::types::UpdateDoc;
 use crate::client::ApiClient;
 use crate::home::Home;
 use crate::identity;
-use crate::store::SledStore;
+use crate::store::{SledStore, Store};
 
 /// How long any one scenario may take before the benchmark gives up.
 const SCENARIO_DEADLINE: Duration = Duration::from_secs(600);
@@ -188,9 +190,20 @@ pub async fn run(
         std::fs::write(home.config(), config.replace("anti_entropy_secs = 30", "anti_entropy_secs = 86400"))?;
     }
 
+    // Both nodes are members of one network and partners, set up offline
+    // (the same signed statements `network create`, `invite`/`join` and
+    // `partner` would produce), so every measured byte is sync traffic.
+    let a_id = identity::load(&a_home)?;
+    let b_id = identity::load(&b_home)?;
+    let statements = offline_network(&a_id, &b_id);
+    for home in [&a_home, &b_home] {
+        let store = SledStore::open(&home.store())?;
+        store.write(statements.iter().cloned().map(crate::store::WriteOp::Statement).collect())?;
+        store.flush()?;
+    }
+
     // Node A's documents: the workload, written and signed by A.
     eprintln!("bench sync: writing {n_docs} documents ({} signed changes) into node A", n_docs * 11);
-    let a_id = identity::load(&a_home)?;
     let work = signed_workload_by(n_docs, &a_id.commune_key, &a_id.node_key, a_id.certificate.clone());
     let (engine, thread) = crate::engine::spawn(SledStore::open(&a_home.store())?, &a_id)?;
     super::ingest_workload(&engine, &work).await?;
@@ -219,6 +232,28 @@ pub async fn run(
         emit(&f);
     }
     Ok(())
+}
+
+/// A network founded by A, with B admitted and the two partners.
+fn offline_network(a: &identity::Identity, b: &identity::Identity) -> Vec<SignedStatement> {
+    let now = crate::clock::now_ms() as u64;
+    let found = SignedStatement::found(&a.commune_key, "Banc d'essai", &a.config.commune.name, "BE", now);
+    let net = found.network;
+    let admit = Statement::Admit {
+        member: b.commune_id(),
+        name: b.config.commune.name.clone(),
+        country: b.config.commune.country.clone(),
+        role: Role::Commune,
+        invitation: [0; 16],
+        node: b.node_id(),
+        addrs: vec![],
+    };
+    vec![
+        SignedStatement::sign(&a.commune_key, net, now + 1, admit),
+        SignedStatement::sign(&a.commune_key, net, now + 2, Statement::Partner { with: b.commune_id() }),
+        SignedStatement::sign(&b.commune_key, net, now + 3, Statement::Partner { with: a.commune_id() }),
+        found,
+    ]
 }
 
 fn scenarios(

@@ -314,7 +314,7 @@ impl<S: Store> Worker<S> {
     pub(crate) fn redeem(
         &mut self,
         peer: NodeId,
-        invitation: Invitation,
+        invitation: Box<Invitation>,
         certificate: NodeCertificate,
         addrs: Vec<String>,
     ) -> Result<(), EngineError> {
@@ -387,7 +387,8 @@ impl<S: Store> Worker<S> {
         tracing::info!(issuer = %issuer.short(), "joining network {}", invitation.network.short());
         self.joining = Some(Joining { invitation: invitation.clone(), addrs: addrs.clone(), reply });
         if connected {
-            let msg = SyncMessage::Join { invitation, certificate: self.certificate.clone(), addrs };
+            let msg =
+                SyncMessage::Join { invitation: Box::new(invitation), certificate: self.certificate.clone(), addrs };
             self.send(issuer, &msg);
         }
         Ok(())

@@ -284,7 +284,7 @@ impl<S: Store> Worker<S> {
                 record.last_error = None;
                 if let Some(join) = self.joining.as_ref().filter(|j| j.invitation.issuer_node == node) {
                     let msg = SyncMessage::Join {
-                        invitation: join.invitation.clone(),
+                        invitation: Box::new(join.invitation.clone()),
                         certificate: self.certificate.clone(),
                         addrs: join.addrs.clone(),
                     };

@@ -97,6 +97,9 @@ impl Partnership {
     }
 }
 
+/// Revocations of one node key: each signer with the changes it keeps.
+type Revocations = Vec<(CommuneId, HashSet<[u8; 32]>)>;
+
 /// What the statements mean together; recomputed when a statement is added.
 #[derive(Clone, Debug, Default)]
 struct Folded {
@@ -104,7 +107,7 @@ struct Folded {
     name: String,
     members: BTreeMap<CommuneId, Member>,
     /// node -> (signer, kept) of every revocation statement.
-    revocations: HashMap<NodeId, Vec<(CommuneId, HashSet<[u8; 32]>)>>,
+    revocations: HashMap<NodeId, Revocations>,
     /// (a, b) with a < b -> declarations.
     partnerships: BTreeMap<(CommuneId, CommuneId), Partnership>,
 }

@@ -37,8 +37,8 @@ pub enum Role {
     Commune,
     /// Reads network-wide documents; may publish practice sheets and follow-up notes.
     Observer,
-    /// Admits and removes members, revokes keys, tags and follows up; never
-    /// edits a commune's content.
+    /// Admits and removes members, revokes keys, follows up; never edits a
+    /// commune's content (it is not among its writers).
     Coordinator,
 }
 
@@ -52,15 +52,17 @@ impl Role {
         }
     }
 
-    /// Whether a member with this role may own a document of `kind`
-    /// (kinds from newer releases are let through, like their documents).
+    /// Whether a member with this role may own a document of `kind`: an
+    /// observer publishes its profile and practice sheets only; communes and
+    /// coordinators (often an association of communes, or a commune that
+    /// founded the network) any kind. Nobody edits another's content either
+    /// way: that is what a document's writers decide. Kinds from newer
+    /// releases are let through, like their documents.
     pub fn may_own(self, kind: &crate::header::DocKind) -> bool {
         use crate::header::DocKind;
         match self {
-            Role::Commune => true,
-            Role::Observer | Role::Coordinator => {
-                matches!(kind, DocKind::Profile | DocKind::Practice | DocKind::Unknown(_))
-            }
+            Role::Commune | Role::Coordinator => true,
+            Role::Observer => matches!(kind, DocKind::Profile | DocKind::Practice | DocKind::Unknown(_)),
         }
     }
 

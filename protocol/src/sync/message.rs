@@ -74,7 +74,7 @@ pub enum SyncMessage {
     /// A node outside any network redeems an invitation (instead of a hello).
     Join {
         /// The invitation, as signed by the coordinator.
-        invitation: Invitation,
+        invitation: Box<Invitation>,
         /// The joining node's certificate by its commune.
         certificate: NodeCertificate,
         /// Where the joining node listens (contact hints for the roster).
@@ -274,7 +274,7 @@ impl SyncMessage {
                 for _ in 0..n {
                     addrs.push(r.str("address", crate::network::statement::MAX_ADDR_BYTES)?.to_owned());
                 }
-                SyncMessage::Join { invitation, certificate, addrs }
+                SyncMessage::Join { invitation: Box::new(invitation), certificate, addrs }
             }
             9 => {
                 let n = count(&mut r, "statements", MAX_STATEMENTS)?;

@@ -53,7 +53,7 @@ pub enum Effect {
     /// the node's commune, answer `Welcome` or `JoinRefused`.
     Redeem {
         /// The invitation.
-        invitation: Invitation,
+        invitation: Box<Invitation>,
         /// The joining node's certificate.
         certificate: NodeCertificate,
         /// Where it listens.
