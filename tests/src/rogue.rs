@@ -144,6 +144,14 @@ impl RoguePeer {
         None
     }
 
+    /// Says hello as a member, then hands over its whole roster, so a node
+    /// that lacks part of it (and waits for it before documents) is served.
+    pub async fn greet(&mut self, cert: &NodeCertificate, roster: &Roster) {
+        self.ask(passerelle_protocol::sync::session::Session::hello(cert, roster).encode()).await;
+        let statements = roster.statements().cloned().collect();
+        self.ask(SyncMessage::Roster { statements, complete: true }.encode()).await;
+    }
+
     /// Redeems an invitation token: the rogue becomes a member like anyone.
     /// Returns the roster it was welcomed with.
     ///

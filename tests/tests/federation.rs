@@ -1,0 +1,374 @@
+//! Federation security, with real nodes and a hand-driven rogue peer:
+//! invitations (reused, expired, tampered), non-members at the door,
+//! revoked keys (before and after their revocation, relayed by a member,
+//! and learnt by a node that was offline), replayed changes, and
+//! partnership documents that never reach a non-partner (a spy proves it
+//! from the bytes it received). Each refusal is logged with its reason and
+//! the honest data stays intact.
+
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use passerelle_protocol::certificate::NodeCertificate;
+use passerelle_protocol::ids::DocId;
+use passerelle_protocol::keys::SecretKey;
+use passerelle_protocol::network::{Invitation, InvitationDraft, Role, SignedStatement, Statement};
+use passerelle_protocol::sync::message::SyncMessage;
+use passerelle_tests::rogue::{RoguePeer, change_envelope};
+use passerelle_tests::{TestNode, form_network, make_partners, wait_converged, wait_until};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn invite(coordinator: &TestNode, name: &str, country: &str) -> anyhow::Result<String> {
+    Ok(coordinator.cli_json(&["invite", "--name", name, "--country", country])?["token"].as_str().unwrap().to_owned())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// An invitation signed with the coordinator's real commune key, as a
+/// coordinator's node would issue it, but with chosen fields.
+fn crafted(coordinator: &TestNode, expires_ms: u64, addrs: Vec<String>) -> anyhow::Result<Invitation> {
+    let id = passerelle_node::identity::load(&coordinator.home())?;
+    let network = coordinator.cli_json(&["network", "show"])?["network"].as_str().unwrap().parse()?;
+    Ok(Invitation::issue(
+        &id.commune_key,
+        InvitationDraft {
+            network,
+            issuer_node: id.node_id(),
+            addrs,
+            name: "Hautrieu".into(),
+            country: "BE".into(),
+            role: Role::Commune,
+            expires_ms,
+            id: [42; 16],
+        },
+    ))
+}
+
+#[test]
+fn invitations_are_single_use_expiring_and_tamper_proof() -> anyhow::Result<()> {
+    let mut sec = TestNode::init_p2p("Secretariat", "BE")?;
+    let mut verbois = TestNode::init_p2p("Verbois", "BE")?;
+    let mut hautrieu = TestNode::init_p2p("Hautrieu", "BE")?;
+    for n in [&mut sec, &mut verbois, &mut hautrieu] {
+        n.start()?;
+    }
+    form_network(&sec, &[])?;
+    let token = invite(&sec, "Verbois", "BE")?;
+    assert_eq!(verbois.cli(&["join", &token]).code, 0);
+
+    // Reused: refused by the coordinator's node, which recorded the first use.
+    let r = hautrieu.cli(&["join", &token]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("already used"), "{}", r.stderr);
+    // Tampered: one hex digit of the signature changed.
+    let fresh = invite(&sec, "Hautrieu", "BE")?;
+    let mut bad = fresh.clone().into_bytes();
+    let i = bad.len() - 10;
+    bad[i] = if bad[i] == b'0' { b'1' } else { b'0' };
+    let r = hautrieu.cli(&["join", std::str::from_utf8(&bad)?]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("signature does not match"), "{}", r.stderr);
+    // Expired (signed by the coordinator, but in the past).
+    let addrs = vec![sec.p2p_addr()?];
+    let expired = crafted(&sec, 1_000, addrs.clone())?;
+    let r = hautrieu.cli(&["join", &expired.to_token()]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("expired"), "{}", r.stderr);
+    // Not a token at all: a usage error.
+    assert_eq!(hautrieu.cli(&["join", "bonjour"]).code, 2);
+
+    // The coordinator's node checks too, whatever the joining side does.
+    let addr: Multiaddr = sec.p2p_addr()?.parse()?;
+    let reasons = runtime().block_on(async {
+        let commune = SecretKey::from_seed([90; 32]);
+        let key = SecretKey::from_seed([91; 32]);
+        let cert = NodeCertificate::issue(&commune, key.node_id(), 0);
+        let mut rogue = RoguePeer::connect(&key, addr).await;
+        let mut reasons = Vec::new();
+        let mut tampered = Invitation::from_token(&fresh).unwrap();
+        tampered.role = Role::Coordinator;
+        let unknown = crafted(&sec, u64::MAX, addrs.clone()).unwrap();
+        for inv in [Invitation::from_token(&token).unwrap(), expired.clone(), tampered, unknown] {
+            rogue.inbox.clear();
+            match rogue.redeem(&inv, &cert).await {
+                Some(SyncMessage::JoinRefused { reason }) => reasons.push(reason),
+                other => panic!("not refused: {other:?}"),
+            }
+        }
+        reasons
+    });
+    assert!(reasons[0].contains("already used"), "{reasons:?}");
+    assert!(reasons[1].contains("expired"), "{reasons:?}");
+    assert!(reasons[2].contains("signature"), "{reasons:?}");
+    assert!(reasons[3].contains("no record of issuing"), "{reasons:?}");
+    assert!(sec.log().contains("invitation refused"));
+
+    // The honest path still works, and the roster holds exactly three members.
+    assert_eq!(hautrieu.cli(&["join", &fresh]).code, 0);
+    let members = sec.cli_json(&["members"])?;
+    assert_eq!(members.as_array().unwrap().len(), 3, "{members}");
+    Ok(())
+}
+
+#[test]
+fn outsiders_are_refused_at_the_door() -> anyhow::Result<()> {
+    let mut sec = TestNode::init_p2p("Secretariat", "BE")?;
+    let mut other = TestNode::init_p2p("Ailleurs", "BE")?;
+    sec.start()?;
+    other.start()?;
+    form_network(&sec, &[])?;
+    sec.cli_json(&["offer", "create", "--title", "Réservé au réseau"])?;
+    // A node of another network connects: refused at its hello, nothing exchanged.
+    form_network(&other, &[])?;
+    other.connect_to(&sec)?;
+    wait_until("the refusal", DEADLINE, || Ok(sec.log()), |log| log.contains("peer belongs to network"))?;
+    assert_eq!(other.doc_heads()?.len(), 1, "only its own profile");
+    assert_eq!(sec.doc_heads()?.len(), 2);
+
+    // A stranger with a self-made "proof" (an admission it signed itself).
+    let addr: Multiaddr = sec.p2p_addr()?.parse()?;
+    let network = sec.cli_json(&["network", "show"])?["network"].as_str().unwrap().parse()?;
+    let (closed, got_docs) = runtime().block_on(async {
+        let commune = SecretKey::from_seed([80; 32]);
+        let key = SecretKey::from_seed([81; 32]);
+        let cert = NodeCertificate::issue(&commune, key.node_id(), 0);
+        let self_admit = SignedStatement::sign(
+            &commune,
+            network,
+            5,
+            Statement::Admit {
+                member: commune.commune_id(),
+                name: "Intrus".into(),
+                country: "BE".into(),
+                role: Role::Coordinator,
+                invitation: [0; 16],
+                node: key.node_id(),
+                addrs: vec![],
+            },
+        );
+        let mut rogue = RoguePeer::connect(&key, addr).await;
+        let hello = SyncMessage::Hello {
+            certificate: cert,
+            network,
+            roster_count: 0,
+            roster_fingerprint: [0; 16],
+            proof: vec![self_admit],
+        };
+        rogue.ask(hello.encode()).await;
+        let closed = rogue.wait_closed(Duration::from_secs(10)).await;
+        (closed, rogue.inbox.iter().any(|m| matches!(m, SyncMessage::Docs { .. } | SyncMessage::Roster { .. })))
+    });
+    assert!(closed, "the stranger was disconnected");
+    assert!(!got_docs, "a stranger receives nothing");
+    assert!(sec.log().contains("not admitted"), "{}", sec.log());
+    assert!(sec.cli_json(&["verify"])?["failures"].as_array().unwrap().is_empty());
+    Ok(())
+}
+
+/// ```text
+///   Secretariat ─── Verbois (its key is stolen, then revoked)
+///        │
+///   Hautrieu (offline during the revocation)      rogue member relays the thief's change
+/// ```
+#[test]
+fn a_revoked_key_is_refused_after_its_revocation_only() -> anyhow::Result<()> {
+    let mut sec = TestNode::init_p2p("Secretariat", "BE")?;
+    let mut verbois = TestNode::init_p2p("Verbois", "BE")?;
+    let mut hautrieu = TestNode::init_p2p("Hautrieu", "BE")?;
+    for n in [&mut sec, &mut verbois, &mut hautrieu] {
+        n.start()?;
+    }
+    form_network(&sec, &[&verbois, &hautrieu])?;
+    let doc = verbois.cli_json(&["offer", "create", "--title", "Formation au tri"])?;
+    let doc_id: DocId = doc["id"].as_str().unwrap().parse()?;
+    wait_converged(&[&sec, &verbois, &hautrieu], 4, DEADLINE)?;
+    let history = sec.cli_json(&["history", &doc_id.to_string()])?;
+    let first_hash = history[0]["hash"].as_str().unwrap().to_owned();
+
+    // The thief holds Verbois's node key; Verbois stops; Hautrieu is offline.
+    let stolen = passerelle_node::identity::load(&verbois.home())?;
+    verbois.terminate()?;
+    hautrieu.terminate()?;
+    let thief_node = stolen.node_id().to_string();
+    let shown = sec.cli_json(&["network", "revoke", &thief_node])?;
+    assert_eq!(shown["revoked"][0], thief_node.as_str());
+
+    let token = invite(&sec, "Relais", "BE")?;
+    let sec_addr: Multiaddr = sec.p2p_addr()?.parse()?;
+    let rt = runtime();
+    let (header, first_change) = rt.block_on(async {
+        let commune = SecretKey::from_seed([60; 32]);
+        let key = SecretKey::from_seed([61; 32]);
+        let cert = NodeCertificate::issue(&commune, key.node_id(), 0);
+        let mut rogue = RoguePeer::connect(&key, sec_addr).await;
+        let roster = rogue.join(&token, &cert).await;
+        rogue.greet(&cert, &roster).await;
+        // Ask for everything: claim to hold nothing.
+        let buckets = vec![Default::default(); passerelle_protocol::sync::fingerprint::BUCKETS];
+        rogue.listen(Duration::from_millis(500)).await;
+        rogue.ask(SyncMessage::Buckets { buckets }.encode()).await;
+        rogue.listen(Duration::from_secs(2)).await;
+        let mut header = None;
+        let mut first = None;
+        for m in &rogue.inbox {
+            if let SyncMessage::Docs { headers, changes, .. } = m {
+                header = header.or_else(|| headers.iter().find(|h| h.id() == doc_id).cloned());
+                first = first.or_else(|| changes.iter().find(|c| c.doc == doc_id).cloned());
+            }
+        }
+        let (header, first) = (header.expect("the header"), first.expect("the first change"));
+        // The thief's change after the revocation, and the old change replayed.
+        let theft = change_envelope(doc_id, &stolen.node_key, Some(&first.change), "volé");
+        let docs = SyncMessage::Docs {
+            certificates: vec![stolen.certificate.clone()],
+            headers: vec![header.clone()],
+            changes: vec![theft, first.clone()],
+        };
+        rogue.ask(docs.encode()).await;
+        rogue.listen(Duration::from_millis(500)).await;
+        (header, first)
+    });
+    wait_until("the refusal", DEADLINE, || Ok(sec.log()), |log| log.contains("is revoked"))?;
+    let history = sec.cli_json(&["history", &doc_id.to_string()])?;
+    assert_eq!(history.as_array().unwrap().len(), 1, "only the change signed before the revocation: {history}");
+    assert_eq!(history[0]["hash"], first_hash.as_str());
+    assert!(sec.cli_json(&["verify"])?["failures"].as_array().unwrap().is_empty(), "old history still verifies");
+
+    // Hautrieu was offline: it comes back, learns of the revocation from the
+    // secretariat, and refuses the thief's change relayed by a member.
+    hautrieu.start()?;
+    wait_until(
+        "Hautrieu to learn of the revocation",
+        DEADLINE,
+        || hautrieu.cli_json(&["network", "show"]),
+        |n| n["revoked"][0] == thief_node.as_str(),
+    )?;
+    let token = invite(&sec, "Relais 2", "BE")?;
+    let h_addr: Multiaddr = hautrieu.p2p_addr()?.parse()?;
+    let s_addr: Multiaddr = sec.p2p_addr()?.parse()?;
+    rt.block_on(async {
+        let commune = SecretKey::from_seed([62; 32]);
+        let key = SecretKey::from_seed([63; 32]);
+        let cert = NodeCertificate::issue(&commune, key.node_id(), 0);
+        let mut at_sec = RoguePeer::connect(&key, s_addr).await;
+        let roster = at_sec.join(&token, &cert).await;
+        let mut rogue = RoguePeer::connect(&key, h_addr).await;
+        rogue.greet(&cert, &roster).await;
+        rogue.listen(Duration::from_millis(500)).await;
+        let theft = change_envelope(doc_id, &stolen.node_key, Some(&first_change.change), "volé encore");
+        let docs = SyncMessage::Docs {
+            certificates: vec![stolen.certificate.clone()],
+            headers: vec![header],
+            changes: vec![theft],
+        };
+        rogue.ask(docs.encode()).await;
+        rogue.listen(Duration::from_millis(500)).await;
+    });
+    wait_until("Hautrieu's refusal", DEADLINE, || Ok(hautrieu.log()), |log| log.contains("is revoked"))?;
+    assert_eq!(hautrieu.cli_json(&["history", &doc_id.to_string()])?.as_array().unwrap().len(), 1);
+
+    // Verbois, restarted with its revoked key, is refused at the door.
+    verbois.start()?;
+    wait_until("Verbois to be refused", DEADLINE, || Ok(sec.log()), |log| log.contains("not admitted: node key"))?;
+    Ok(())
+}
+
+/// ```text
+///   Senneval ═══ Tala-n-Asif      partners, each with partnership documents
+///        \         /
+///         spy (a plain member, connected to both; and a rogue asking for everything)
+/// ```
+#[test]
+fn partnership_documents_never_reach_a_non_partner() -> anyhow::Result<()> {
+    let mut sec = TestNode::init_p2p("Secretariat", "BE")?;
+    let mut senneval = TestNode::init_p2p("Senneval", "BE")?;
+    let mut tala = TestNode::init_p2p("Tala-n-Asif", "MA")?;
+    let mut spy = TestNode::init_p2p("Espion", "BE")?;
+    for n in [&mut sec, &mut senneval, &mut tala, &mut spy] {
+        n.start()?;
+    }
+    form_network(&sec, &[&senneval, &tala, &spy])?;
+    make_partners(&senneval, &tala)?;
+    senneval.connect_to(&tala)?;
+    spy.connect_to(&senneval)?;
+    spy.connect_to(&tala)?;
+    let secret_title = "Demande confidentielle 7f3a";
+    let secret = tala.cli_json(&["request", "create", "--title", secret_title])?;
+    assert_eq!(secret["scope"], "partnership");
+    let secret_id: DocId = secret["id"].as_str().unwrap().parse()?;
+    let public = tala.cli_json(&["practice", "create", "--title", "Fiche publique"])?;
+    let public_id = public["id"].as_str().unwrap().to_owned();
+    wait_until(
+        "the partner to hold the request",
+        DEADLINE,
+        || Ok(senneval.cli(&["request", "show", &secret_id.to_string()]).code),
+        |c| *c == 0,
+    )?;
+    wait_until(
+        "the spy to hold the public sheet",
+        DEADLINE,
+        || Ok(spy.cli(&["practice", "show", &public_id]).code),
+        |c| *c == 0,
+    )?;
+    // A few anti-entropy rounds with both holders.
+    std::thread::sleep(Duration::from_secs(3));
+    for n in [&spy, &sec] {
+        let r = n.cli(&["request", "show", &secret_id.to_string()]);
+        assert_eq!(r.code, 1, "{} must not hold the partnership request", n.name);
+    }
+
+    // A rogue member asks Senneval for everything, and for the request by name.
+    let token = invite(&sec, "Curieux", "BE")?;
+    let addr: Multiaddr = senneval.p2p_addr()?.parse()?;
+    let raw = runtime().block_on(async {
+        let commune = SecretKey::from_seed([50; 32]);
+        let key = SecretKey::from_seed([51; 32]);
+        let cert = NodeCertificate::issue(&commune, key.node_id(), 0);
+        let mut at_sec = RoguePeer::connect(&key, sec.p2p_addr().unwrap().parse().unwrap()).await;
+        let roster = at_sec.join(&token, &cert).await;
+        let mut rogue = RoguePeer::connect(&key, addr).await;
+        rogue.greet(&cert, &roster).await;
+        rogue.listen(Duration::from_millis(500)).await;
+        let buckets = vec![Default::default(); passerelle_protocol::sync::fingerprint::BUCKETS];
+        rogue.ask(SyncMessage::Buckets { buckets }.encode()).await;
+        let bucket = secret_id.as_bytes()[0];
+        rogue.ask(SyncMessage::Items { buckets: vec![(bucket, vec![(secret_id, vec![])])] }.encode()).await;
+        rogue.listen(Duration::from_secs(2)).await;
+        rogue.raw
+    });
+    let received: Vec<u8> = raw.concat();
+    assert!(contains(&received, public_id.parse::<DocId>()?.as_bytes()), "the rogue did receive network documents");
+    assert!(!contains(&received, secret_id.as_bytes()), "not one frame named the partnership request");
+    assert!(!contains(&received, secret_title.as_bytes()));
+
+    // The spy node's own bytes: nothing on disk names the request.
+    spy.terminate()?;
+    let mut stored = Vec::new();
+    for entry in walk(spy.home().root())? {
+        stored.extend(std::fs::read(entry)?);
+    }
+    assert!(!stored.is_empty());
+    assert!(!contains(&stored, secret_id.as_bytes()) && !contains(&stored, secret_id.to_string().as_bytes()));
+    assert!(!contains(&stored, secret_title.as_bytes()));
+    Ok(())
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn walk(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(walk(&path)?);
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
