@@ -5,6 +5,7 @@ pub mod demo;
 pub mod docs;
 pub mod history;
 pub mod init;
+pub mod key;
 pub mod network;
 pub mod peers;
 pub mod run;

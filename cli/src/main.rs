@@ -82,6 +82,9 @@ enum Command {
     Partner(cmd::network::PartnerCommand),
     /// List partnerships: active, or waiting for the other side.
     Partners,
+    /// The node key: rotate it.
+    #[command(subcommand)]
+    Key(cmd::key::KeyCommand),
     /// Measure performance (prints JSON lines; see shared BENCH.md).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -136,6 +139,7 @@ fn main() -> ExitCode {
         Command::Members => cmd::network::members(&home, &out),
         Command::Partner(c) => cmd::network::partner(&home, c, &out),
         Command::Partners => cmd::network::partners(&home, &out),
+        Command::Key(c) => cmd::key::run(&home, c, &out),
         Command::Bench(c) => cmd::bench::run(c, &out),
     };
     match result {

@@ -181,6 +181,43 @@ pub fn load(home: &Home) -> Result<Identity, IdentityError> {
     Ok(Identity { commune_key, node_key, certificate, config })
 }
 
+/// Replaces the node key with a new one certified by the commune key (a
+/// reinstall after a suspected theft, or a routine rotation). The old key
+/// and certificate move to `keys/retired/`, named by the old node id; the
+/// store keeps the old certificate, so everything the old key signed stays
+/// verifiable. Run with the node stopped; revoke the old key afterwards
+/// with `passerelle network revoke <old-node-id>` if it may be in other hands.
+///
+/// Crash-safe: the new files are written beside the old ones first, and
+/// only then moved into place.
+///
+/// # Errors
+/// [`IdentityError`] when the identity cannot be loaded or a file written.
+pub fn rotate_node_key(home: &Home) -> Result<(NodeId, Identity), IdentityError> {
+    let old = load(home)?;
+    let old_id = old.node_id();
+    let retired = home.keys().join("retired");
+    create_private_dir(&retired)?;
+    let node_key = SecretKey::from_seed(clock::random_bytes());
+    let certificate = NodeCertificate::issue(&old.commune_key, node_key.node_id(), clock::now_ms() as u64);
+    let staged_key = home.keys().join("node.key.new");
+    let staged_cert = home.keys().join("node.cert.new");
+    for p in [&staged_key, &staged_cert] {
+        if p.exists() {
+            std::fs::remove_file(p).map_err(io(p))?;
+        }
+    }
+    write_private(&staged_key, key_text(NODE_KEY_LABEL, &node_key).as_bytes())?;
+    write_private(&staged_cert, format!("{}\n", hex::encode(certificate.encode())).as_bytes())?;
+    let old_key_dest = retired.join(format!("{old_id}.key"));
+    let old_cert_dest = retired.join(format!("{old_id}.cert"));
+    std::fs::rename(home.node_key(), &old_key_dest).map_err(io(&old_key_dest))?;
+    std::fs::rename(home.node_certificate(), &old_cert_dest).map_err(io(&old_cert_dest))?;
+    std::fs::rename(&staged_key, home.node_key()).map_err(io(&staged_key))?;
+    std::fs::rename(&staged_cert, home.node_certificate()).map_err(io(&staged_cert))?;
+    Ok((old_id, Identity { commune_key: old.commune_key, node_key, certificate, config: old.config }))
+}
+
 fn key_text(label: &str, key: &SecretKey) -> String {
     format!("{label}\n{}\n", hex::encode(key.to_seed()))
 }
@@ -246,6 +283,20 @@ mod tests {
                 assert_eq!(std::fs::metadata(p).unwrap().permissions().mode() & 0o777, 0o600);
             }
         }
+    }
+
+    #[test]
+    fn a_rotated_node_key_is_certified_and_the_old_one_retired() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let first = init(&home, "Verbois", "BE", 0).unwrap();
+        let (old, new) = rotate_node_key(&home).unwrap();
+        assert_eq!(old, first.node_id());
+        assert_ne!(new.node_id(), old);
+        let loaded = load(&home).unwrap();
+        assert_eq!(loaded.node_id(), new.node_id());
+        assert_eq!(loaded.commune_id(), first.commune_id());
+        assert!(home.keys().join("retired").join(format!("{old}.key")).exists());
     }
 
     #[test]

@@ -372,3 +372,57 @@ fn walk(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
     }
     Ok(out)
 }
+
+/// ```text
+///   Secretariat ─── Verbois      Verbois rotates its node key, then revokes the old one
+/// ```
+#[test]
+fn a_rotated_key_keeps_history_verifiable_and_the_old_key_can_be_revoked() -> anyhow::Result<()> {
+    let mut sec = TestNode::init_p2p("Secretariat", "BE")?;
+    let mut verbois = TestNode::init_p2p("Verbois", "BE")?;
+    sec.start()?;
+    verbois.start()?;
+    form_network(&sec, &[&verbois])?;
+    let doc = verbois.cli_json(&["offer", "create", "--title", "Formation au tri"])?;
+    let id = doc["id"].as_str().unwrap().to_owned();
+    wait_converged(&[&sec, &verbois], 3, DEADLINE)?;
+    let r = verbois.cli(&["key", "rotate"]);
+    assert_eq!(r.code, 1, "a running node's key is not rotated: {}", r.stderr);
+    assert!(r.stderr.contains("stop it first"), "{}", r.stderr);
+
+    verbois.terminate()?;
+    let rotated = verbois.cli_json(&["key", "rotate"])?;
+    let old = rotated["old_node_id"].as_str().unwrap().to_owned();
+    let new = rotated["node_id"].as_str().unwrap().to_owned();
+    assert_ne!(old, new);
+    verbois.start()?;
+    assert_eq!(verbois.node_id()?, new);
+    verbois.cli_json(&["offer", "update", &id, "--field", "availability=printemps 2027"])?;
+    wait_until(
+        "the change by the new key to reach the secretariat",
+        DEADLINE,
+        || sec.cli_json(&["history", &id]),
+        |h| h.as_array().is_some_and(|h| h.len() == 2),
+    )?;
+    let history = sec.cli_json(&["history", &id])?;
+    assert_eq!(history[0]["author_node"], old.as_str());
+    assert_eq!(history[1]["author_node"], new.as_str());
+
+    // The old key may be in other hands: Verbois revokes it; history stays valid.
+    verbois.cli_json(&["network", "revoke", &old])?;
+    wait_until(
+        "the secretariat to learn of the revocation",
+        DEADLINE,
+        || sec.cli_json(&["network", "show"]),
+        |n| n["revoked"][0] == old.as_str(),
+    )?;
+    for n in [&sec, &verbois] {
+        assert!(n.cli_json(&["verify"])?["failures"].as_array().unwrap().is_empty());
+        assert_eq!(n.cli_json(&["history", &id])?.as_array().unwrap().len(), 2);
+    }
+    // Revoking this node's own current key is refused: rotate first.
+    let r = verbois.cli(&["network", "revoke", &new]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("rotate it first"), "{}", r.stderr);
+    Ok(())
+}
