@@ -52,7 +52,7 @@ enum Command {
     Project(cmd::docs::DocCommand),
     /// Requests: needs a commune asks help for.
     #[command(subcommand)]
-    Request(cmd::docs::DocCommand),
+    Request(cmd::docs::RequestCommand),
     /// Offers: capabilities, or answers to requests.
     #[command(subcommand)]
     Offer(cmd::docs::DocCommand),
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
         Command::Status => cmd::status::run(&home, &out),
         Command::Profile(c) => cmd::docs::run_profile(&home, c, &out),
         Command::Project(c) => cmd::docs::run(&home, "project", c, &out),
-        Command::Request(c) => cmd::docs::run(&home, "request", c, &out),
+        Command::Request(c) => cmd::docs::run_request(&home, c, &out),
         Command::Offer(c) => cmd::docs::run(&home, "offer", c, &out),
         Command::Practice(c) => cmd::docs::run(&home, "practice", c, &out),
         Command::History(args) => cmd::history::run(&home, args, &out),

@@ -11,9 +11,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::types::{
-    AddPeer, ApiErrorBody, CreateDoc, CreateNetwork, DocSummary, DocView, HistoryEntry, InviteRequest, InviteView,
-    JoinRequest, NetworkView, NodeStatus, PartnerRequest, PeerView, RemoveRequest, RevokeRequest, UpdateDoc,
-    VerifyReport,
+    AcceptOffer, AddPeer, ApiErrorBody, CreateDoc, CreateNetwork, DocSummary, DocView, HistoryEntry, InviteRequest,
+    InviteView, JoinRequest, NetworkView, NodeStatus, PartnerRequest, PeerView, RelayRequest, RemoveRequest,
+    RevokeRequest, UpdateDoc, VerifyReport,
 };
 use crate::home::Home;
 
@@ -212,6 +212,22 @@ impl ApiClient {
             error: format!("the node answered HTTP {status}"),
         });
         Err(ClientError::Api { status, code: body.code, message: body.error })
+    }
+
+    /// `POST /v1/docs/{id}/relay`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn relay(&self, id: &DocId, note: Option<&str>) -> Result<DocView, ClientError> {
+        self.send("POST", &format!("/v1/docs/{id}/relay"), &RelayRequest { note: note.map(str::to_owned) })
+    }
+
+    /// `POST /v1/docs/{id}/accept`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn accept(&self, request: &DocId, offer: &DocId) -> Result<DocView, ClientError> {
+        self.send("POST", &format!("/v1/docs/{request}/accept"), &AcceptOffer { offer: *offer })
     }
 
     /// `GET /v1/network`.

@@ -193,7 +193,8 @@ pub async fn play(demo: &Demo) -> Result<(), Box<dyn std::error::Error>> {
             ..CreateDoc::default()
         })
         .await?;
-    demo.say("2. Offline, its officer writes a request to Senneval: waste sorting and neighbourhood composting");
+    demo.say("2. Offline, its officer writes a request to its partner Senneval: waste sorting and composting");
+    let senneval_id = identity::load(&demo.homes[senneval])?.commune_id();
     let request = e(tala)
         .create(CreateDoc {
             kind: "request".into(),
@@ -202,20 +203,27 @@ pub async fn play(demo: &Demo) -> Result<(), Box<dyn std::error::Error>> {
                 "description": "Le projet « Quartier propre » cherche un savoir-faire en tri et en compostage.",
                 "theme": "THEME:waste", "dimensions": ["SPIRAL:B"], "need_types": ["expertise", "mission"],
                 "deadline": "2027-03-31", "consent_relay": true, "project": project.id.to_string(),
+                "addressee": senneval_id.to_string(),
             })),
-            scope: Some("network".into()),
             ..CreateDoc::default()
         })
         .await?;
     let req = request.id;
+    demo.say(&format!("   (scope « {} »: it goes to Tala-n-Asif's partners only; relaying is allowed)", request.scope));
     demo.say("3. The link comes up: Tala-n-Asif ─── Senneval");
     demo.link(tala, senneval).await?;
     demo.arrives(senneval, req, "the request", |_| true).await;
-    demo.say("4. Senneval has no such expertise; its Belgian peers receive the request through it");
+    demo.say("4. Senneval has no such expertise: it relays the request to the Belgian network");
+    let relay = e(senneval).relay(req, Some("Relais vers le réseau belge".into())).await?;
+    let rel = relay.id;
     for i in [verbois, hautrieu] {
-        demo.arrives(i, req, "the request (relayed by Senneval, still signed by Tala-n-Asif)", |_| true).await;
+        demo.arrives(i, rel, "the relayed request (Senneval's, naming Tala-n-Asif's)", |_| true).await;
     }
-    demo.arrives(secretariat, req, "5. a new open request, seen by the coordinator", |v| {
+    demo.arrives(tala, req, "the relay recorded on the original request", |v| {
+        v.fields.get("relays").and_then(|r| r.as_array()).is_some_and(|r| !r.is_empty())
+    })
+    .await;
+    demo.arrives(secretariat, rel, "5. a new open network request, seen by the coordinator", |v| {
         v.status.as_deref() == Some("open")
     })
     .await;
@@ -232,7 +240,7 @@ pub async fn play(demo: &Demo) -> Result<(), Box<dyn std::error::Error>> {
     let offer = e(hautrieu)
         .create(CreateDoc {
             kind: "offer".into(),
-            fields: fields(json!({"title": "Accueil d'une mission sur le compostage", "request": req.to_string(),
+            fields: fields(json!({"title": "Accueil d'une mission sur le compostage", "request": rel.to_string(),
                                  "resource_types": ["host_mission", "expertise_days"], "themes": ["THEME:waste"]})),
             ..CreateDoc::default()
         })
@@ -240,7 +248,7 @@ pub async fn play(demo: &Demo) -> Result<(), Box<dyn std::error::Error>> {
     e(verbois)
         .create(CreateDoc {
             kind: "offer".into(),
-            fields: fields(json!({"title": "Modèle de dépliant sur le tri", "request": req.to_string(),
+            fields: fields(json!({"title": "Modèle de dépliant sur le tri", "request": rel.to_string(),
                                  "resource_types": ["documents"]})),
             ..CreateDoc::default()
         })
@@ -265,24 +273,26 @@ pub async fn play(demo: &Demo) -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     demo.say("8. At the next window everything converges everywhere, through Senneval");
     demo.link(tala, senneval).await?;
-    for i in [senneval, verbois, hautrieu, secretariat] {
-        demo.arrives(i, req, "the new deadline and the Arabic text", |v| v.fields["deadline"] == "2027-06-30").await;
+    demo.arrives(senneval, req, "the new deadline and the Arabic text", |v| v.fields["deadline"] == "2027-06-30").await;
+    for i in [verbois, hautrieu, secretariat] {
+        demo.arrives(i, rel, "the new deadline and the Arabic text (on the relay)", |v| {
+            v.fields["deadline"] == "2027-06-30"
+        })
+        .await;
     }
     demo.say("9. Tala-n-Asif accepts Hautrieu's offer: the request becomes answered");
-    e(tala)
-        .update(
-            req,
-            UpdateDoc {
-                fields: fields(json!({"accepted_offers": [offer.id.to_string()]})),
-                status: Some("answered".into()),
-                note: Some("offre de Hautrieu acceptée".into()),
-                ..UpdateDoc::default()
-            },
-        )
-        .await?;
+    e(tala).accept(req, offer.id).await?;
+    demo.arrives(senneval, req, "status « answered »", |v| v.status.as_deref() == Some("answered")).await;
     for i in [senneval, verbois, hautrieu, secretariat] {
-        demo.arrives(i, req, "status « answered »", |v| v.status.as_deref() == Some("answered")).await;
+        demo.arrives(i, rel, "status « answered » (on the relay)", |v| v.status.as_deref() == Some("answered")).await;
     }
+    demo.arrives(hautrieu, offer.id, "its offer « accepted »", |v| v.status.as_deref() == Some("accepted")).await;
     demo.say("10. The coordinator sees the request answered; every node holds the same signed history");
+    for i in [verbois, hautrieu, secretariat] {
+        if demo.nodes[i].engine.get(req, None).await.is_ok() {
+            demo.say(&format!("   ✗ {} holds the partnership request: scopes leak", COMMUNES[i].0));
+        }
+    }
+    demo.say("   ✓ the original request never left the partnership Tala-n-Asif ─── Senneval");
     Ok(())
 }

@@ -39,6 +39,7 @@ mod shared;
 mod sync;
 mod verify;
 mod worker;
+mod workflow;
 
 pub use crate::api::types::PeerView;
 
@@ -124,6 +125,8 @@ pub(crate) enum Command {
     AddPeer(NodeId, Vec<String>, Reply<PeerView>),
     RemovePeer(NodeId, Reply<bool>),
     Network(NetworkCommand),
+    Relay(DocId, Option<String>, Reply<DocView>),
+    Accept(DocId, DocId, Reply<DocView>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -323,6 +326,25 @@ impl EngineHandle {
     /// [`EngineError::Stopped`].
     pub async fn remove_peer(&self, node: NodeId) -> Result<bool, EngineError> {
         self.ask(|r| Command::RemovePeer(node, r)).await
+    }
+
+    /// Relays a request addressed to this commune to the network (if the
+    /// requester consented): returns the relay, a network request.
+    ///
+    /// # Errors
+    /// [`EngineError::Conflict`] without consent or when already relayed;
+    /// [`EngineError::Forbidden`] when the request is not addressed here.
+    pub async fn relay(&self, request: DocId, note: Option<String>) -> Result<DocView, EngineError> {
+        self.ask(|r| Command::Relay(request, note, r)).await
+    }
+
+    /// Accepts an offer answering one of this commune's requests (or a
+    /// relay of it): the offer is accepted, the request and its relays answered.
+    ///
+    /// # Errors
+    /// [`EngineError::Forbidden`] unless this commune owns the request; bad ids.
+    pub async fn accept(&self, request: DocId, offer: DocId) -> Result<DocView, EngineError> {
+        self.ask(|r| Command::Accept(request, offer, r)).await
     }
 
     /// Founds a network with this commune as its coordinator.

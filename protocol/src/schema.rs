@@ -104,7 +104,12 @@ static INDICATOR: [FieldSpec; 6] = [
 static MILESTONE: [FieldSpec; 3] =
     [req("title", FieldType::Plain), f("due", FieldType::Date), f("done", FieldType::Bool)];
 static COMMITMENT: [FieldSpec; 2] = [req("commune", FieldType::Commune), f("commitment", FieldType::Plain)];
-static RELAY: [FieldSpec; 3] = [req("by", FieldType::Commune), req("at", FieldType::Date), f("note", FieldType::Plain)];
+static RELAY: [FieldSpec; 4] = [
+    req("by", FieldType::Commune),
+    req("at", FieldType::Date),
+    f("note", FieldType::Plain),
+    f("doc", FieldType::DocRef),
+];
 
 static PROFILE_FIELDS: [FieldSpec; 14] = [
     req("name", FieldType::Plain),
@@ -144,7 +149,7 @@ static PROJECT_FIELDS: [FieldSpec; 18] = [
     f("end", FieldType::Date),
 ];
 
-static REQUEST_FIELDS: [FieldSpec; 13] = [
+static REQUEST_FIELDS: [FieldSpec; 14] = [
     req("title", FieldType::Text),
     f("description", FieldType::Text),
     f("theme", FieldType::Code(&codes::THEMES)),
@@ -158,6 +163,7 @@ static REQUEST_FIELDS: [FieldSpec; 13] = [
     f("relays", FieldType::Records(&RELAY)),
     f("accepted_offers", FieldType::DocRefs),
     f("project", FieldType::DocRef),
+    f("relay_of", FieldType::DocRef),
 ];
 
 static OFFER_FIELDS: [FieldSpec; 9] = [

@@ -15,7 +15,7 @@ fn the_demo_story_plays_to_the_end() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains('✗'), "a step failed:\n{stderr}");
-    assert_eq!(stderr.matches('✓').count(), 15, "{stderr}");
+    assert_eq!(stderr.matches('✓').count(), 19, "{stderr}");
     assert!(stderr.contains("10. The coordinator sees the request answered"), "{stderr}");
     assert!(!dir.path().join("demo").exists(), "the demo removes its homes unless --keep");
 }

@@ -135,6 +135,55 @@ pub enum DocCommand {
     },
 }
 
+/// What can be done with requests: what any document allows, and the
+/// relay workflow.
+#[derive(Debug, clap::Subcommand)]
+pub enum RequestCommand {
+    #[command(flatten)]
+    Doc(DocCommand),
+    /// Relay a request addressed to this commune to its national network
+    /// (only if the requester consented): creates a network request that
+    /// names the original, and records the relay on it.
+    Relay {
+        /// The request's id, or a unique prefix of it.
+        id: String,
+        /// A note recorded with the relay.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Accept an offer answering this commune's request (or a relay of it):
+    /// the offer becomes accepted, the request and its relays answered.
+    Accept {
+        /// The request's id, or a unique prefix of it.
+        id: String,
+        /// The offer's id, or a unique prefix of it.
+        #[arg(long)]
+        offer: String,
+    },
+}
+
+/// Runs `request ...`.
+pub fn run_request(home: &Home, command: RequestCommand, out: &Output) -> anyhow::Result<ExitCode> {
+    match command {
+        RequestCommand::Doc(c) => run(home, "request", c, out),
+        RequestCommand::Relay { id, note } => {
+            let client = super::client(home)?;
+            let id = resolve_id(&client, Some("request"), &id)?;
+            let relay = client.relay(&id, note.as_deref())?;
+            out.print(&relay, || format!("relayed to the network as request {}\n{}", relay.id, render(&relay)));
+            Ok(ExitCode::SUCCESS)
+        }
+        RequestCommand::Accept { id, offer } => {
+            let client = super::client(home)?;
+            let id = resolve_id(&client, Some("request"), &id)?;
+            let offer = resolve_id(&client, Some("offer"), &offer)?;
+            let doc = client.accept(&id, &offer)?;
+            out.print(&doc, || format!("offer accepted\n{}", render(&doc)));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 /// What can be done with the profile.
 #[derive(Debug, clap::Subcommand)]
 pub enum ProfileCommand {

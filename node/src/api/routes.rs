@@ -15,6 +15,7 @@ use passerelle_protocol::ids::{DocId, NodeId};
 use serde::Deserialize;
 
 use super::error::ApiError;
+use super::types::{AcceptOffer, RelayRequest};
 use super::types::{
     AddPeer, CreateDoc, CreateNetwork, DocSummary, DocView, HistoryEntry, InviteRequest, InviteView, JoinRequest,
     NetworkView, NodeStatus, PartnerRequest, PeerView, RemoveRequest, RevokeRequest, UpdateDoc, VerifyReport,
@@ -46,6 +47,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/docs", get(list).post(create))
         .route("/v1/docs/{id}", get(show).patch(update))
         .route("/v1/docs/{id}/history", get(history))
+        .route("/v1/docs/{id}/relay", post(relay))
+        .route("/v1/docs/{id}/accept", post(accept))
         .route("/v1/verify", post(verify))
         .route("/v1/peers", get(peers).post(add_peer))
         .route("/v1/peers/{node}", axum::routing::delete(remove_peer))
@@ -163,6 +166,24 @@ async fn update(
 
 async fn history(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<Vec<HistoryEntry>>, ApiError> {
     Ok(Json(state.engine.history(doc_id(&id)?).await?))
+}
+
+async fn relay(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    json: Result<Json<RelayRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<DocView>), ApiError> {
+    let id = doc_id(&id)?;
+    Ok((StatusCode::CREATED, Json(state.engine.relay(id, body(json)?.note).await?)))
+}
+
+async fn accept(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    json: Result<Json<AcceptOffer>, JsonRejection>,
+) -> Result<Json<DocView>, ApiError> {
+    let id = doc_id(&id)?;
+    Ok(Json(state.engine.accept(id, body(json)?.offer).await?))
 }
 
 async fn verify(State(state): State<ApiState>) -> Result<Json<VerifyReport>, ApiError> {

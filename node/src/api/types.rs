@@ -347,3 +347,20 @@ pub struct RemoveRequest {
     /// The member to remove (id, or a unique prefix of its id or name).
     pub commune: String,
 }
+
+/// Body of `POST /v1/docs/{id}/relay`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RelayRequest {
+    /// A note recorded with the relay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Body of `POST /v1/docs/{id}/accept`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptOffer {
+    /// The offer accepted.
+    pub offer: DocId,
+}

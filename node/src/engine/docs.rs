@@ -164,7 +164,8 @@ impl<S: Store> Worker<S> {
             (None, None) => {}
         }
         let mut writers = vec![self.commune];
-        for w in &req.writers {
+        let implied = self.implied_writers(kind.as_str(), &req.fields)?;
+        for w in req.writers.iter().chain(&implied) {
             if !writers.contains(w) {
                 writers.push(*w);
             }

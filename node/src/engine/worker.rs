@@ -162,8 +162,13 @@ impl<S: Store> Worker<S> {
                     let _ = reply.send(Err(e));
                 }
             },
-            Command::Update(id, req, reply) => match self.update(id, req) {
-                Ok((view, wrote)) if wrote => deferred.push(defer(reply, view)),
+            Command::Update(id, req, reply) => match self.update(id, req.clone()) {
+                Ok((view, wrote)) if wrote => {
+                    if let Err(e) = self.mirror_to_relays(id, &req) {
+                        tracing::warn!(doc = %id.short(), error = %e, "the change did not reach the request's relays");
+                    }
+                    deferred.push(defer(reply, view));
+                }
                 other => {
                     let _ = reply.send(other.map(|(v, _)| v));
                 }
@@ -211,6 +216,18 @@ impl<S: Store> Worker<S> {
                 }
             },
             Command::Network(command) => self.handle_network(command, deferred),
+            Command::Relay(id, note, reply) => match self.relay_request(id, note) {
+                Ok(view) => deferred.push(defer(reply, view)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::Accept(request, offer, reply) => match self.accept_offer(request, offer) {
+                Ok(view) => deferred.push(defer(reply, view)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Command::Shutdown(_) => unreachable!("handled by the loop"),
         }
     }

@@ -1,0 +1,130 @@
+//! The request relay workflow with real nodes and the CLI: a request to a
+//! partner, relayed to the network only with the requester's consent,
+//! offers from a commune that never met the requester, an acceptance, and
+//! statuses that converge on every node while the original request stays
+//! between the partners.
+//!
+//! ```text
+//!   Tala-n-Asif ═══ Senneval ─── Hautrieu        (all joined through the secretariat)
+//!                       └─────── Secretariat
+//! ```
+
+use std::time::Duration;
+
+use passerelle_tests::{TestNode, form_network, make_partners, wait_until};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_request_is_relayed_answered_and_accepted_across_the_network() -> anyhow::Result<()> {
+    let mut sec = TestNode::init_p2p("Secretariat", "BE")?;
+    let mut senneval = TestNode::init_p2p("Senneval", "BE")?;
+    let mut tala = TestNode::init_p2p("Tala-n-Asif", "MA")?;
+    let mut hautrieu = TestNode::init_p2p("Hautrieu", "BE")?;
+    for n in [&mut sec, &mut senneval, &mut tala, &mut hautrieu] {
+        n.start()?;
+    }
+    form_network(&sec, &[&senneval, &tala, &hautrieu])?;
+    make_partners(&senneval, &tala)?;
+    // Tala-n-Asif reaches the network through Senneval only.
+    for p in tala.cli_json(&["peers"])?.as_array().unwrap() {
+        tala.cli(&["peer", "remove", p["node"].as_str().unwrap()]);
+    }
+    tala.connect_to(&senneval)?;
+    hautrieu.connect_to(&senneval)?;
+    let to_senneval = format!("addressee={}", senneval.commune_id()?);
+
+    // Without consent, the partner cannot relay.
+    let private = tala.cli_json(&["request", "create", "--title", "Demande privée", "--field", &to_senneval])?;
+    let private_id = private["id"].as_str().unwrap().to_owned();
+    assert_eq!(private["writers"].as_array().unwrap().len(), 2, "the addressee may write it: {private}");
+    wait_until(
+        "Senneval to hold it",
+        DEADLINE,
+        || Ok(senneval.cli(&["request", "show", &private_id]).code),
+        |c| *c == 0,
+    )?;
+    let r = senneval.cli(&["request", "relay", &private_id]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("did not consent"), "{}", r.stderr);
+
+    // With consent: relayed once, by the addressee only.
+    let request = tala.cli_json(&[
+        "request",
+        "create",
+        "--title",
+        "Expertise en compostage",
+        "--theme",
+        "THEME:waste",
+        "--field",
+        &to_senneval,
+        "--field",
+        "consent_relay=true",
+    ])?;
+    let req = request["id"].as_str().unwrap().to_owned();
+    wait_until("Senneval to hold it", DEADLINE, || Ok(senneval.cli(&["request", "show", &req]).code), |c| *c == 0)?;
+    let relay = senneval.cli_json(&["request", "relay", &req, "--note", "vers le réseau belge"])?;
+    let rel = relay["id"].as_str().unwrap().to_owned();
+    assert_eq!(relay["scope"], "network");
+    assert_eq!(relay["fields"]["relay_of"], req.as_str());
+    assert_eq!(relay["fields"]["theme"], "THEME:waste");
+    let again = senneval.cli(&["request", "relay", &req]);
+    assert!(again.code == 1 && again.stderr.contains("already relayed"), "{}", again.stderr);
+    wait_until(
+        "the relay to be recorded at the requester",
+        DEADLINE,
+        || tala.cli_json(&["request", "show", &req]),
+        |v| v["fields"]["relays"][0]["doc"] == rel.as_str(),
+    )?;
+
+    // Hautrieu never met Tala-n-Asif: it answers the relay; the offer reaches the requester.
+    wait_until("the relay at Hautrieu", DEADLINE, || Ok(hautrieu.cli(&["request", "show", &rel]).code), |c| *c == 0)?;
+    let offer = hautrieu.cli_json(&[
+        "offer",
+        "create",
+        "--title",
+        "Accueil d'une mission",
+        "--field",
+        &format!("request={rel}"),
+    ])?;
+    let off = offer["id"].as_str().unwrap().to_owned();
+    wait_until("the offer at Tala-n-Asif", DEADLINE, || Ok(tala.cli(&["offer", "show", &off]).code), |c| *c == 0)?;
+    let r = hautrieu.cli(&["request", "accept", &rel, "--offer", &off]);
+    assert!(r.code == 1 && r.stderr.contains("only the requester"), "{}", r.stderr);
+    let r = tala.cli(&["request", "accept", &private_id, "--offer", &off]);
+    assert!(r.code == 1 && r.stderr.contains("does not answer"), "{}", r.stderr);
+
+    // The requester accepts: every copy converges.
+    let accepted = tala.cli_json(&["request", "accept", &req, "--offer", &off])?;
+    assert_eq!(accepted["status"], "answered");
+    let status_of = |n: &TestNode, kind: &str, id: &str| -> anyhow::Result<serde_json::Value> {
+        Ok(n.cli_json(&[kind, "show", id])?["status"].clone())
+    };
+    wait_until(
+        "the original answered at Senneval",
+        DEADLINE,
+        || status_of(&senneval, "request", &req),
+        |s| s == "answered",
+    )?;
+    for n in [&senneval, &hautrieu, &sec, &tala] {
+        wait_until(
+            &format!("the relay answered at {}", n.name),
+            DEADLINE,
+            || status_of(n, "request", &rel),
+            |s| s == "answered",
+        )?;
+        wait_until(
+            &format!("the offer accepted at {}", n.name),
+            DEADLINE,
+            || status_of(n, "offer", &off),
+            |s| s == "accepted",
+        )?;
+    }
+    let relay = sec.cli_json(&["request", "show", &rel])?;
+    assert_eq!(relay["fields"]["accepted_offers"][0], off.as_str());
+    // The original stayed between the partners.
+    for n in [&sec, &hautrieu] {
+        assert_eq!(n.cli(&["request", "show", &req]).code, 1, "{} holds the partnership request", n.name);
+    }
+    Ok(())
+}
