@@ -102,6 +102,15 @@ pub struct NetworkConfig {
     /// Seconds between anti-entropy rounds with each connected peer.
     #[serde(default = "default_anti_entropy")]
     pub anti_entropy_secs: u64,
+    /// Link up on its own with partners and with members of the same
+    /// country when the roster first names them (from the contact
+    /// addresses they joined with). Peers removed by hand stay removed.
+    #[serde(default = "default_true")]
+    pub auto_links: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_listen() -> Vec<String> {
@@ -114,7 +123,7 @@ fn default_anti_entropy() -> u64 {
 
 impl Default for NetworkConfig {
     fn default() -> Self {
-        Self { listen: default_listen(), mdns: false, anti_entropy_secs: DEFAULT_ANTI_ENTROPY_SECS }
+        Self { listen: default_listen(), mdns: false, anti_entropy_secs: DEFAULT_ANTI_ENTROPY_SECS, auto_links: true }
     }
 }
 

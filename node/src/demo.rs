@@ -156,7 +156,9 @@ pub async fn start(root: Option<PathBuf>) -> Result<Demo, Box<dyn std::error::Er
         if !home.config().exists() {
             identity::init_with_listen(&home, name, country, 0, Some(vec!["/ip4/127.0.0.1/tcp/0".into()]))?;
             let config = std::fs::read_to_string(home.config())?;
-            std::fs::write(home.config(), config.replace("anti_entropy_secs = 30", "anti_entropy_secs = 2"))?;
+            // The story decides who links with whom and when: no automatic links.
+            let config = config.replace("anti_entropy_secs = 30", "anti_entropy_secs = 2");
+            std::fs::write(home.config(), config.replace("auto_links = true", "auto_links = false"))?;
         }
         nodes.push(runtime::start(&home).await?);
         homes.push(home);

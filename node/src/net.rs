@@ -91,6 +91,13 @@ pub enum NetOut {
         /// The encoded message.
         bytes: Vec<u8>,
     },
+    /// Remember a peer's addresses and dial it (and again when the link drops).
+    Dial {
+        /// The peer.
+        node: NodeId,
+        /// Where to reach it.
+        addrs: Vec<Multiaddr>,
+    },
     /// Close connections with a peer that broke the protocol.
     Disconnect {
         /// Whom.

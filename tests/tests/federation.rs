@@ -426,3 +426,43 @@ fn a_rotated_key_keeps_history_verifiable_and_the_old_key_can_be_revoked() -> an
     assert!(r.stderr.contains("rotate it first"), "{}", r.stderr);
     Ok(())
 }
+
+/// ```text
+///   Secretariat (BE) ─ Senneval (BE) ─ Verbois (BE)        same country: linked on joining
+///                          ║
+///                     Tala-n-Asif (MA)                       partner: linked once both signed
+/// ```
+#[test]
+fn members_link_with_their_partners_and_their_own_country() -> anyhow::Result<()> {
+    let mut sec = TestNode::init_p2p("Secretariat", "BE")?;
+    let mut senneval = TestNode::init_p2p("Senneval", "BE")?;
+    let mut verbois = TestNode::init_p2p("Verbois", "BE")?;
+    let mut tala = TestNode::init_p2p("Tala-n-Asif", "MA")?;
+    for n in [&mut sec, &mut senneval, &mut verbois, &mut tala] {
+        n.start()?;
+    }
+    form_network(&sec, &[&senneval, &verbois, &tala])?;
+    let peers_of = |n: &TestNode| -> anyhow::Result<Vec<String>> {
+        Ok(n.cli_json(&["peers"])?
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["configured"] == true)
+            .map(|p| p["node"].as_str().unwrap().to_owned())
+            .collect())
+    };
+    let (s, v, t) = (senneval.node_id()?, verbois.node_id()?, tala.node_id()?);
+    wait_until("Senneval to link with Verbois", DEADLINE, || peers_of(&senneval), |p| p.contains(&v))?;
+    assert!(!peers_of(&senneval)?.contains(&t), "not yet partners, not the same country");
+    assert!(!peers_of(&tala)?.contains(&s));
+    make_partners(&senneval, &tala)?;
+    wait_until("Tala-n-Asif to link with its partner", DEADLINE, || peers_of(&tala), |p| p.contains(&s))?;
+    wait_until(
+        "the partners to be connected",
+        DEADLINE,
+        || tala.cli_json(&["peers"]),
+        |p| p.as_array().unwrap().iter().any(|p| p["node"] == s.as_str() && p["connected"] == true),
+    )?;
+    assert!(!peers_of(&tala)?.contains(&v), "Verbois is neither a partner nor Moroccan");
+    Ok(())
+}

@@ -140,7 +140,7 @@ pub enum DocCommand {
 #[derive(Debug, clap::Subcommand)]
 pub enum RequestCommand {
     #[command(flatten)]
-    Doc(DocCommand),
+    Doc(Box<DocCommand>),
     /// Relay a request addressed to this commune to its national network
     /// (only if the requester consented): creates a network request that
     /// names the original, and records the relay on it.
@@ -165,7 +165,7 @@ pub enum RequestCommand {
 /// Runs `request ...`.
 pub fn run_request(home: &Home, command: RequestCommand, out: &Output) -> anyhow::Result<ExitCode> {
     match command {
-        RequestCommand::Doc(c) => run(home, "request", c, out),
+        RequestCommand::Doc(c) => run(home, "request", *c, out),
         RequestCommand::Relay { id, note } => {
             let client = super::client(home)?;
             let id = resolve_id(&client, Some("request"), &id)?;

@@ -4,6 +4,9 @@
 //! to the roster and pushed to ready peers after the flush; the roster then
 //! decides who may connect, write and receive what.
 
+use std::collections::BTreeMap;
+
+use libp2p::Multiaddr;
 use passerelle_protocol::certificate::NodeCertificate;
 use passerelle_protocol::ids::{CommuneId, NodeId};
 use passerelle_protocol::network::statement::MAX_ADDRS;
@@ -78,6 +81,7 @@ impl<S: Store> Worker<S> {
         statements: Vec<SignedStatement>,
         from: Option<NodeId>,
     ) -> Result<(), EngineError> {
+        let before = self.desired_links();
         let Some(roster) = self.roster.as_mut() else { return Ok(()) };
         let (new, refused) = roster.insert_all(statements);
         for e in &refused {
@@ -99,7 +103,68 @@ impl<S: Store> Worker<S> {
         self.sync.wrote = true;
         self.sync.roster_news.push((from, new));
         self.enforce_roster();
+        self.link_new(&before);
         Ok(())
+    }
+
+    /// The members this node links with by default: its partners and the
+    /// members of its own country, at the contact addresses they joined with.
+    fn desired_links(&self) -> BTreeMap<NodeId, Vec<Multiaddr>> {
+        let mut out = BTreeMap::new();
+        let Some(roster) = &self.roster else { return out };
+        if !self.auto_links {
+            return out;
+        }
+        let partners = roster.partners_of(&self.commune);
+        for m in roster.members() {
+            let Some(node) = m.node else { continue };
+            if m.commune == self.commune || node == self.node_id || roster.is_revoked(&node, &m.commune) {
+                continue;
+            }
+            if !(partners.contains(&m.commune) || m.country == self.country) {
+                continue;
+            }
+            let addrs: Vec<Multiaddr> = m
+                .addrs
+                .iter()
+                .filter_map(|a| a.parse::<Multiaddr>().ok())
+                .filter(|a| {
+                    !a.iter().any(|p| match p {
+                        libp2p::multiaddr::Protocol::Ip4(ip) => ip.is_unspecified(),
+                        libp2p::multiaddr::Protocol::Ip6(ip) => ip.is_unspecified(),
+                        _ => false,
+                    })
+                })
+                .collect();
+            if !addrs.is_empty() {
+                out.insert(node, addrs);
+            }
+        }
+        out
+    }
+
+    /// Links with members that became desired links since `before` (a new
+    /// member of this country, a new partnership). Only new ones: a peer an
+    /// operator removed is not brought back until the roster changes it.
+    fn link_new(&mut self, before: &BTreeMap<NodeId, Vec<Multiaddr>>) {
+        for (node, addrs) in self.desired_links() {
+            if before.contains_key(&node) || self.sync.peers.get(&node).is_some_and(|p| p.configured) {
+                continue;
+            }
+            tracing::info!(peer = %node.short(), "linking with a partner or a member of this country");
+            let record = self.sync.peers.entry(node).or_insert_with(|| PeerRecord::new(node));
+            record.configured = true;
+            for a in &addrs {
+                let a = a.to_string();
+                if !record.addrs.contains(&a) {
+                    record.addrs.push(a);
+                }
+            }
+            self.sync.dirty_peers.insert(node);
+            if let Some(net) = &self.sync.net {
+                let _ = net.blocking_send(crate::net::NetOut::Dial { node, addrs });
+            }
+        }
     }
 
     /// Closes sessions with peers whose commune left the network or whose
@@ -427,6 +492,7 @@ impl<S: Store> Worker<S> {
         self.sync.wrote = true;
         tracing::info!(network = %roster.network(), name = %roster.name(), "joined network");
         self.roster = Some(roster);
+        self.link_new(&BTreeMap::new());
         let view = self.network_view()?;
         self.later.0.push(defer(joining.reply, view));
         self.greet_connected()

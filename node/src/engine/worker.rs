@@ -49,6 +49,8 @@ pub(crate) struct Worker<S> {
     pub language: String,
     /// The network's roster; `None` until this node founds or joins one.
     pub roster: Option<passerelle_protocol::network::Roster>,
+    /// Whether to link on its own with partners and same-country members.
+    pub auto_links: bool,
     /// A join waiting for the issuing node's answer.
     pub joining: Option<super::membership::Joining>,
     /// Replies to send once the current batch is durable (from events).
@@ -81,6 +83,7 @@ impl<S: Store> Worker<S> {
             country: identity.config.commune.country.clone(),
             roster: None,
             joining: None,
+            auto_links: identity.config.network.auto_links,
             later: Later::default(),
             language: identity.config.commune.language.clone(),
             book,

@@ -194,24 +194,7 @@ impl EventLoop {
     fn on_command(&mut self, command: NetCommand) {
         match command {
             NetCommand::Dial(node, addrs, reply) => {
-                if let Some(pid) = peer_id(&node) {
-                    let entry = self.known.entry(pid).or_insert(Known {
-                        node,
-                        addrs: Vec::new(),
-                        configured: true,
-                        attempts: 0,
-                        next_dial: Instant::now(),
-                    });
-                    entry.configured = true;
-                    for a in addrs {
-                        if !entry.addrs.contains(&a) {
-                            entry.addrs.push(a);
-                        }
-                    }
-                    entry.attempts = 0;
-                    entry.next_dial = Instant::now();
-                    self.dial(pid);
-                }
+                self.remember_and_dial(node, addrs);
                 let _ = reply.send(());
             }
             NetCommand::Forget(node, reply) => {
@@ -233,6 +216,25 @@ impl EventLoop {
         }
     }
 
+    fn remember_and_dial(&mut self, node: NodeId, addrs: Vec<Multiaddr>) {
+        let Some(pid) = peer_id(&node) else { return };
+        let entry = self.known.entry(pid).or_insert(Known {
+            node,
+            addrs: Vec::new(),
+            configured: true,
+            attempts: 0,
+            next_dial: Instant::now(),
+        });
+        entry.configured = true;
+        for a in addrs {
+            if !entry.addrs.contains(&a) {
+                entry.addrs.push(a);
+            }
+        }
+        entry.attempts = 0;
+        entry.next_dial = Instant::now();
+        self.dial(pid);
+    }
     fn dial(&mut self, pid: PeerId) {
         if self.swarm.is_connected(&pid) {
             return;
@@ -282,6 +284,7 @@ impl EventLoop {
                 self.outgoing.entry(pid).or_default().queue.push_back((kind, bytes.into()));
                 self.pump(pid);
             }
+            NetOut::Dial { node, addrs } => self.remember_and_dial(node, addrs),
             NetOut::Disconnect { to, reason } => {
                 if let Some(pid) = peer_id(&to) {
                     tracing::warn!(peer = %to.short(), %reason, "disconnecting peer");
