@@ -159,3 +159,84 @@ impl LocalSet for PeerView<'_> {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use passerelle_protocol::header::{DocHeader, DocKind, Scope};
+    use passerelle_protocol::keys::SecretKey;
+    use passerelle_protocol::network::{Role, SignedStatement, Statement};
+
+    use super::*;
+
+    fn key(seed: u8) -> SecretKey {
+        SecretKey::from_seed([seed; 32])
+    }
+
+    /// Founder F (BE); members A (BE), B (BE), M (MA); A and M are partners.
+    fn roster() -> Roster {
+        let f = key(1);
+        let mut r = Roster::founded(SignedStatement::found(&f, "R", "F", "BE", 1)).unwrap();
+        let net = r.network();
+        for (k, country) in [(key(2), "BE"), (key(3), "BE"), (key(4), "MA")] {
+            let admit = Statement::Admit {
+                member: k.commune_id(),
+                name: "x".into(),
+                country: country.into(),
+                role: Role::Commune,
+                invitation: [0; 16],
+                node: k.node_id(),
+                addrs: vec![],
+            };
+            r.insert(SignedStatement::sign(&f, net, 2, admit)).unwrap();
+        }
+        r.insert(SignedStatement::sign(&key(2), net, 3, Statement::Partner { with: key(4).commune_id() })).unwrap();
+        r.insert(SignedStatement::sign(&key(4), net, 3, Statement::Partner { with: key(2).commune_id() })).unwrap();
+        r
+    }
+
+    fn doc(index: &mut SyncIndex, owner: u8, scope: Scope, n: u8) -> DocId {
+        let header = DocHeader::new(DocKind::Request, key(owner).commune_id(), scope, 1, [n; 16]);
+        let id = header.id();
+        let mut meta = DocMeta::new(id, &header);
+        meta.heads = vec![hex::encode([n; 32])];
+        index.set(&meta);
+        id
+    }
+
+    #[test]
+    fn each_peer_sees_the_network_and_only_its_partnerships() {
+        let r = roster();
+        let (a, b, m) = (key(2).commune_id(), key(3).commune_id(), key(4).commune_id());
+        let mut index = SyncIndex::default();
+        let n1 = doc(&mut index, 2, Scope::Network, 1);
+        let p_a = doc(&mut index, 2, Scope::Partnership, 2);
+        let p_m = doc(&mut index, 4, Scope::Partnership, 3);
+        let p_b = doc(&mut index, 3, Scope::Partnership, 4);
+        let unknown = doc(&mut index, 2, Scope::Unknown("event-only".into()), 5);
+
+        assert!(index.may_share(&p_a, &m, &r) && index.may_share(&p_m, &a, &r));
+        assert!(!index.may_share(&p_a, &b, &r), "B is not A's partner");
+        assert!(!index.may_share(&unknown, &a, &r), "an unknown scope goes nowhere");
+        assert!(index.may_share(&n1, &b, &r));
+
+        // A and M compare the network document and both partnership sets.
+        let a_for_m = index.view(a, &r).fingerprints(&m);
+        let m_for_a = index.view(m, &r).fingerprints(&a);
+        assert_eq!(a_for_m.total().count, 3);
+        assert_eq!(a_for_m.total(), m_for_a.total(), "two nodes compute the same set for each other");
+        // A and B compare only the network document (and neither holds the other's partnerships).
+        assert_eq!(index.view(a, &r).fingerprints(&b).total().count, 1);
+        let ids: Vec<DocId> = (0..=255u8).flat_map(|bucket| index.ids_in(&[bucket], &a, &b, &r)).collect();
+        assert_eq!(ids, vec![n1]);
+        assert!(!ids.contains(&p_b));
+
+        // Heads move: the item moves with them, the count stays.
+        let header = DocHeader::new(DocKind::Request, key(2).commune_id(), Scope::Network, 1, [1; 16]);
+        let mut meta = DocMeta::new(n1, &header);
+        meta.heads = vec![hex::encode([9; 32])];
+        index.set(&meta);
+        let moved = index.view(a, &r).fingerprints(&m);
+        assert_eq!(moved.total().count, 3);
+        assert_ne!(moved.total(), a_for_m.total());
+    }
+}
