@@ -59,6 +59,10 @@ enum Command {
     /// Practice and method sheets.
     #[command(subcommand)]
     Practice(cmd::docs::DocCommand),
+    /// Follow-ups: a coordinator's tags and next steps on a document, or an
+    /// observer's comment (never a change to the document itself).
+    #[command(subcommand)]
+    Followup(cmd::docs::DocCommand),
     /// Show every change of a document: author, key, time, what changed.
     History(cmd::history::Args),
     /// Re-check every stored signature and name any change that fails.
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
         Command::Request(c) => cmd::docs::run_request(&home, c, &out),
         Command::Offer(c) => cmd::docs::run(&home, "offer", c, &out),
         Command::Practice(c) => cmd::docs::run(&home, "practice", c, &out),
+        Command::Followup(c) => cmd::docs::run(&home, "followup", c, &out),
         Command::History(args) => cmd::history::run(&home, args, &out),
         Command::Verify => cmd::verify::run(&home, &out),
         Command::Peer(c) => cmd::peers::run(&home, c, &out),

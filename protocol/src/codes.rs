@@ -149,6 +149,19 @@ pub static CONNECTIVITY: CodeList = CodeList {
     ],
 };
 
+/// Flags a follow-up puts on the document it follows.
+pub static FOLLOWUP_FLAGS: CodeList = CodeList {
+    name: "follow-up flag",
+    codes: &[
+        ("priority", "Prioritaire", "Priority"),
+        ("stalled", "Au point mort", "Stalled"),
+        ("needs_partner", "Cherche un partenaire", "Needs a partner"),
+        ("needs_funding", "Cherche un financement", "Needs funding"),
+        ("to_review", "À revoir", "To review"),
+        ("exemplary", "Exemplaire", "Exemplary"),
+    ],
+};
+
 /// Groups a project targets.
 pub static TARGET_GROUPS: CodeList = CodeList {
     name: "target group",

@@ -38,14 +38,17 @@ pub enum DocKind {
     Offer,
     /// A practice or method sheet.
     Practice,
+    /// A follow-up note on another document: a coordinator's tags and next
+    /// steps, or an observer's comment. Never a change to that document.
+    Followup,
     /// A kind from a newer release.
     Unknown(String),
 }
 
 impl DocKind {
     /// The kinds this release can create and validate.
-    pub const KNOWN: [DocKind; 5] =
-        [DocKind::Profile, DocKind::Project, DocKind::Request, DocKind::Offer, DocKind::Practice];
+    pub const KNOWN: [DocKind; 6] =
+        [DocKind::Profile, DocKind::Project, DocKind::Request, DocKind::Offer, DocKind::Practice, DocKind::Followup];
 
     /// The kind's code on the wire and in the API.
     pub fn as_str(&self) -> &str {
@@ -55,6 +58,7 @@ impl DocKind {
             DocKind::Request => "request",
             DocKind::Offer => "offer",
             DocKind::Practice => "practice",
+            DocKind::Followup => "followup",
             DocKind::Unknown(s) => s,
         }
     }
@@ -66,6 +70,7 @@ impl DocKind {
             "request" => DocKind::Request,
             "offer" => DocKind::Offer,
             "practice" => DocKind::Practice,
+            "followup" => DocKind::Followup,
             other => DocKind::Unknown(other.to_owned()),
         }
     }
@@ -95,7 +100,7 @@ impl FromStr for DocKind {
             DocKind::Unknown(_) => Err(UnknownName {
                 what: "document kind",
                 input: s.to_owned(),
-                expected: "profile, project, request, offer, practice",
+                expected: "profile, project, request, offer, practice, followup",
             }),
             k => Ok(k),
         }

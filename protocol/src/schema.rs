@@ -193,7 +193,17 @@ static PRACTICE_FIELDS: [FieldSpec; 12] = [
     f("dimensions", FieldType::Codes(&codes::DIMENSIONS)),
 ];
 
-static SCHEMAS: [KindSchema; 5] = [
+static FOLLOWUP_FIELDS: [FieldSpec; 7] = [
+    req("target", FieldType::DocRef),
+    f("note", FieldType::Text),
+    f("flags", FieldType::Codes(&codes::FOLLOWUP_FLAGS)),
+    f("themes", FieldType::Codes(&codes::THEMES)),
+    f("dimensions", FieldType::Codes(&codes::DIMENSIONS)),
+    f("next_step", FieldType::Plain),
+    f("due", FieldType::Date),
+];
+
+static SCHEMAS: [KindSchema; 6] = [
     KindSchema {
         kind: DocKind::Profile,
         fields: &PROFILE_FIELDS,
@@ -227,6 +237,13 @@ static SCHEMAS: [KindSchema; 5] = [
         fields: &PRACTICE_FIELDS,
         lifecycle: Some(&status::PRACTICE),
         title_field: "title",
+        default_scope: Scope::Network,
+    },
+    KindSchema {
+        kind: DocKind::Followup,
+        fields: &FOLLOWUP_FIELDS,
+        lifecycle: Some(&status::FOLLOWUP),
+        title_field: "next_step",
         default_scope: Scope::Network,
     },
 ];

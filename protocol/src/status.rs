@@ -83,6 +83,16 @@ pub static PRACTICE: Lifecycle = Lifecycle {
     ],
 };
 
+/// follow-up: open → done (or dropped).
+pub static FOLLOWUP: Lifecycle = Lifecycle {
+    initial: "open",
+    stages: &[
+        st("open", 0, false, "en cours", "open"),
+        st("done", 1, true, "fait", "done"),
+        st("dropped", 1, true, "abandonné", "dropped"),
+    ],
+};
+
 /// Why a status move is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StatusError {

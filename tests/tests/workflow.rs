@@ -126,5 +126,54 @@ fn a_request_is_relayed_answered_and_accepted_across_the_network() -> anyhow::Re
     for n in [&sec, &hautrieu] {
         assert_eq!(n.cli(&["request", "show", &req]).code, 1, "{} holds the partnership request", n.name);
     }
+
+    // The coordinator tags and follows up, in a document of its own; it never edits the request.
+    let follow = sec.cli_json(&[
+        "followup",
+        "create",
+        "--field",
+        &format!("target={rel}"),
+        "--field",
+        r#"flags=["exemplary"]"#,
+        "--field",
+        "next_step=Inviter Hautrieu à présenter la mission",
+    ])?;
+    assert_eq!(follow["title"], "Inviter Hautrieu à présenter la mission");
+    let r = sec.cli(&["request", "update", &rel, "--deadline", "2030-01-01"]);
+    assert!(r.code == 1 && r.stderr.contains("not a writer"), "{}", r.stderr);
+    wait_until(
+        "the follow-up at Hautrieu",
+        DEADLINE,
+        || Ok(hautrieu.cli(&["followup", "show", follow["id"].as_str().unwrap()]).code),
+        |c| *c == 0,
+    )?;
+    Ok(())
+}
+
+/// An observer reads the network and comments; it does not publish requests.
+#[test]
+fn an_observer_comments_but_does_not_request() -> anyhow::Result<()> {
+    let mut sec = TestNode::init_p2p("Secretariat", "BE")?;
+    let mut obs = TestNode::init_p2p("Observatoire", "FR")?;
+    sec.start()?;
+    obs.start()?;
+    form_network(&sec, &[])?;
+    let token = sec.cli_json(&["invite", "--name", "Observatoire", "--country", "FR", "--role", "observer"])?;
+    assert_eq!(obs.cli(&["join", token["token"].as_str().unwrap()]).code, 0);
+    assert_eq!(obs.cli_json(&["network", "show"])?["role"], "observer");
+    let practice = sec.cli_json(&["practice", "create", "--title", "Fiche du réseau"])?;
+    let id = practice["id"].as_str().unwrap().to_owned();
+    wait_until("the observer to read it", DEADLINE, || Ok(obs.cli(&["practice", "show", &id]).code), |c| *c == 0)?;
+    let r = obs.cli(&["request", "create", "--title", "Une demande"]);
+    assert!(r.code == 1 && r.stderr.contains("observer"), "{}", r.stderr);
+    let comment =
+        obs.cli_json(&["followup", "create", "--field", &format!("target={id}"), "--field", "note=Très utile"])?;
+    let cid = comment["id"].as_str().unwrap().to_owned();
+    wait_until(
+        "the comment at the secretariat",
+        DEADLINE,
+        || Ok(sec.cli(&["followup", "show", &cid]).code),
+        |c| *c == 0,
+    )?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDoc {
-    /// Kind: project, request, offer, practice (or profile).
+    /// Kind: project, request, offer, practice, followup (or profile).
     pub kind: String,
     /// Field values (see `docs/cli.md` for each kind's fields).
     #[serde(default)]

@@ -35,10 +35,11 @@ pub const MAX_STATEMENT_BYTES: usize = 64 + MAX_KEPT * 32 + 1024;
 pub enum Role {
     /// Runs a node, owns its profile, projects, requests, offers and practice sheets.
     Commune,
-    /// Reads network-wide documents; may publish practice sheets and follow-up notes.
+    /// Reads network-wide documents; may publish practice sheets and comments (follow-ups).
     Observer,
-    /// Admits and removes members, revokes keys, follows up; never edits a
-    /// commune's content (it is not among its writers).
+    /// Admits and removes members, revokes keys, tags and follows up (with
+    /// follow-up documents of its own); never edits a commune's content (it
+    /// is not among its writers).
     Coordinator,
 }
 
@@ -53,7 +54,8 @@ impl Role {
     }
 
     /// Whether a member with this role may own a document of `kind`: an
-    /// observer publishes its profile and practice sheets only; communes and
+    /// observer publishes its profile, practice sheets and follow-up notes
+    /// (comments) only; communes and
     /// coordinators (often an association of communes, or a commune that
     /// founded the network) any kind. Nobody edits another's content either
     /// way: that is what a document's writers decide. Kinds from newer
@@ -62,7 +64,9 @@ impl Role {
         use crate::header::DocKind;
         match self {
             Role::Commune | Role::Coordinator => true,
-            Role::Observer => matches!(kind, DocKind::Profile | DocKind::Practice | DocKind::Unknown(_)),
+            Role::Observer => {
+                matches!(kind, DocKind::Profile | DocKind::Practice | DocKind::Followup | DocKind::Unknown(_))
+            }
         }
     }
 
