@@ -98,6 +98,11 @@ pub enum NetOut {
         /// Where to reach it.
         addrs: Vec<Multiaddr>,
     },
+    /// Disconnect a peer and stop redialling it.
+    Forget {
+        /// The peer.
+        node: NodeId,
+    },
     /// Close connections with a peer that broke the protocol.
     Disconnect {
         /// Whom.

@@ -466,3 +466,49 @@ fn members_link_with_their_partners_and_their_own_country() -> anyhow::Result<()
     assert!(!peers_of(&tala)?.contains(&v), "Verbois is neither a partner nor Moroccan");
     Ok(())
 }
+
+/// A coordinator removes a member: its node is disconnected and refused,
+/// and what it writes afterwards reaches nobody.
+#[test]
+fn a_removed_member_is_disconnected_and_refused() -> anyhow::Result<()> {
+    let mut sec = TestNode::init_p2p("Secretariat", "BE")?;
+    let mut verbois = TestNode::init_p2p("Verbois", "BE")?;
+    let mut hautrieu = TestNode::init_p2p("Hautrieu", "BE")?;
+    for n in [&mut sec, &mut verbois, &mut hautrieu] {
+        n.start()?;
+    }
+    form_network(&sec, &[&verbois, &hautrieu])?;
+    wait_converged(&[&sec, &verbois, &hautrieu], 3, DEADLINE)?;
+    let r = verbois.cli(&["network", "remove", "Hautrieu"]);
+    assert!(r.code == 1 && r.stderr.contains("only a coordinator"), "{}", r.stderr);
+    sec.cli_json(&["network", "remove", "Verbois"])?;
+    for n in [&sec, &hautrieu] {
+        wait_until(
+            &format!("{} to see Verbois removed", n.name),
+            DEADLINE,
+            || n.cli_json(&["members"]),
+            |m| m.as_array().unwrap().len() == 2,
+        )?;
+        wait_until(
+            &format!("{} to drop Verbois", n.name),
+            DEADLINE,
+            || n.cli_json(&["peers"]),
+            |p| {
+                !p.as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["commune"] == verbois.commune_id().unwrap().as_str() && p["connected"] == true)
+            },
+        )?;
+    }
+    let late = verbois.cli_json(&["offer", "create", "--title", "Écrite après le retrait"])?;
+    // Verbois keeps redialling: each time it is refused at the door.
+    wait_until("a refusal", DEADLINE, || Ok(sec.log()), |l| l.contains("is not a member of network"))?;
+    std::thread::sleep(Duration::from_secs(2));
+    for n in [&sec, &hautrieu] {
+        assert_eq!(n.cli(&["offer", "show", late["id"].as_str().unwrap()]).code, 1);
+    }
+    let r = sec.cli(&["network", "remove", "Secretariat"]);
+    assert!(r.code == 1 && r.stderr.contains("cannot be removed"), "{}", r.stderr);
+    Ok(())
+}

@@ -310,7 +310,10 @@ impl<S: Store> Worker<S> {
             return Err(invalid("expires_in_hours", format!("between 1 and {MAX_INVITATION_HOURS} hours")));
         }
         let now = clock::now_ms() as u64;
+        // Addresses others can reach first; loopback last (kept for a
+        // federation on one machine).
         let mut addrs = addrs;
+        addrs.sort_by_key(|a| a.contains("/127.0.0.1/") || a.contains("/::1/"));
         addrs.truncate(MAX_ADDRS);
         let invitation = Invitation::issue(
             &self.commune_key,
@@ -474,6 +477,15 @@ impl<S: Store> Worker<S> {
             Ok(s) => s,
             Err(reason) => {
                 tracing::warn!(issuer = %from.short(), %reason, "join refused");
+                // Nothing more to say to that node: stop redialling it.
+                if let Some(record) = self.sync.peers.get_mut(&from) {
+                    record.configured = false;
+                    record.last_error = Some(format!("join refused: {reason}"));
+                    self.sync.dirty_peers.insert(from);
+                }
+                if let Some(net) = &self.sync.net {
+                    let _ = net.blocking_send(crate::net::NetOut::Forget { node: from });
+                }
                 let _ = joining.reply.send(Err(forbidden(format!("the coordinator's node refused: {reason}"))));
                 return Ok(());
             }

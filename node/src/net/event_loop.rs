@@ -198,10 +198,7 @@ impl EventLoop {
                 let _ = reply.send(());
             }
             NetCommand::Forget(node, reply) => {
-                if let Some(pid) = peer_id(&node) {
-                    self.known.remove(&pid);
-                    let _ = self.swarm.disconnect_peer_id(pid);
-                }
+                self.forget(node);
                 let _ = reply.send(());
             }
             NetCommand::Info(reply) => {
@@ -213,6 +210,13 @@ impl EventLoop {
                 });
             }
             NetCommand::Shutdown(_) => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn forget(&mut self, node: NodeId) {
+        if let Some(pid) = peer_id(&node) {
+            self.known.remove(&pid);
+            let _ = self.swarm.disconnect_peer_id(pid);
         }
     }
 
@@ -285,6 +289,7 @@ impl EventLoop {
                 self.pump(pid);
             }
             NetOut::Dial { node, addrs } => self.remember_and_dial(node, addrs),
+            NetOut::Forget { node } => self.forget(node),
             NetOut::Disconnect { to, reason } => {
                 if let Some(pid) = peer_id(&to) {
                     tracing::warn!(peer = %to.short(), %reason, "disconnecting peer");
