@@ -143,6 +143,7 @@ impl<S: Store> Worker<S> {
                     self.after_flush();
                 } else {
                     self.sync.announcements.clear();
+                    self.sync.roster_news.clear();
                 }
             }
             if let Some(ack) = shutdown {
