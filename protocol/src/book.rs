@@ -48,6 +48,11 @@ impl CertificateBook {
         self.by_node.get(node)
     }
 
+    /// Every certificate, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &NodeCertificate> {
+        self.by_node.values()
+    }
+
     /// Number of certified node keys.
     pub fn len(&self) -> usize {
         self.by_node.len()

@@ -420,6 +420,15 @@ fn a_rotated_key_keeps_history_verifiable_and_the_old_key_can_be_revoked() -> an
         assert!(n.cli_json(&["verify"])?["failures"].as_array().unwrap().is_empty());
         assert_eq!(n.cli_json(&["history", &id])?.as_array().unwrap().len(), 2);
     }
+    let members = sec.cli_json(&["members"])?;
+    let entry = members.as_array().unwrap().iter().find(|m| m["name"] == "Verbois").unwrap();
+    let keys: Vec<(String, bool)> = entry["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["node"].as_str().unwrap().to_owned(), k["revoked"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(keys, vec![(old.clone(), true), (new.clone(), false)], "{entry}");
     // Revoking this node's own current key is refused: rotate first.
     let r = verbois.cli(&["network", "revoke", &new]);
     assert_eq!(r.code, 1);

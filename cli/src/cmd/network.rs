@@ -84,27 +84,37 @@ pub enum PartnerCommand {
     },
 }
 
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn summary(n: &NetworkView) -> String {
     format!(
-        "network {:?} ({})\n{} members, {} active partnerships, this commune: {}",
+        "network {:?} ({})\n{}, {}, this commune: {}",
         n.name,
         &n.network[..16],
-        n.members.len(),
-        n.partnerships.iter().filter(|p| p.active).count(),
+        plural(n.members.len(), "member", "members"),
+        plural(n.partnerships.iter().filter(|p| p.active).count(), "active partnership", "active partnerships"),
         n.role.as_deref().unwrap_or("not a member")
     )
 }
 
 fn members_table(n: &NetworkView) -> String {
-    let mut text = format!("{:<10} {:<24} {:<7} {:<12} {:<19}", "COMMUNE", "NAME", "COUNTRY", "ROLE", "SINCE");
+    let mut text = format!(
+        "{:<10} {:<24} {:<7} {:<12} {:<19} {}",
+        "COMMUNE", "NAME", "COUNTRY", "ROLE", "SINCE", "NODE KEYS (✗ revoked)"
+    );
     for m in &n.members {
+        let keys: Vec<String> =
+            m.nodes.iter().map(|k| format!("{}{}", k.node.short(), if k.revoked { "✗" } else { "" })).collect();
         text.push_str(&format!(
-            "\n{:<10} {:<24} {:<7} {:<12} {:<19}{}",
+            "\n{:<10} {:<24} {:<7} {:<12} {:<19} {}{}",
             m.commune.short(),
             m.name,
             m.country,
             m.role,
             time(m.since_ms as i64),
+            keys.join(" "),
             if m.me { "  (this commune)" } else { "" }
         ));
     }

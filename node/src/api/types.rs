@@ -231,8 +231,21 @@ pub struct MemberView {
     pub admitted_by: CommuneId,
     /// The node it joined with, if known.
     pub node: Option<NodeId>,
+    /// Node keys its commune certified that this node knows of.
+    pub nodes: Vec<NodeKeyView>,
     /// Whether that is this node's commune.
     pub me: bool,
+}
+
+/// A certified node key and whether it may still act.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeKeyView {
+    /// The node key.
+    pub node: NodeId,
+    /// When the commune certified it (ms).
+    pub certified_ms: u64,
+    /// Whether it is revoked.
+    pub revoked: bool,
 }
 
 /// A partnership, as declared by its two sides.

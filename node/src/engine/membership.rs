@@ -17,7 +17,7 @@ use passerelle_protocol::sync::message::SyncMessage;
 
 use super::worker::{Worker, defer};
 use super::{EngineError, Reply};
-use crate::api::types::{InviteRequest, InviteView, MemberView, NetworkView, PartnershipView};
+use crate::api::types::{InviteRequest, InviteView, MemberView, NetworkView, NodeKeyView, PartnershipView};
 use crate::clock;
 use crate::store::{InvitationRecord, PeerRecord, Store, WriteOp};
 
@@ -230,6 +230,20 @@ impl<S: Store> Worker<S> {
                     since_ms: m.since_ms,
                     admitted_by: m.admitted_by,
                     node: m.node,
+                    nodes: {
+                        let mut keys: Vec<NodeKeyView> = self
+                            .book
+                            .iter()
+                            .filter(|c| c.commune == m.commune)
+                            .map(|c| NodeKeyView {
+                                node: c.node,
+                                certified_ms: c.issued_ms,
+                                revoked: roster.is_revoked(&c.node, &m.commune),
+                            })
+                            .collect();
+                        keys.sort_by_key(|k| k.certified_ms);
+                        keys
+                    },
                     me: m.commune == self.commune,
                 })
                 .collect(),
