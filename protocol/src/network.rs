@@ -11,6 +11,6 @@ pub mod invitation;
 pub mod roster;
 pub mod statement;
 
-pub use invitation::{Invitation, InvitationDraft, InvitationError};
+pub use invitation::{Invitation, InvitationError, InvitationTerms};
 pub use roster::{Member, Partnership, Roster, RosterError};
 pub use statement::{Role, SignedStatement, Statement, network_id};

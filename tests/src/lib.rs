@@ -386,6 +386,25 @@ pub fn form_network(coordinator: &TestNode, members: &[&TestNode]) -> anyhow::Re
     Ok(())
 }
 
+/// Starts one node per `(name, country)` on loopback and forms a network:
+/// the first founds it and invites the others, who join through it.
+///
+/// # Errors
+/// When a node cannot start or join.
+pub fn federation<const N: usize>(communes: [(&str, &str); N]) -> anyhow::Result<[TestNode; N]> {
+    let mut nodes = Vec::with_capacity(N);
+    for (name, country) in communes {
+        let mut node = TestNode::init_p2p(name, country)?;
+        node.start()?;
+        nodes.push(node);
+    }
+    if let Some((first, rest)) = nodes.split_first() {
+        let rest: Vec<&TestNode> = rest.iter().collect();
+        form_network(first, &rest)?;
+    }
+    nodes.try_into().map_err(|_| anyhow::anyhow!("node count"))
+}
+
 /// Makes `a` and `b` (members of two countries, running) partners and waits
 /// until both see the partnership active.
 ///

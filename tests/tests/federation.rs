@@ -12,10 +12,10 @@ use libp2p::Multiaddr;
 use passerelle_protocol::certificate::NodeCertificate;
 use passerelle_protocol::ids::DocId;
 use passerelle_protocol::keys::SecretKey;
-use passerelle_protocol::network::{Invitation, InvitationDraft, Role, SignedStatement, Statement};
+use passerelle_protocol::network::{Invitation, InvitationTerms, Role, SignedStatement, Statement};
 use passerelle_protocol::sync::message::SyncMessage;
 use passerelle_tests::rogue::{RoguePeer, change_envelope};
-use passerelle_tests::{TestNode, form_network, make_partners, wait_converged, wait_until};
+use passerelle_tests::{TestNode, federation, form_network, make_partners, wait_converged, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -34,7 +34,7 @@ fn crafted(coordinator: &TestNode, expires_ms: u64, addrs: Vec<String>) -> anyho
     let network = coordinator.cli_json(&["network", "show"])?["network"].as_str().unwrap().parse()?;
     Ok(Invitation::issue(
         &id.commune_key,
-        InvitationDraft {
+        InvitationTerms {
             network,
             issuer_node: id.node_id(),
             addrs,
@@ -89,7 +89,7 @@ fn invitations_are_single_use_expiring_and_tamper_proof() -> anyhow::Result<()> 
         let mut rogue = RoguePeer::connect(&key, addr).await;
         let mut reasons = Vec::new();
         let mut tampered = Invitation::from_token(&fresh).unwrap();
-        tampered.role = Role::Coordinator;
+        tampered.terms.role = Role::Coordinator;
         let unknown = crafted(&sec, u64::MAX, addrs.clone()).unwrap();
         for inv in [Invitation::from_token(&token).unwrap(), expired.clone(), tampered, unknown] {
             rogue.inbox.clear();
@@ -175,13 +175,7 @@ fn outsiders_are_refused_at_the_door() -> anyhow::Result<()> {
 /// ```
 #[test]
 fn a_revoked_key_is_refused_after_its_revocation_only() -> anyhow::Result<()> {
-    let mut sec = TestNode::init_p2p("Secretariat", "BE")?;
-    let mut verbois = TestNode::init_p2p("Verbois", "BE")?;
-    let mut hautrieu = TestNode::init_p2p("Hautrieu", "BE")?;
-    for n in [&mut sec, &mut verbois, &mut hautrieu] {
-        n.start()?;
-    }
-    form_network(&sec, &[&verbois, &hautrieu])?;
+    let [sec, mut verbois, mut hautrieu] = federation([("Secretariat", "BE"), ("Verbois", "BE"), ("Hautrieu", "BE")])?;
     let doc = verbois.cli_json(&["offer", "create", "--title", "Formation au tri"])?;
     let doc_id: DocId = doc["id"].as_str().unwrap().parse()?;
     wait_converged(&[&sec, &verbois, &hautrieu], 4, DEADLINE)?;
@@ -283,14 +277,8 @@ fn a_revoked_key_is_refused_after_its_revocation_only() -> anyhow::Result<()> {
 /// ```
 #[test]
 fn partnership_documents_never_reach_a_non_partner() -> anyhow::Result<()> {
-    let mut sec = TestNode::init_p2p("Secretariat", "BE")?;
-    let mut senneval = TestNode::init_p2p("Senneval", "BE")?;
-    let mut tala = TestNode::init_p2p("Tala-n-Asif", "MA")?;
-    let mut spy = TestNode::init_p2p("Espion", "BE")?;
-    for n in [&mut sec, &mut senneval, &mut tala, &mut spy] {
-        n.start()?;
-    }
-    form_network(&sec, &[&senneval, &tala, &spy])?;
+    let [sec, senneval, tala, mut spy] =
+        federation([("Secretariat", "BE"), ("Senneval", "BE"), ("Tala-n-Asif", "MA"), ("Espion", "BE")])?;
     make_partners(&senneval, &tala)?;
     senneval.connect_to(&tala)?;
     spy.connect_to(&senneval)?;
@@ -443,14 +431,8 @@ fn a_rotated_key_keeps_history_verifiable_and_the_old_key_can_be_revoked() -> an
 /// ```
 #[test]
 fn members_link_with_their_partners_and_their_own_country() -> anyhow::Result<()> {
-    let mut sec = TestNode::init_p2p("Secretariat", "BE")?;
-    let mut senneval = TestNode::init_p2p("Senneval", "BE")?;
-    let mut verbois = TestNode::init_p2p("Verbois", "BE")?;
-    let mut tala = TestNode::init_p2p("Tala-n-Asif", "MA")?;
-    for n in [&mut sec, &mut senneval, &mut verbois, &mut tala] {
-        n.start()?;
-    }
-    form_network(&sec, &[&senneval, &verbois, &tala])?;
+    let [_sec, senneval, verbois, tala] =
+        federation([("Secretariat", "BE"), ("Senneval", "BE"), ("Verbois", "BE"), ("Tala-n-Asif", "MA")])?;
     let peers_of = |n: &TestNode| -> anyhow::Result<Vec<String>> {
         Ok(n.cli_json(&["peers"])?
             .as_array()
@@ -480,13 +462,7 @@ fn members_link_with_their_partners_and_their_own_country() -> anyhow::Result<()
 /// and what it writes afterwards reaches nobody.
 #[test]
 fn a_removed_member_is_disconnected_and_refused() -> anyhow::Result<()> {
-    let mut sec = TestNode::init_p2p("Secretariat", "BE")?;
-    let mut verbois = TestNode::init_p2p("Verbois", "BE")?;
-    let mut hautrieu = TestNode::init_p2p("Hautrieu", "BE")?;
-    for n in [&mut sec, &mut verbois, &mut hautrieu] {
-        n.start()?;
-    }
-    form_network(&sec, &[&verbois, &hautrieu])?;
+    let [sec, verbois, hautrieu] = federation([("Secretariat", "BE"), ("Verbois", "BE"), ("Hautrieu", "BE")])?;
     wait_converged(&[&sec, &verbois, &hautrieu], 3, DEADLINE)?;
     let r = verbois.cli(&["network", "remove", "Hautrieu"]);
     assert!(r.code == 1 && r.stderr.contains("only a coordinator"), "{}", r.stderr);

@@ -11,20 +11,14 @@
 
 use std::time::Duration;
 
-use passerelle_tests::{TestNode, form_network, make_partners, wait_until};
+use passerelle_tests::{TestNode, federation, form_network, make_partners, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
 #[test]
 fn a_request_is_relayed_answered_and_accepted_across_the_network() -> anyhow::Result<()> {
-    let mut sec = TestNode::init_p2p("Secretariat", "BE")?;
-    let mut senneval = TestNode::init_p2p("Senneval", "BE")?;
-    let mut tala = TestNode::init_p2p("Tala-n-Asif", "MA")?;
-    let mut hautrieu = TestNode::init_p2p("Hautrieu", "BE")?;
-    for n in [&mut sec, &mut senneval, &mut tala, &mut hautrieu] {
-        n.start()?;
-    }
-    form_network(&sec, &[&senneval, &tala, &hautrieu])?;
+    let [sec, senneval, tala, hautrieu] =
+        federation([("Secretariat", "BE"), ("Senneval", "BE"), ("Tala-n-Asif", "MA"), ("Hautrieu", "BE")])?;
     make_partners(&senneval, &tala)?;
     // Tala-n-Asif reaches the network through Senneval only.
     for p in tala.cli_json(&["peers"])?.as_array().unwrap() {

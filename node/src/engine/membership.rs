@@ -11,7 +11,7 @@ use passerelle_protocol::certificate::NodeCertificate;
 use passerelle_protocol::ids::{CommuneId, NodeId};
 use passerelle_protocol::network::statement::MAX_ADDRS;
 use passerelle_protocol::network::{
-    Invitation, InvitationDraft, Role, Roster, SignedStatement, Statement, invitation::InvitationError,
+    Invitation, InvitationTerms, Role, Roster, SignedStatement, Statement, invitation::InvitationError,
 };
 use passerelle_protocol::sync::message::SyncMessage;
 
@@ -331,7 +331,7 @@ impl<S: Store> Worker<S> {
         addrs.truncate(MAX_ADDRS);
         let invitation = Invitation::issue(
             &self.commune_key,
-            InvitationDraft {
+            InvitationTerms {
                 network: roster.network(),
                 issuer_node: self.node_id,
                 addrs,

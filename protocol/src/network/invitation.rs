@@ -11,7 +11,7 @@ use crate::canonical::{DecodeError, Reader, Writer};
 use crate::ids::{CommuneId, NetworkId, NodeId};
 use crate::keys::{self, SIGNATURE_LEN, SecretKey, SignatureError};
 
-use super::statement::{MAX_ADDR_BYTES, MAX_ADDRS, MAX_NAME_BYTES, Role};
+use super::statement::{MAX_NAME_BYTES, Role, read_addrs, write_addrs};
 
 const TAG: &str = "passerelle/invitation";
 const VERSION: u8 = 1;
@@ -37,13 +37,11 @@ pub enum InvitationError {
     },
 }
 
-/// An invitation to join a network.
+/// What an invitation says, before it is signed.
 #[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Invitation {
+pub struct InvitationTerms {
     /// The network.
     pub network: NetworkId,
-    /// The coordinator commune that issued it.
-    pub issuer: CommuneId,
     /// The node that redeems it.
     pub issuer_node: NodeId,
     /// Where that node listens.
@@ -58,60 +56,37 @@ pub struct Invitation {
     pub expires_ms: u64,
     /// Random id: what makes it single-use.
     pub id: [u8; 16],
+}
+
+/// An invitation to join a network: its terms, signed by a coordinator.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Invitation {
+    /// What it says.
+    pub terms: InvitationTerms,
+    /// The coordinator commune that issued it.
+    pub issuer: CommuneId,
     /// The issuer's commune signature.
     pub signature: [u8; SIGNATURE_LEN],
 }
 
-/// The fields of an invitation before it is signed.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct InvitationDraft {
-    /// The network.
-    pub network: NetworkId,
-    /// The node that will redeem it.
-    pub issuer_node: NodeId,
-    /// Where that node listens.
-    pub addrs: Vec<String>,
-    /// The invited commune's name.
-    pub name: String,
-    /// Its country.
-    pub country: String,
-    /// The role it will have.
-    pub role: Role,
-    /// Expiry.
-    pub expires_ms: u64,
-    /// Random id.
-    pub id: [u8; 16],
+impl std::ops::Deref for Invitation {
+    type Target = InvitationTerms;
+
+    fn deref(&self) -> &InvitationTerms {
+        &self.terms
+    }
 }
 
 impl Invitation {
-    /// Signs a draft with the coordinator's commune key.
-    pub fn issue(commune_key: &SecretKey, d: InvitationDraft) -> Self {
-        let mut inv = Self {
-            network: d.network,
-            issuer: commune_key.commune_id(),
-            issuer_node: d.issuer_node,
-            addrs: d.addrs,
-            name: d.name,
-            country: d.country,
-            role: d.role,
-            expires_ms: d.expires_ms,
-            id: d.id,
-            signature: [0; SIGNATURE_LEN],
-        };
-        inv.signature = commune_key.sign(&inv.signed_bytes());
-        inv
+    /// Signs the terms with the coordinator's commune key.
+    pub fn issue(commune_key: &SecretKey, terms: InvitationTerms) -> Self {
+        let issuer = commune_key.commune_id();
+        let signature = commune_key.sign(&signed_bytes(&terms, &issuer));
+        Self { terms, issuer, signature }
     }
 
     fn signed_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::new(TAG, VERSION);
-        w.fixed(self.network.as_bytes()).fixed(self.issuer.as_bytes()).fixed(self.issuer_node.as_bytes());
-        w.u32(self.addrs.len() as u32);
-        for a in &self.addrs {
-            w.str(a);
-        }
-        let role = self.role.as_str();
-        w.str(&self.name).str(&self.country).str(role).u64(self.expires_ms).fixed(&self.id);
-        w.finish()
+        signed_bytes(&self.terms, &self.issuer)
     }
 
     /// Checks the signature and the expiry.
@@ -143,14 +118,7 @@ impl Invitation {
         let network = NetworkId::from_bytes(r.fixed("network")?);
         let issuer = CommuneId::from_bytes(r.fixed("issuer")?);
         let issuer_node = NodeId::from_bytes(r.fixed("issuer node")?);
-        let count = r.u32("address count")? as usize;
-        if count > MAX_ADDRS {
-            return Err(DecodeError::TooLarge { field: "addresses", len: count, max: MAX_ADDRS });
-        }
-        let mut addrs = Vec::with_capacity(count);
-        for _ in 0..count {
-            addrs.push(r.str("address", MAX_ADDR_BYTES)?.to_owned());
-        }
+        let addrs = read_addrs(&mut r)?;
         let name = r.str("name", MAX_NAME_BYTES)?.to_owned();
         let country = r.str("country", 8)?.to_owned();
         let role =
@@ -159,7 +127,8 @@ impl Invitation {
         let id = r.fixed("id")?;
         let signature = r.fixed("signature")?;
         r.end()?;
-        Ok(Self { network, issuer, issuer_node, addrs, name, country, role, expires_ms, id, signature })
+        let terms = InvitationTerms { network, issuer_node, addrs, name, country, role, expires_ms, id };
+        Ok(Self { terms, issuer, signature })
     }
 
     /// The invitation as a token to hand over (prefix, then hex).
@@ -181,6 +150,14 @@ impl Invitation {
     }
 }
 
+fn signed_bytes(t: &InvitationTerms, issuer: &CommuneId) -> Vec<u8> {
+    let mut w = Writer::new(TAG, VERSION);
+    w.fixed(t.network.as_bytes()).fixed(issuer.as_bytes()).fixed(t.issuer_node.as_bytes());
+    write_addrs(&mut w, &t.addrs);
+    w.str(&t.name).str(&t.country).str(t.role.as_str()).u64(t.expires_ms).fixed(&t.id);
+    w.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,7 +166,7 @@ mod tests {
         let coordinator = SecretKey::from_seed([1; 32]);
         Invitation::issue(
             &coordinator,
-            InvitationDraft {
+            InvitationTerms {
                 network: NetworkId::from_bytes([3; 32]),
                 issuer_node: SecretKey::from_seed([2; 32]).node_id(),
                 addrs: vec!["/ip4/127.0.0.1/tcp/7421".into()],

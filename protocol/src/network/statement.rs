@@ -184,10 +184,8 @@ impl Statement {
             }
             Statement::Admit { member, name, country, role, invitation, node, addrs } => {
                 w.u8(2).fixed(member.as_bytes()).str(name).str(country).u8(role.code()).fixed(invitation);
-                w.fixed(node.as_bytes()).u32(addrs.len() as u32);
-                for a in addrs {
-                    w.str(a);
-                }
+                w.fixed(node.as_bytes());
+                write_addrs(w, addrs);
             }
             Statement::Remove { member } => {
                 w.u8(3).fixed(member.as_bytes());
@@ -221,14 +219,7 @@ impl Statement {
                 let role = Role::from_code(r.u8("role")?)?;
                 let invitation = r.fixed("invitation")?;
                 let node = NodeId::from_bytes(r.fixed("node")?);
-                let count = r.u32("address count")? as usize;
-                if count > MAX_ADDRS {
-                    return Err(DecodeError::TooLarge { field: "addresses", len: count, max: MAX_ADDRS });
-                }
-                let mut addrs = Vec::with_capacity(count);
-                for _ in 0..count {
-                    addrs.push(r.str("address", MAX_ADDR_BYTES)?.to_owned());
-                }
+                let addrs = read_addrs(r)?;
                 Statement::Admit { member, name, country, role, invitation, node, addrs }
             }
             3 => Statement::Remove { member: CommuneId::from_bytes(r.fixed("member")?) },
@@ -254,6 +245,30 @@ impl Statement {
             }
         })
     }
+}
+
+/// Writes a list of contact addresses (count, then each).
+pub fn write_addrs(w: &mut Writer, addrs: &[String]) {
+    w.u32(addrs.len() as u32);
+    for a in addrs {
+        w.str(a);
+    }
+}
+
+/// Reads a list of contact addresses, refusing more than [`MAX_ADDRS`].
+///
+/// # Errors
+/// [`DecodeError`].
+pub fn read_addrs(r: &mut Reader<'_>) -> Result<Vec<String>, DecodeError> {
+    let count = r.u32("address count")? as usize;
+    if count > MAX_ADDRS {
+        return Err(DecodeError::TooLarge { field: "addresses", len: count, max: MAX_ADDRS });
+    }
+    let mut addrs = Vec::with_capacity(count);
+    for _ in 0..count {
+        addrs.push(r.str("address", MAX_ADDR_BYTES)?.to_owned());
+    }
+    Ok(addrs)
 }
 
 /// The id of the network founded by `founder` under `name` at `founded_ms`.

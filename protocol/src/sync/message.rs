@@ -172,10 +172,8 @@ impl SyncMessage {
                 write_statements(&mut w, statements);
             }
             SyncMessage::Join { invitation, certificate, addrs } => {
-                w.u8(8).bytes(&invitation.encode()).bytes(&certificate.encode()).u32(addrs.len() as u32);
-                for a in addrs {
-                    w.str(a);
-                }
+                w.u8(8).bytes(&invitation.encode()).bytes(&certificate.encode());
+                crate::network::statement::write_addrs(&mut w, addrs);
             }
             SyncMessage::Welcome { statements } => {
                 w.u8(9);
@@ -269,11 +267,7 @@ impl SyncMessage {
                     Invitation::decode(r.bytes("invitation", 4096)?).map_err(|e| invalid("invitation", e))?;
                 let certificate =
                     NodeCertificate::decode(r.bytes("certificate", 512)?).map_err(|e| invalid("certificate", e))?;
-                let n = count(&mut r, "addresses", crate::network::statement::MAX_ADDRS)?;
-                let mut addrs = Vec::with_capacity(n);
-                for _ in 0..n {
-                    addrs.push(r.str("address", crate::network::statement::MAX_ADDR_BYTES)?.to_owned());
-                }
+                let addrs = crate::network::statement::read_addrs(&mut r)?;
                 SyncMessage::Join { invitation: Box::new(invitation), certificate, addrs }
             }
             9 => {
@@ -430,6 +424,23 @@ mod tests {
             SyncMessage::RosterHave { hashes: vec![[1; 16], [2; 16]] },
             SyncMessage::Roster { statements: vec![statement(), statement()], complete: true },
             SyncMessage::Welcome { statements: vec![statement()] },
+            SyncMessage::Join {
+                invitation: Box::new(crate::network::Invitation::issue(
+                    &SecretKey::from_seed([1; 32]),
+                    crate::network::InvitationTerms {
+                        network: NetworkId::from_bytes([6; 32]),
+                        issuer_node: cert().node,
+                        addrs: vec!["/ip4/127.0.0.1/tcp/7421".into()],
+                        name: "Tala-n-Asif".into(),
+                        country: "MA".into(),
+                        role: crate::network::Role::Commune,
+                        expires_ms: 5,
+                        id: [3; 16],
+                    },
+                )),
+                certificate: cert(),
+                addrs: vec!["/ip4/127.0.0.1/udp/7421/quic-v1".into()],
+            },
             SyncMessage::JoinRefused { reason: "invitation already used".into() },
             SyncMessage::Summary { count: 10_000, fingerprint: [7; 16], roster_count: 4, roster_fingerprint: [1; 16] },
             SyncMessage::Buckets { buckets: vec![BucketPrint { count: 3, xor: [1; 8] }; BUCKETS] },
