@@ -186,6 +186,14 @@ pub enum NetEvent {
         /// Why.
         reason: String,
     },
+    /// The delivery rate measured towards a peer changed: frames for it
+    /// are sized to take about a second.
+    LinkRate {
+        /// The peer.
+        node: NodeId,
+        /// Bytes per second it acknowledged.
+        bytes_per_s: u64,
+    },
     /// Time for an anti-entropy round with these connected peers (those
     /// with nothing queued: a round during a transfer would resend it).
     AntiEntropy {

@@ -18,6 +18,8 @@
 //! - [`net`]: the libp2p swarm task; the sync logic itself is the sans-IO
 //!   core in `passerelle_protocol::sync`, driven by the engine.
 //! - [`runtime`]: starts and stops a whole node.
+//! - [`netem`]: a loopback proxy that adds latency, caps bandwidth, cuts
+//!   and partitions links, for tests, benchmarks and the demo.
 //! - [`mod@bench`]: the benchmarks of `passerelle bench ingest` and `bench sync`.
 //! - [`demo`]: the local demo federation of `passerelle demo`.
 //!
@@ -39,5 +41,6 @@ pub mod engine;
 pub mod home;
 pub mod identity;
 pub mod net;
+pub mod netem;
 pub mod runtime;
 pub mod store;

@@ -215,6 +215,10 @@ pub struct PeerRecord {
     pub rejected: u64,
     /// The last error seen with it.
     pub last_error: Option<String>,
+    /// The delivery rate last measured towards it (bytes/s): frames for a
+    /// slow peer are small from the first message of the next connection.
+    #[serde(default)]
+    pub link_bytes_per_s: Option<u64>,
 }
 
 impl PeerRecord {
@@ -232,6 +236,7 @@ impl PeerRecord {
             changes_in: 0,
             rejected: 0,
             last_error: None,
+            link_bytes_per_s: None,
         }
     }
 }

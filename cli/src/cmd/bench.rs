@@ -22,6 +22,10 @@ pub enum BenchCommand {
         /// Documents node A holds (11 signed changes each).
         #[arg(long, default_value_t = 1_000)]
         docs: usize,
+        /// Also catch up a third node over an emulated poor link (64 kbit/s,
+        /// 600 ms round trip, cut every 20 s); prints goodput and bytes re-sent.
+        #[arg(long)]
+        poor_link: bool,
     },
 }
 
@@ -40,12 +44,12 @@ pub fn run(command: BenchCommand, _out: &Output) -> anyhow::Result<ExitCode> {
             }))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        BenchCommand::Sync { docs } => {
+        BenchCommand::Sync { docs, poor_link } => {
             if docs < 20 {
                 return Err(super::UsageError("--docs must be at least 20".into()).into());
             }
             let bin = std::env::current_exe().context("cannot find the passerelle binary")?;
-            rt.block_on(passerelle_node::bench::sync::run(bin, docs, |f| {
+            rt.block_on(passerelle_node::bench::sync::run(bin, docs, poor_link, |f| {
                 write_stdout(&serde_json::to_string(f).expect("figures serialize"));
             }))
             .map_err(|e| anyhow::anyhow!("{e}"))?;

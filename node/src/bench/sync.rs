@@ -1,18 +1,17 @@
 //! The sync benchmark (`passerelle bench sync`): two node processes on
-//! loopback, node B reaching node A through a TCP proxy that counts every
-//! byte both ways, running the shared workload's scenarios: catch-up, idle
-//! re-sync, one-change latency. Prints JSON lines; never fails on a figure.
+//! loopback, node B reaching node A through an emulated link
+//! ([`crate::netem`]) that counts every byte both ways, running the shared
+//! workload's scenarios: catch-up, idle re-sync, one-change latency; and,
+//! with `--poor-link`, a third node C catching up over 64 kbit/s with a
+//! 600 ms round trip, cut every 20 s. Prints JSON lines; never fails on a
+//! figure.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 use super::{signed_workload_by, workload};
 use passerelle_protocol::network::{Role, SignedStatement, Statement};
@@ -21,6 +20,7 @@ use crate::api::types::UpdateDoc;
 use crate::client::ApiClient;
 use crate::home::Home;
 use crate::identity;
+use crate::netem::{Link, LinkShape};
 use crate::store::{SledStore, Store};
 
 /// How long any one scenario may take before the benchmark gives up.
@@ -43,45 +43,26 @@ pub struct SyncFigure {
     pub rss_a_mb: f64,
     /// Peak resident memory of node B, MB.
     pub rss_b_mb: f64,
+    /// Poor link only: useful bytes (a clean catch-up's) over what the
+    /// link could carry in the time taken, both directions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goodput: Option<f64>,
+    /// Poor link only: bytes beyond a clean catch-up's, as a fraction of all bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resent_fraction: Option<f64>,
+    /// Poor link only: cuts during the transfer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cuts: Option<u64>,
 }
 
-/// Counts bytes crossing the proxy in both directions.
-#[derive(Debug, Default)]
-struct Counter(AtomicU64);
-
-async fn pipe(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, count: Arc<Counter>) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                count.0.fetch_add(n as u64, Ordering::Relaxed);
-                if to.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = to.shutdown().await;
-}
-
-/// A loopback TCP proxy to `target` that counts bytes.
-async fn proxy(target: std::net::SocketAddr, count: Arc<Counter>) -> std::io::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    tokio::spawn(async move {
-        while let Ok((inbound, _)) = listener.accept().await {
-            let Ok(outbound) = TcpStream::connect(target).await else { continue };
-            let _ = inbound.set_nodelay(true);
-            let _ = outbound.set_nodelay(true);
-            let (ri, wi) = inbound.into_split();
-            let (ro, wo) = outbound.into_split();
-            tokio::spawn(pipe(ri, wo, count.clone()));
-            tokio::spawn(pipe(ro, wi, count.clone()));
-        }
-    });
-    Ok(port)
-}
+/// The poor link of the benchmark: 64 kbit/s, 600 ms round trip, cut every 20 s.
+pub const POOR_LINK_KBIT_S: u64 = 64;
+/// Round trip of the poor link.
+pub const POOR_LINK_RTT: Duration = Duration::from_millis(600);
+/// How often the poor link is cut.
+pub const POOR_LINK_CUT_EVERY: Duration = Duration::from_secs(20);
+/// How long the poor-link catch-up may take.
+const POOR_LINK_DEADLINE: Duration = Duration::from_secs(3600);
 
 struct Proc {
     child: Child,
@@ -169,34 +150,36 @@ fn heads_map(
     Ok(client.list(Some("request"), None, None)?.into_iter().map(|d| (d.id.to_string(), d.heads)).collect())
 }
 
-/// Runs the three scenarios with `n_docs` documents, using the `passerelle`
-/// binary at `bin` for the two nodes, and calls `emit` with each figure.
+/// Runs the scenarios with `n_docs` documents, using the `passerelle`
+/// binary at `bin` for the nodes, and calls `emit` with each figure. With
+/// `poor_link`, a third node catches up over the benchmark's poor link.
 ///
 /// # Errors
 /// When a node cannot be set up or a scenario does not complete.
 pub async fn run(
     bin: PathBuf,
     n_docs: usize,
+    poor_link: bool,
     mut emit: impl FnMut(&SyncFigure),
 ) -> Result<(), Box<dyn std::error::Error>> {
     let root =
         std::env::temp_dir().join(format!("passerelle-bench-sync-{}", hex::encode(crate::clock::random_bytes::<4>())));
-    let a_home = Home::new(root.join("a"));
-    let b_home = Home::new(root.join("b"));
-    for (home, name, country) in [(&a_home, "Senneval", "BE"), (&b_home, "Tala-n-Asif", "MA")] {
+    let homes = [Home::new(root.join("a")), Home::new(root.join("b")), Home::new(root.join("c"))];
+    for (home, name, country) in
+        [(&homes[0], "Senneval", "BE"), (&homes[1], "Tala-n-Asif", "MA"), (&homes[2], "Imzouren", "MA")]
+    {
         identity::init_with_listen(home, name, country, 0, Some(vec!["/ip4/127.0.0.1/tcp/0".into()]))?;
         // No periodic rounds: every round measured is one the scenario caused.
         let config = std::fs::read_to_string(home.config())?;
         std::fs::write(home.config(), config.replace("anti_entropy_secs = 30", "anti_entropy_secs = 86400"))?;
     }
 
-    // Both nodes are members of one network and partners, set up offline
+    // The nodes are members of one network and A's partners, set up offline
     // (the same signed statements `network create`, `invite`/`join` and
     // `partner` would produce), so every measured byte is sync traffic.
-    let a_id = identity::load(&a_home)?;
-    let b_id = identity::load(&b_home)?;
-    let statements = offline_network(&a_id, &b_id);
-    for home in [&a_home, &b_home] {
+    let ids = [identity::load(&homes[0])?, identity::load(&homes[1])?, identity::load(&homes[2])?];
+    let statements = offline_network(&ids[0], &ids[1..]);
+    for home in &homes {
         let store = SledStore::open(&home.store())?;
         store.write(statements.iter().cloned().map(crate::store::WriteOp::Statement).collect())?;
         store.flush()?;
@@ -204,21 +187,20 @@ pub async fn run(
 
     // Node A's documents: the workload, written and signed by A.
     eprintln!("bench sync: writing {n_docs} documents ({} signed changes) into node A", n_docs * 11);
+    let a_id = &ids[0];
     let work = signed_workload_by(n_docs, &a_id.commune_key, &a_id.node_key, a_id.certificate.clone());
-    let (engine, thread) = crate::engine::spawn(SledStore::open(&a_home.store())?, &a_id)?;
+    let (engine, thread) = crate::engine::spawn(SledStore::open(&homes[0].store())?, a_id)?;
     super::ingest_workload(&engine, &work).await?;
     engine.shutdown().await;
     let _ = thread.join();
     drop(work);
 
-    let count = Arc::new(Counter::default());
     let result = tokio::task::spawn_blocking({
-        let count = count.clone();
         let bin = bin.clone();
-        let (a_home, b_home) = (a_home.clone(), b_home.clone());
+        let homes = homes.clone();
         let handle = tokio::runtime::Handle::current();
         move || -> Result<Vec<SyncFigure>, String> {
-            scenarios(&bin, &a_home, &b_home, n_docs, &count, &handle).map_err(|e| e.to_string())
+            scenarios(&bin, &homes, n_docs, poor_link, &handle).map_err(|e| e.to_string())
         }
     })
     .await?;
@@ -234,38 +216,39 @@ pub async fn run(
     Ok(())
 }
 
-/// A network founded by A, with B admitted and the two partners.
-fn offline_network(a: &identity::Identity, b: &identity::Identity) -> Vec<SignedStatement> {
+/// A network founded by A, with the others admitted and A's partners.
+fn offline_network(a: &identity::Identity, others: &[identity::Identity]) -> Vec<SignedStatement> {
     let now = crate::clock::now_ms() as u64;
     let found = SignedStatement::found(&a.commune_key, "Banc d'essai", &a.config.commune.name, "BE", now);
     let net = found.network;
-    let admit = Statement::Admit {
-        member: b.commune_id(),
-        name: b.config.commune.name.clone(),
-        country: b.config.commune.country.clone(),
-        role: Role::Commune,
-        invitation: [0; 16],
-        node: b.node_id(),
-        addrs: vec![],
-    };
-    vec![
-        SignedStatement::sign(&a.commune_key, net, now + 1, admit),
-        SignedStatement::sign(&a.commune_key, net, now + 2, Statement::Partner { with: b.commune_id() }),
-        SignedStatement::sign(&b.commune_key, net, now + 3, Statement::Partner { with: a.commune_id() }),
-        found,
-    ]
+    let mut out = vec![found];
+    for (i, b) in others.iter().enumerate() {
+        let t = now + 1 + 3 * i as u64;
+        let admit = Statement::Admit {
+            member: b.commune_id(),
+            name: b.config.commune.name.clone(),
+            country: b.config.commune.country.clone(),
+            role: Role::Commune,
+            invitation: [0; 16],
+            node: b.node_id(),
+            addrs: vec![],
+        };
+        out.push(SignedStatement::sign(&a.commune_key, net, t, admit));
+        out.push(SignedStatement::sign(&a.commune_key, net, t + 1, Statement::Partner { with: b.commune_id() }));
+        out.push(SignedStatement::sign(&b.commune_key, net, t + 2, Statement::Partner { with: a.commune_id() }));
+    }
+    out
 }
 
 fn scenarios(
     bin: &Path,
-    a_home: &Home,
-    b_home: &Home,
+    homes: &[Home; 3],
     n_docs: usize,
-    count: &Arc<Counter>,
+    poor_link: bool,
     rt: &tokio::runtime::Handle,
 ) -> Result<Vec<SyncFigure>, Box<dyn std::error::Error>> {
     let mut figures = Vec::new();
-    let mut a = Proc::start(bin, a_home)?;
+    let mut a = Proc::start(bin, &homes[0])?;
     let a_status = a.client()?.status()?;
     let target: std::net::SocketAddr = {
         let addr = a_status.listen.first().ok_or("node A has no listen address")?;
@@ -273,8 +256,8 @@ fn scenarios(
         let port = addr.rsplit('/').next().ok_or("bad address")?.parse::<u16>()?;
         ([127, 0, 0, 1], port).into()
     };
-    let proxy_port = rt.block_on(proxy(target, count.clone()))?;
-    let mut b = Proc::start(bin, b_home)?;
+    let link = rt.block_on(Link::start(target, LinkShape::default()))?;
+    let mut b = Proc::start(bin, &homes[1])?;
     let a_heads = heads_map(&a.client()?)?;
     let figure = |scenario, wall_s: f64, a: &Proc, b: &Proc, bytes| SyncFigure {
         system: "passerelle",
@@ -284,24 +267,28 @@ fn scenarios(
         bytes_total: bytes,
         rss_a_mb: a.rss_mb(),
         rss_b_mb: b.rss_mb(),
+        goodput: None,
+        resent_fraction: None,
+        cuts: None,
     };
 
     // 1. Catch-up: B, empty, fetches every document until it has A's heads.
-    count.0.store(0, Ordering::Relaxed);
+    link.reset_counters();
     let start = Instant::now();
-    b.client()?.add_peer(&a_status.node_id, &format!("/ip4/127.0.0.1/tcp/{proxy_port}"))?;
+    b.client()?.add_peer(&a_status.node_id, &link.multiaddr())?;
     // Listing every document costs the node a scan: poll gently so the
     // measurement does not slow down what it measures.
     wait("catch-up", SCENARIO_DEADLINE, Duration::from_millis(100), || Ok(heads_map(&b.client()?)? == a_heads))?;
-    figures.push(figure("catch-up", start.elapsed().as_secs_f64(), &a, &b, count.0.load(Ordering::Relaxed)));
+    let clean_bytes = link.total_bytes();
+    figures.push(figure("catch-up", start.elapsed().as_secs_f64(), &a, &b, clean_bytes));
     eprintln!("bench sync: catch-up done");
 
     // 2. Idle re-sync: B restarts on its own store and reconnects.
     b.stop();
     std::thread::sleep(Duration::from_millis(200));
-    count.0.store(0, Ordering::Relaxed);
+    link.reset_counters();
     let restarted_ms = crate::clock::now_ms();
-    b = Proc::start(bin, b_home)?;
+    b = Proc::start(bin, &homes[1])?;
     let start = Instant::now();
     let in_sync = |p: &Proc| -> Result<bool, Box<dyn std::error::Error>> {
         Ok(p.client()?.peers()?.iter().any(|peer| peer.record.last_sync_ms.is_some_and(|t| t >= restarted_ms)))
@@ -309,14 +296,14 @@ fn scenarios(
     wait("idle re-sync", SCENARIO_DEADLINE, Duration::from_millis(1), || Ok(in_sync(&b)? && in_sync(&a)?))?;
     let wall = start.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
-    figures.push(figure("idle-resync", wall, &a, &b, count.0.load(Ordering::Relaxed)));
+    figures.push(figure("idle-resync", wall, &a, &b, link.total_bytes()));
 
     // 3. One-change latency: A edits one field of one document; time until B has it.
     let a_client = a.client()?;
     let b_client = b.client()?;
     let ids: Vec<String> = a_heads.keys().cloned().collect();
     let mut samples = Vec::new();
-    count.0.store(0, Ordering::Relaxed);
+    link.reset_counters();
     for k in 0..20 {
         let id: passerelle_protocol::ids::DocId = ids[workload::latency_doc(k, ids.len())].parse()?;
         let mut fields = serde_json::Map::new();
@@ -331,8 +318,41 @@ fn scenarios(
     }
     samples.sort_by(f64::total_cmp);
     let median = (samples[9] + samples[10]) / 2.0;
-    figures.push(figure("one-change-latency", median, &a, &b, count.0.load(Ordering::Relaxed) / 20));
+    figures.push(figure("one-change-latency", median, &a, &b, link.total_bytes() / 20));
     b.stop();
+
+    // 4. Poor link: C, empty, catches up over 64 kbit/s, 600 ms round trip, cut every 20 s.
+    if poor_link {
+        let shape = LinkShape::poor(POOR_LINK_KBIT_S, POOR_LINK_RTT);
+        let mut poor = rt.block_on(Link::start(target, shape))?;
+        let c = Proc::start(bin, &homes[2])?;
+        let a_heads = heads_map(&a.client()?)?;
+        let _guard = rt.enter();
+        poor.cut_every(POOR_LINK_CUT_EVERY);
+        let start = Instant::now();
+        c.client()?.add_peer(&a_status.node_id, &poor.multiaddr())?;
+        let mut last_report = Instant::now();
+        wait("poor-link catch-up", POOR_LINK_DEADLINE, Duration::from_millis(500), || {
+            if last_report.elapsed() > Duration::from_secs(30) {
+                last_report = Instant::now();
+                let (_, cuts) = poor.connections_and_cuts();
+                eprintln!(
+                    "bench sync: poor link, {:.0} s, {} bytes so far, {cuts} cuts",
+                    start.elapsed().as_secs_f64(),
+                    poor.total_bytes()
+                );
+            }
+            Ok(heads_map(&c.client()?)? == a_heads)
+        })?;
+        let wall = start.elapsed().as_secs_f64();
+        let bytes = poor.total_bytes();
+        let capacity = shape.bytes_per_s.unwrap_or(1) as f64 * wall;
+        let mut f = figure("poor-link-catch-up", wall, &a, &c, bytes);
+        f.goodput = Some(clean_bytes as f64 / capacity);
+        f.resent_fraction = Some(bytes.saturating_sub(clean_bytes) as f64 / bytes.max(1) as f64);
+        f.cuts = Some(poor.connections_and_cuts().1);
+        figures.push(f);
+    }
     a.stop();
     Ok(figures)
 }

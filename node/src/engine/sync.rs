@@ -34,6 +34,9 @@ fn is_fault(code: &str) -> bool {
     !matches!(code, "unknown_document" | "from_the_future" | "not_a_member" | "revoked" | "role_forbids_kind")
 }
 
+/// Smallest `Docs` frame built on purpose (a single change may be larger).
+pub(crate) const MIN_FRAME_BYTES: usize = 4 * 1024;
+
 /// Parses hex heads from metadata.
 pub(crate) fn heads_of(hex_heads: &[String]) -> Vec<[u8; 32]> {
     hex_heads
@@ -102,6 +105,17 @@ impl<S: Store> Worker<S> {
         authors.iter().filter(|a| !in_headers.contains(a)).filter_map(|a| self.book.get(a).cloned()).collect()
     }
 
+    /// The size of `Docs` frames for a peer: about a second of its measured
+    /// delivery rate (so a cut loses little and every frame arrives between
+    /// cuts on a poor link), between [`MIN_FRAME_BYTES`] and
+    /// [`DOCS_FRAME_TARGET_BYTES`]; a middle size until a rate is known.
+    fn frame_target(&self, to: &NodeId) -> usize {
+        match self.sync.peers.get(to).and_then(|p| p.link_bytes_per_s) {
+            Some(rate) => (rate as usize).clamp(MIN_FRAME_BYTES, DOCS_FRAME_TARGET_BYTES),
+            None => DOCS_FRAME_TARGET_BYTES / 4,
+        }
+    }
+
     /// Sends headers and changes in frames of bounded size. Each frame is
     /// self-contained: it carries the header of every document it has
     /// changes of (frames travel on separate streams and may arrive in any
@@ -114,6 +128,7 @@ impl<S: Store> Worker<S> {
         };
         headers.retain(|h| self.sync.index.may_share(&h.id(), &peer, roster));
         changes.retain(|c| self.sync.index.may_share(&c.doc, &peer, roster));
+        let target = self.frame_target(&to);
         let by_id: HashMap<DocId, SignedHeader> = headers.iter().map(|h| (h.id(), h.clone())).collect();
         let mut frame_headers: Vec<SignedHeader> = Vec::new();
         let mut frame_changes: Vec<ChangeEnvelope> = Vec::new();
@@ -127,7 +142,7 @@ impl<S: Store> Worker<S> {
         };
         for change in changes {
             let len = change.change.len() + 140;
-            if size + len > DOCS_FRAME_TARGET_BYTES && !frame_changes.is_empty() {
+            if size + len > target && !frame_changes.is_empty() {
                 flush(self, std::mem::take(&mut frame_headers), std::mem::take(&mut frame_changes));
                 size = 0;
             }
@@ -347,6 +362,10 @@ impl<S: Store> Worker<S> {
                 let effects = session.on_message(msg, &self.sync.index.view(self.commune, roster), roster);
                 self.sync.sessions.insert(from, session);
                 self.run_effects(from, effects)?;
+            }
+            NetEvent::LinkRate { node, bytes_per_s } => {
+                tracing::debug!(peer = %node.short(), bytes_per_s, "delivery rate");
+                self.peer_mut(node).link_bytes_per_s = Some(bytes_per_s);
             }
             NetEvent::AntiEntropy { idle } => {
                 for peer in idle {

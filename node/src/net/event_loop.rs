@@ -32,16 +32,83 @@ struct Known {
     configured: bool,
     attempts: u32,
     next_dial: Instant,
+    /// When the current connection came up.
+    connected_at: Option<Instant>,
+}
+
+/// A request on its way: the frame (kept to send again if the peer is
+/// busy), when it left, and how much had been delivered then.
+#[derive(Debug)]
+struct InFlight {
+    kind: &'static str,
+    bytes: Arc<[u8]>,
+    sent_at: Instant,
+    delivered_at_send: u64,
+    /// Sent with nothing else in flight or queued: its delivery time says
+    /// more about the round trip than about the link's rate.
+    app_limited: bool,
 }
 
 #[derive(Debug, Default)]
 struct Outgoing {
     queue: VecDeque<(&'static str, Arc<[u8]>)>,
-    /// Requests sent and not yet answered, kept to send again if the peer is busy.
-    in_flight: HashMap<OutboundRequestId, (&'static str, Arc<[u8]>)>,
+    /// Requests sent and not yet answered.
+    in_flight: HashMap<OutboundRequestId, InFlight>,
     /// After a `Busy` reply, nothing is sent to the peer before this.
     paused_until: Option<Instant>,
+    /// Bytes the peer acknowledged on this connection.
+    delivered: u64,
+    /// Estimated delivery rate (bytes/s): an average of delivery-rate samples.
+    rate: Option<f64>,
+    /// The rate last reported to the engine.
+    reported: Option<f64>,
 }
+
+impl Outgoing {
+    fn in_flight_bytes(&self) -> usize {
+        self.in_flight.values().map(|f| f.bytes.len()).sum()
+    }
+
+    /// Whether one more frame of `len` bytes may leave now: two frames
+    /// always, at most [`SEND_WINDOW`], and beyond two only while no more
+    /// than about [`IN_FLIGHT_TIME`] of data (at the measured rate) is in
+    /// flight, so a cut loses little and a slow link is not flooded with
+    /// frames that cannot arrive in time.
+    fn may_send(&self, len: usize) -> bool {
+        // Two frames always: one crosses the link while the other's
+        // acknowledgement comes back, so the link never waits on a round trip.
+        if self.in_flight.len() < 2 {
+            return true;
+        }
+        if self.in_flight.len() >= SEND_WINDOW {
+            return false;
+        }
+        self.rate.is_some_and(|rate| (self.in_flight_bytes() + len) as f64 <= rate * IN_FLIGHT_TIME.as_secs_f64())
+    }
+
+    /// A frame was acknowledged: take a delivery-rate sample (bytes
+    /// delivered since it left, over the time it took).
+    fn acknowledged(&mut self, f: &InFlight) {
+        self.delivered += f.bytes.len() as u64;
+        let elapsed = f.sent_at.elapsed().as_secs_f64().max(1e-4);
+        let sample = (self.delivered - f.delivered_at_send) as f64 / elapsed;
+        // Small or lone messages (a summary, a hello) measure the round
+        // trip, not the link: they may only raise the estimate.
+        let limited = f.app_limited || f.bytes.len() < 1024;
+        self.rate = match self.rate {
+            Some(r) if limited && sample < r => Some(r),
+            Some(r) => Some(r * 0.7 + sample * 0.3),
+            None if limited => None,
+            None => Some(sample),
+        };
+    }
+}
+
+/// How much data may be in flight to a peer, in seconds of its delivery rate.
+const IN_FLIGHT_TIME: std::time::Duration = std::time::Duration::from_millis(1500);
+/// A connection that stays up this long resets the redial backoff; one that
+/// drops sooner counts as a failed attempt (a flapping link backs off).
+pub const HEALTHY_CONNECTION: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long to wait before sending again to a peer that answered `Busy`.
 const BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
@@ -127,7 +194,10 @@ pub async fn spawn(
     for p in peers.into_iter().filter(|p| p.configured) {
         let Some(pid) = peer_id(&p.node) else { continue };
         let addrs = p.addrs.iter().filter_map(|a| a.parse().ok()).collect();
-        known.insert(pid, Known { node: p.node, addrs, configured: true, attempts: 0, next_dial: Instant::now() });
+        known.insert(
+            pid,
+            Known { node: p.node, addrs, configured: true, attempts: 0, next_dial: Instant::now(), connected_at: None },
+        );
     }
     let every = std::time::Duration::from_secs(config.anti_entropy_secs);
     let mut anti_entropy = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -228,6 +298,7 @@ impl EventLoop {
             configured: true,
             attempts: 0,
             next_dial: Instant::now(),
+            connected_at: None,
         });
         entry.configured = true;
         for a in addrs {
@@ -305,11 +376,28 @@ impl EventLoop {
             return;
         }
         out.paused_until = None;
-        while out.in_flight.len() < SEND_WINDOW {
+        while out.queue.front().is_some_and(|(_, b)| out.may_send(b.len())) {
             let Some((kind, bytes)) = out.queue.pop_front() else { break };
             tracing::trace!(kind, len = bytes.len(), "sending");
             let id = self.swarm.behaviour_mut().sync.send_request(&pid, bytes.clone());
-            out.in_flight.insert(id, (kind, bytes));
+            let delivered_at_send = out.delivered;
+            let app_limited = out.in_flight.is_empty() && out.queue.is_empty();
+            let f = InFlight { kind, bytes, sent_at: Instant::now(), delivered_at_send, app_limited };
+            out.in_flight.insert(id, f);
+        }
+    }
+
+    /// Tells the engine a peer's delivery rate when it moved by a quarter
+    /// or more, so it sizes the frames it builds for that peer.
+    fn report_rate(&mut self, pid: PeerId) {
+        let Some(out) = self.outgoing.get_mut(&pid) else { return };
+        let Some(rate) = out.rate else { return };
+        if out.reported.is_some_and(|r| (rate - r).abs() < r * 0.25) {
+            return;
+        }
+        let Some(node) = node_id(&pid) else { return };
+        if self.engine.net_event(NetEvent::LinkRate { node, bytes_per_s: rate as u64 }).is_ok() {
+            out.reported = Some(rate);
         }
     }
 
@@ -337,7 +425,7 @@ impl EventLoop {
                     return;
                 };
                 if let Some(k) = self.known.get_mut(&pid) {
-                    k.attempts = 0;
+                    k.connected_at = Some(Instant::now());
                 }
                 if num_established.get() == 1 {
                     let addr = endpoint.get_remote_address().to_string();
@@ -350,6 +438,13 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed { peer_id: pid, num_established: 0, cause, .. } => {
                 self.outgoing.remove(&pid);
+                if let Some(k) = self.known.get_mut(&pid)
+                    && let Some(since) = k.connected_at.take()
+                    && since.elapsed() >= HEALTHY_CONNECTION
+                {
+                    // A healthy connection: the next redial starts from the shortest delay.
+                    k.attempts = 0;
+                }
                 if let Some(node) = node_id(&pid) {
                     let error = cause.map(|c| c.to_string());
                     tracing::info!(peer = %node.short(), error = error.as_deref().unwrap_or("none"), "disconnected");
@@ -372,6 +467,7 @@ impl EventLoop {
                         configured: false,
                         attempts: 0,
                         next_dial: Instant::now(),
+                        connected_at: None,
                     });
                     if !k.addrs.contains(&addr) {
                         k.addrs.push(addr);
@@ -407,18 +503,23 @@ impl EventLoop {
                     if let Some(out) = self.outgoing.get_mut(&peer) {
                         let sent = out.in_flight.remove(&request_id);
                         match response {
-                            SyncReply::Ok => {}
+                            SyncReply::Ok => {
+                                if let Some(f) = &sent {
+                                    out.acknowledged(f);
+                                }
+                            }
                             SyncReply::Busy => {
                                 // The peer could not take it: send it again shortly.
                                 tracing::debug!(%peer, "peer busy: pausing");
-                                if let Some(msg) = sent {
-                                    out.queue.push_front(msg);
+                                if let Some(f) = sent {
+                                    out.queue.push_front((f.kind, f.bytes));
                                 }
                                 out.paused_until = Some(Instant::now() + BUSY_PAUSE);
                             }
                             SyncReply::Refused(reason) => tracing::warn!(%peer, %reason, "peer refused our message"),
                         }
                     }
+                    self.report_rate(peer);
                     self.pump(peer);
                 }
             },

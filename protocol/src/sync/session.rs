@@ -97,6 +97,9 @@ pub struct Session {
     role: Option<Role>,
     faults: u32,
     early: Vec<SyncMessage>,
+    /// Buckets whose items this session sent in the current round: each
+    /// side lists a bucket at most once per round.
+    items_sent: std::collections::HashSet<u8>,
     /// Reconciliation rounds started.
     pub rounds: u64,
     /// Rounds that ended with equal summaries.
@@ -113,6 +116,7 @@ impl Session {
             role: None,
             faults: 0,
             early: Vec::new(),
+            items_sent: std::collections::HashSet::new(),
             rounds: 0,
             in_sync_rounds: 0,
         }
@@ -361,6 +365,7 @@ impl Session {
                 let mine = fps.buckets();
                 let mut push_all = Vec::new();
                 let mut list = Vec::new();
+                self.items_sent.clear();
                 for (i, (m, t)) in mine.iter().zip(&buckets).enumerate() {
                     if BucketPrint::from(m) == *t || m.count == 0 {
                         // Equal, or we have nothing there: the peer pushes to us.
@@ -369,7 +374,10 @@ impl Session {
                     let bucket = i as u8;
                     if t.count == 0 {
                         push_all.push(bucket);
-                    } else {
+                    } else if u64::from(BucketPrint::from(m).count) <= u64::from(t.count) {
+                        // The side with fewer documents lists them; the other
+                        // answers with pushes (and its own list if it lacks some).
+                        self.items_sent.insert(bucket);
                         list.push((bucket, local.items(&peer, bucket)));
                     }
                 }
@@ -385,16 +393,29 @@ impl Session {
             SyncMessage::Items { buckets } => {
                 let mut push_docs = Vec::new();
                 let mut push_missing = Vec::new();
+                let mut answer = Vec::new();
                 for (bucket, theirs) in buckets {
+                    let mine = local.items(&peer, bucket);
                     let theirs: HashMap<DocId, Vec<[u8; 32]>> = theirs.into_iter().collect();
-                    for (doc, heads) in local.items(&peer, bucket) {
-                        match theirs.get(&doc) {
-                            None => push_docs.push(doc),
-                            Some(their_heads) if !same_heads(their_heads, &heads) => {
-                                push_missing.push((doc, their_heads.clone()))
+                    let mut they_have_more = theirs.len() > mine.len();
+                    for (doc, heads) in &mine {
+                        match theirs.get(doc) {
+                            None => push_docs.push(*doc),
+                            Some(their_heads) if !same_heads(their_heads, heads) => {
+                                // Either side may be ahead: push ours, and let them see our heads.
+                                they_have_more = true;
+                                push_missing.push((*doc, their_heads.clone()));
                             }
                             Some(_) => {}
                         }
+                    }
+                    if !they_have_more {
+                        let known: std::collections::HashSet<&DocId> = mine.iter().map(|(d, _)| d).collect();
+                        they_have_more = theirs.keys().any(|d| !known.contains(d));
+                    }
+                    // They hold what we lack: list ours once, so they push it.
+                    if they_have_more && self.items_sent.insert(bucket) {
+                        answer.push((bucket, mine));
                     }
                 }
                 let mut out = Vec::new();
@@ -403,6 +424,9 @@ impl Session {
                 }
                 if !push_missing.is_empty() {
                     out.push(Effect::PushMissing(push_missing));
+                }
+                if !answer.is_empty() {
+                    out.push(Effect::Send(SyncMessage::Items { buckets: answer }));
                 }
                 out
             }
