@@ -41,6 +41,10 @@ pub struct Demo {
     /// The homes, in the same order.
     pub homes: Vec<Home>,
     started: Instant,
+    /// Tala-n-Asif's emulated poor link to Senneval, with `--poor-link`.
+    poor_link: Option<crate::netem::Link>,
+    /// How long to wait for a document to travel.
+    deadline: Duration,
 }
 
 fn fields(v: Value) -> Map<String, Value> {
@@ -54,7 +58,10 @@ impl Demo {
 
     async fn link(&self, a: usize, b: usize) -> Result<(), Box<dyn std::error::Error>> {
         let status = self.nodes[b].net.info().await?;
-        let addr: libp2p::Multiaddr = status.listen.first().ok_or("no listen address")?.parse()?;
+        let mut addr: libp2p::Multiaddr = status.listen.first().ok_or("no listen address")?.parse()?;
+        if let (Some(poor), (0, 1)) = (&self.poor_link, (a, b)) {
+            addr = poor.multiaddr().parse()?;
+        }
         let node = crate::identity::load(&self.homes[b])?.node_id();
         self.nodes[a].engine.add_peer(node, vec![addr.to_string()]).await?;
         self.nodes[a].net.dial(node, vec![addr]).await?;
@@ -70,7 +77,7 @@ impl Demo {
 
     /// Waits until node `i` holds `doc` and `check` holds on it.
     async fn wait_for(&self, i: usize, doc: DocId, check: impl Fn(&crate::api::types::DocView) -> bool) -> bool {
-        let end = Instant::now() + TRAVEL_DEADLINE;
+        let end = Instant::now() + self.deadline;
         while Instant::now() < end {
             if let Ok(view) = self.nodes[i].engine.get(doc, None).await
                 && check(&view)
@@ -86,7 +93,7 @@ impl Demo {
         if self.wait_for(i, doc, check).await {
             self.say(&format!("   ✓ {what} on {}", COMMUNES[i].0));
         } else {
-            self.say(&format!("   ✗ {what} did not reach {} within {TRAVEL_DEADLINE:?}", COMMUNES[i].0));
+            self.say(&format!("   ✗ {what} did not reach {} within {:?}", COMMUNES[i].0, self.deadline));
         }
     }
 
@@ -138,11 +145,13 @@ impl Demo {
     }
 }
 
-/// Starts the federation and plays the story; returns the running demo.
+/// Starts the federation; returns the running demo. With `poor_link`,
+/// Tala-n-Asif reaches Senneval through an emulated link of 64 kbit/s with a
+/// 600 ms round trip, cut every 20 s.
 ///
 /// # Errors
 /// When a node cannot start.
-pub async fn start(root: Option<PathBuf>) -> Result<Demo, Box<dyn std::error::Error>> {
+pub async fn start(root: Option<PathBuf>, poor_link: bool) -> Result<Demo, Box<dyn std::error::Error>> {
     let root = root.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("passerelle-demo-{}", hex::encode(crate::clock::random_bytes::<4>())))
     });
@@ -163,8 +172,23 @@ pub async fn start(root: Option<PathBuf>) -> Result<Demo, Box<dyn std::error::Er
         nodes.push(runtime::start(&home).await?);
         homes.push(home);
     }
-    let demo = Demo { root, nodes, homes, started };
+    let mut demo = Demo { root, nodes, homes, started, poor_link: None, deadline: TRAVEL_DEADLINE };
     demo.say(&format!("5 nodes running on loopback, homes in {}", demo.root.display()));
+    if poor_link {
+        use crate::bench::sync::{POOR_LINK_CUT_EVERY, POOR_LINK_KBIT_S, POOR_LINK_RTT};
+        let listen = demo.nodes[1].net.info().await?.listen;
+        let port: u16 = listen.first().and_then(|a| a.rsplit('/').next()).ok_or("no listen address")?.parse()?;
+        let shape = crate::netem::LinkShape::poor(POOR_LINK_KBIT_S, POOR_LINK_RTT);
+        let mut link = crate::netem::Link::start(([127, 0, 0, 1], port).into(), shape).await?;
+        link.cut_every(POOR_LINK_CUT_EVERY);
+        demo.poor_link = Some(link);
+        demo.deadline = TRAVEL_DEADLINE * 4;
+        demo.say(&format!(
+            "Tala-n-Asif's link to Senneval: {POOR_LINK_KBIT_S} kbit/s, {} ms round trip, cut every {} s",
+            POOR_LINK_RTT.as_millis(),
+            POOR_LINK_CUT_EVERY.as_secs()
+        ));
+    }
     if demo.nodes[SECRETARIAT].engine.network().await.is_err() {
         demo.form_network().await?;
     }

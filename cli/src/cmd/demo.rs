@@ -18,6 +18,10 @@ pub struct Args {
     /// Play the story and stop, instead of running until Ctrl-C.
     #[arg(long)]
     pub once: bool,
+    /// Put Tala-n-Asif on a poor link to Senneval: 64 kbit/s, 600 ms round
+    /// trip, cut every 20 s (an emulated link on loopback).
+    #[arg(long)]
+    pub poor_link: bool,
 }
 
 /// Runs the demo.
@@ -25,7 +29,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     rt.block_on(async {
-        let d = demo::start(args.dir.clone()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let d = demo::start(args.dir.clone(), args.poor_link).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let played = demo::play(&d).await.map_err(|e| anyhow::anyhow!("{e}"));
         if played.is_ok() && !args.once {
             eprintln!("\nThe federation keeps running. Ask any node with the CLI, for example:");
