@@ -86,6 +86,9 @@ enum Command {
     Partner(cmd::network::PartnerCommand),
     /// List partnerships: active, or waiting for the other side.
     Partners,
+    /// Offline bundles: export what a partner lacks to a file, import one.
+    #[command(subcommand)]
+    Bundle(cmd::bundle::BundleCommand),
     /// The node key: rotate it.
     #[command(subcommand)]
     Key(cmd::key::KeyCommand),
@@ -144,6 +147,7 @@ fn main() -> ExitCode {
         Command::Members => cmd::network::members(&home, &out),
         Command::Partner(c) => cmd::network::partner(&home, c, &out),
         Command::Partners => cmd::network::partners(&home, &out),
+        Command::Bundle(c) => cmd::bundle::run(&home, c, &out),
         Command::Key(c) => cmd::key::run(&home, c, &out),
         Command::Bench(c) => cmd::bench::run(c, &out),
     };

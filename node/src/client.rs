@@ -11,10 +11,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::types::{
-    AcceptOffer, AddPeer, ApiErrorBody, CreateDoc, CreateNetwork, DocSummary, DocView, HistoryEntry, InviteRequest,
-    InviteView, JoinRequest, NetworkView, NodeStatus, PartnerRequest, PeerView, RelayRequest, RemoveRequest,
-    RevokeRequest, UpdateDoc, VerifyReport,
+    AcceptOffer, AddPeer, ApiErrorBody, CreateDoc, CreateNetwork, DocSummary, DocView, ExportBundle, HistoryEntry,
+    ImportBundle, InviteRequest, InviteView, JoinRequest, NetworkView, NodeStatus, PartnerRequest, PeerView,
+    RelayRequest, RemoveRequest, RevokeRequest, UpdateDoc, VerifyReport,
 };
+use crate::engine::{BundleSummary, ImportReport};
 use crate::home::Home;
 
 /// How long a request may take before the node counts as unreachable.
@@ -228,6 +229,23 @@ impl ApiClient {
     /// [`ClientError`].
     pub fn accept(&self, request: &DocId, offer: &DocId) -> Result<DocView, ClientError> {
         self.send("POST", &format!("/v1/docs/{request}/accept"), &AcceptOffer { offer: *offer })
+    }
+
+    /// `POST /v1/bundles/export`: the node writes the bundle at `path`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn export_bundle(&self, recipient: &str, all: bool, path: &str) -> Result<BundleSummary, ClientError> {
+        let req = ExportBundle { recipient: recipient.to_owned(), all, path: path.to_owned() };
+        self.send("POST", "/v1/bundles/export", &req)
+    }
+
+    /// `POST /v1/bundles/import`: the node reads the bundle at `path`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn import_bundle(&self, path: &str) -> Result<ImportReport, ClientError> {
+        self.send("POST", "/v1/bundles/import", &ImportBundle { path: path.to_owned() })
     }
 
     /// `GET /v1/network`.

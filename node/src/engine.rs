@@ -30,6 +30,7 @@ use crate::net::NetOut;
 use crate::store::{Store, StoreError};
 use passerelle_protocol::network::Invitation;
 
+mod bundles;
 mod cache;
 pub(crate) mod docs;
 mod ingest;
@@ -43,6 +44,7 @@ mod workflow;
 
 pub use crate::api::types::PeerView;
 
+pub use bundles::{BundleSummary, ImportReport};
 pub use ingest::IngestReport;
 
 /// Commands waiting for the engine; senders wait (back-pressure) when full.
@@ -127,6 +129,8 @@ pub(crate) enum Command {
     Network(NetworkCommand),
     Relay(DocId, Option<String>, Reply<DocView>),
     Accept(DocId, DocId, Reply<DocView>),
+    ExportBundle(String, bool, Reply<(Vec<u8>, BundleSummary)>),
+    ImportBundle(Vec<u8>, Reply<ImportReport>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -353,6 +357,24 @@ impl EngineHandle {
     /// [`EngineError::Forbidden`] unless this commune owns the request; bad ids.
     pub async fn accept(&self, request: DocId, offer: DocId) -> Result<DocView, EngineError> {
         self.ask(|r| Command::Accept(request, offer, r)).await
+    }
+
+    /// A signed bundle of what `recipient` (a member: id, prefix or name)
+    /// lacks as far as this node knows, or everything it may hold with `all`.
+    ///
+    /// # Errors
+    /// Unknown member, no network.
+    pub async fn export_bundle(&self, recipient: String, all: bool) -> Result<(Vec<u8>, BundleSummary), EngineError> {
+        self.ask(|r| Command::ExportBundle(recipient, all, r)).await
+    }
+
+    /// Verifies a bundle and applies it like a sync; resolves once durable.
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] for a bundle that is damaged, altered, or
+    /// for another commune or network.
+    pub async fn import_bundle(&self, bytes: Vec<u8>) -> Result<ImportReport, EngineError> {
+        self.ask(|r| Command::ImportBundle(bytes, r)).await
     }
 
     /// Founds a network with this commune as its coordinator.

@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod book;
+pub mod bundle;
 pub mod canonical;
 pub mod certificate;
 pub mod codes;

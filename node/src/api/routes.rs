@@ -15,11 +15,12 @@ use passerelle_protocol::ids::{DocId, NodeId};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::types::{AcceptOffer, RelayRequest};
+use super::types::{AcceptOffer, ExportBundle, ImportBundle, RelayRequest};
 use super::types::{
     AddPeer, CreateDoc, CreateNetwork, DocSummary, DocView, HistoryEntry, InviteRequest, InviteView, JoinRequest,
     NetworkView, NodeStatus, PartnerRequest, PeerView, RemoveRequest, RevokeRequest, UpdateDoc, VerifyReport,
 };
+use crate::engine::{BundleSummary, ImportReport};
 use crate::engine::{EngineHandle, ListFilter};
 
 /// Largest request body accepted, in bytes.
@@ -52,6 +53,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/verify", post(verify))
         .route("/v1/peers", get(peers).post(add_peer))
         .route("/v1/peers/{node}", axum::routing::delete(remove_peer))
+        .route("/v1/bundles/export", post(export_bundle))
+        .route("/v1/bundles/import", post(import_bundle))
         .route("/v1/network", get(network).post(create_network))
         .route("/v1/network/invitations", post(invite))
         .route("/v1/network/join", post(join))
@@ -288,4 +291,46 @@ async fn remove_member(
 ) -> Result<Json<NetworkView>, ApiError> {
     let req = body(json)?;
     Ok(Json(state.engine.remove_member(req.commune).await?))
+}
+
+async fn export_bundle(
+    State(state): State<ApiState>,
+    json: Result<Json<ExportBundle>, JsonRejection>,
+) -> Result<Json<BundleSummary>, ApiError> {
+    let req = body(json)?;
+    let path = std::path::PathBuf::from(&req.path);
+    if !path.is_absolute() {
+        return Err(ApiError::bad_request("give the bundle's path as an absolute path"));
+    }
+    let (bytes, summary) = state.engine.export_bundle(req.recipient, req.all).await?;
+    // Written beside, then renamed: a reader never sees half a bundle.
+    let written = tokio::task::spawn_blocking(move || {
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, &bytes)
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    })
+    .await
+    .map_err(stopping)?;
+    written.map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "io", e))?;
+    Ok(Json(summary))
+}
+
+async fn import_bundle(
+    State(state): State<ApiState>,
+    json: Result<Json<ImportBundle>, JsonRejection>,
+) -> Result<Json<ImportReport>, ApiError> {
+    let req = body(json)?;
+    let path = req.path.clone();
+    let read = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+        let len = std::fs::metadata(&path).map_err(|e| format!("cannot read {path}: {e}"))?.len();
+        if len > passerelle_protocol::bundle::MAX_BUNDLE_BYTES as u64 {
+            return Err(format!("{path} is over 1 GiB: not a bundle"));
+        }
+        std::fs::read(&path).map_err(|e| format!("cannot read {path}: {e}"))
+    })
+    .await
+    .map_err(stopping)?;
+    let bytes = read.map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "io", e))?;
+    Ok(Json(state.engine.import_bundle(bytes).await?))
 }

@@ -377,3 +377,25 @@ pub struct AcceptOffer {
     /// The offer accepted.
     pub offer: DocId,
 }
+
+/// Body of `POST /v1/bundles/export`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportBundle {
+    /// The member it is for: commune id, id prefix or name.
+    #[serde(rename = "for")]
+    pub recipient: String,
+    /// Everything it may hold, not only what it lacks as far as this node knows.
+    #[serde(default)]
+    pub all: bool,
+    /// Where the node writes the file (an absolute path on the node's machine).
+    pub path: String,
+}
+
+/// Body of `POST /v1/bundles/import`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportBundle {
+    /// The file to read (an absolute path on the node's machine).
+    pub path: String,
+}

@@ -265,7 +265,7 @@ impl<S: Store> Worker<S> {
     }
 
     /// Finds a member by id, id prefix or name (case-insensitive).
-    fn find_member(&self, query: &str) -> Result<CommuneId, EngineError> {
+    pub(crate) fn find_member(&self, query: &str) -> Result<CommuneId, EngineError> {
         let roster = self.roster()?;
         let q = query.trim().to_lowercase();
         let hits: Vec<CommuneId> = roster

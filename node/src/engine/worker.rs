@@ -226,6 +226,15 @@ impl<S: Store> Worker<S> {
                     let _ = reply.send(Err(e));
                 }
             },
+            Command::ExportBundle(recipient, all, reply) => {
+                let _ = reply.send(self.export_bundle(&recipient, all));
+            }
+            Command::ImportBundle(bytes, reply) => match self.import_bundle(&bytes) {
+                Ok(report) => deferred.push(defer(reply, report)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Command::Accept(request, offer, reply) => match self.accept_offer(request, offer) {
                 Ok(view) => deferred.push(defer(reply, view)),
                 Err(e) => {
