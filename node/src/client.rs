@@ -186,6 +186,14 @@ impl ApiClient {
         self.get("/v1/peers")
     }
 
+    /// `GET /v1/peers/{node}/pending`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn pending(&self, node: &NodeId) -> Result<Vec<crate::api::types::PendingDoc>, ClientError> {
+        self.get(&format!("/v1/peers/{node}/pending"))
+    }
+
     /// `POST /v1/peers`.
     ///
     /// # Errors

@@ -126,6 +126,7 @@ pub(crate) enum Command {
     Peers(Reply<Vec<PeerView>>),
     AddPeer(NodeId, Vec<String>, Reply<PeerView>),
     RemovePeer(NodeId, Reply<bool>),
+    Pending(NodeId, Reply<Vec<crate::api::types::PendingDoc>>),
     Network(NetworkCommand),
     Relay(DocId, Option<String>, Reply<DocView>),
     Accept(DocId, DocId, Reply<DocView>),
@@ -330,6 +331,14 @@ impl EngineHandle {
     /// [`EngineError::Invalid`] for an address that is not a multiaddr.
     pub async fn add_peer(&self, node: NodeId, addrs: Vec<String>) -> Result<PeerView, EngineError> {
         self.ask(|r| Command::AddPeer(node, addrs, r)).await
+    }
+
+    /// The documents a peer has not acknowledged, most recent first.
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] for an unknown peer.
+    pub async fn pending(&self, node: NodeId) -> Result<Vec<crate::api::types::PendingDoc>, EngineError> {
+        self.ask(|r| Command::Pending(node, r)).await
     }
 
     /// Forgets a peer. Returns whether it was known.

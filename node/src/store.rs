@@ -105,6 +105,10 @@ pub struct DocMeta {
     pub title: Option<String>,
     /// How many changes the latest snapshot covers (0: none).
     pub snapshot_changes: u64,
+    /// When this node last stored a change of it (ms, its own clock): what
+    /// delivery receipts compare with a peer's last in-sync round.
+    #[serde(default)]
+    pub stored_ms: i64,
 }
 
 impl DocMeta {
@@ -122,6 +126,7 @@ impl DocMeta {
             status: None,
             title: None,
             snapshot_changes: 0,
+            stored_ms: 0,
         }
     }
 }

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use passerelle_node::netem::{Link, LinkShape};
-use passerelle_tests::{TestNode, disconnect_all, federation, make_partners, wait_converged};
+use passerelle_tests::{TestNode, disconnect_all, federation, make_partners, wait_converged, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -68,8 +68,22 @@ fn sync_survives_latency_cuts_and_a_partition() -> anyhow::Result<()> {
     let request = tala.cli_json(&["request", "create", "--title", "Hors ligne"])?;
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(tala.cli(&["offer", "show", during["id"].as_str().unwrap()]).code, 1, "nothing crosses a partition");
+    // Delivery receipts: Senneval knows Tala-n-Asif has not acknowledged the offer.
+    let tala_node = tala.node_id()?;
+    let pending = senneval.cli_json(&["peer", "pending", &tala_node])?;
+    assert!(pending.as_array().unwrap().iter().any(|d| d["id"] == during["id"]), "{pending}");
     link.partition(false);
     wait_converged(&[&senneval, &tala], 34, DEADLINE)?;
+    wait_until(
+        "Tala-n-Asif to acknowledge everything",
+        DEADLINE,
+        || senneval.cli_json(&["peers"]),
+        |peers| {
+            peers.as_array().unwrap().iter().any(|p| {
+                p["node"] == tala_node.as_str() && p["receipts"]["pending"] == 0 && p["receipts"]["shared"] == 34
+            })
+        },
+    )?;
     assert_eq!(senneval.cli_json(&["request", "show", request["id"].as_str().unwrap()])?["title"], "Hors ligne");
     for n in [&senneval, &tala] {
         assert!(n.cli_json(&["verify"])?["failures"].as_array().unwrap().is_empty());

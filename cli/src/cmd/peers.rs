@@ -22,6 +22,12 @@ pub enum PeerCommand {
         /// The peer's node id.
         node: NodeId,
     },
+    /// Documents the peer has not acknowledged yet (changed here since its
+    /// last in-sync round), most recent first.
+    Pending {
+        /// The peer's node id.
+        node: NodeId,
+    },
 }
 
 /// Runs `peer add|remove`.
@@ -31,6 +37,25 @@ pub fn run(home: &Home, command: PeerCommand, out: &Output) -> anyhow::Result<Ex
         PeerCommand::Add { node, addr } => {
             let peer = client.add_peer(&node, &addr)?;
             out.print(&peer, || format!("peer {} added at {addr}; connecting", node.short()));
+        }
+        PeerCommand::Pending { node } => {
+            let pending = client.pending(&node)?;
+            out.print(&pending, || {
+                if pending.is_empty() {
+                    return format!("peer {} has acknowledged every document it may hold", node.short());
+                }
+                let mut text = format!("{:<10} {:<9} {:<19} TITLE", "DOCUMENT", "KIND", "CHANGED HERE");
+                for d in &pending {
+                    text.push_str(&format!(
+                        "\n{:<10} {:<9} {:<19} {}",
+                        d.id.short(),
+                        d.kind,
+                        time(d.stored_ms),
+                        d.title.as_deref().unwrap_or("")
+                    ));
+                }
+                text
+            });
         }
         PeerCommand::Remove { node } => {
             client.remove_peer(&node)?;
@@ -48,18 +73,20 @@ pub fn list(home: &Home, out: &Output) -> anyhow::Result<ExitCode> {
             return "no peers yet: add one with `passerelle peer add <node-id> <multiaddr>`".into();
         }
         let mut text = format!(
-            "{:<10} {:<10} {:<9} {:<19} {:>10} {:>10} {:>8}  LAST ERROR",
-            "PEER", "COMMUNE", "STATE", "LAST SYNC", "BYTES IN", "BYTES OUT", "CHANGES"
+            "{:<10} {:<10} {:<9} {:<19} {:>11} {:>10} {:>10} {:>8}  LAST ERROR",
+            "PEER", "COMMUNE", "STATE", "LAST SYNC", "ACKNOWLEDGED", "BYTES IN", "BYTES OUT", "CHANGES"
         );
         for view in &peers {
             let p = &view.record;
             let commune = p.commune.as_deref().map(|c| &c[..8.min(c.len())]).unwrap_or("-");
+            let acked = view.receipts.map_or_else(|| "-".to_owned(), |r| format!("{}/{}", r.acknowledged, r.shared));
             text.push_str(&format!(
-                "\n{:<10} {:<10} {:<9} {:<19} {:>10} {:>10} {:>8}  {}",
+                "\n{:<10} {:<10} {:<9} {:<19} {:>11} {:>10} {:>10} {:>8}  {}",
                 p.node.short(),
                 commune,
                 if view.connected { "connected" } else { "offline" },
                 p.last_sync_ms.map(time).unwrap_or_else(|| "never".into()),
+                acked,
                 p.bytes_in,
                 p.bytes_out,
                 p.changes_in,

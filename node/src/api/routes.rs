@@ -53,6 +53,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/verify", post(verify))
         .route("/v1/peers", get(peers).post(add_peer))
         .route("/v1/peers/{node}", axum::routing::delete(remove_peer))
+        .route("/v1/peers/{node}/pending", get(pending))
         .route("/v1/bundles/export", post(export_bundle))
         .route("/v1/bundles/import", post(import_bundle))
         .route("/v1/network", get(network).post(create_network))
@@ -211,6 +212,15 @@ async fn add_peer(
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()))?;
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn pending(
+    State(state): State<ApiState>,
+    Path(node): Path<String>,
+) -> Result<Json<Vec<super::types::PendingDoc>>, ApiError> {
+    let node: NodeId =
+        node.parse().map_err(|e: passerelle_protocol::ids::IdParseError| ApiError::bad_request(e.to_string()))?;
+    Ok(Json(state.engine.pending(node).await?))
 }
 
 async fn remove_peer(State(state): State<ApiState>, Path(node): Path<String>) -> Result<StatusCode, ApiError> {

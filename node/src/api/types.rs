@@ -202,6 +202,37 @@ pub struct PeerView {
     pub record: crate::store::PeerRecord,
     /// Connected now (and its certificate checked).
     pub connected: bool,
+    /// Delivery receipts: of the documents this node may share with the
+    /// peer, how many it has acknowledged at their current state (known
+    /// once its commune is known and this node is in a network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipts: Option<Receipts>,
+}
+
+/// What a peer has acknowledged: every document shared with it was at the
+/// peer's heads in its last in-sync round; documents this node stored a
+/// change of since then are pending.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Receipts {
+    /// Documents this node may share with the peer.
+    pub shared: u64,
+    /// Of those, acknowledged at their current heads.
+    pub acknowledged: u64,
+    /// Changed here since the peer's last in-sync round (or never synced).
+    pub pending: u64,
+}
+
+/// A document a peer has not acknowledged yet (`GET /v1/peers/{node}/pending`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingDoc {
+    /// The document.
+    pub id: DocId,
+    /// Its kind.
+    pub kind: String,
+    /// Its title.
+    pub title: Option<String>,
+    /// When this node stored its latest change (ms).
+    pub stored_ms: i64,
 }
 
 /// Body of `POST /v1/peers`.

@@ -41,6 +41,7 @@ pub(crate) fn refreshed_meta(meta: &DocMeta, header: &DocHeader, doc: &Automerge
     DocMeta {
         changes: meta.changes + added,
         updated_ms: meta.updated_ms.max(time_ms),
+        stored_ms: crate::clock::now_ms(),
         heads: doc.get_heads().iter().map(|h| h.to_string()).collect(),
         status,
         title,

@@ -1,18 +1,50 @@
 //! Peer records: added by operators, updated by sync, persisted.
 
-use passerelle_protocol::ids::NodeId;
+use passerelle_protocol::ids::{CommuneId, NodeId};
 
-use crate::api::types::PeerView;
+use crate::api::types::{PeerView, PendingDoc, Receipts};
 
 use super::worker::Worker;
 use super::{EngineError, FieldError};
 use crate::store::{PeerRecord, Store, WriteOp};
 
 fn view(record: &PeerRecord, connected: bool) -> PeerView {
-    PeerView { record: record.clone(), connected }
+    PeerView { record: record.clone(), connected, receipts: None }
 }
 
 impl<S: Store> Worker<S> {
+    /// The documents shared with `record`'s commune that it has not
+    /// acknowledged: stored here after its last in-sync round.
+    fn unacknowledged(&self, record: &PeerRecord) -> Result<Option<(u64, Vec<PendingDoc>)>, EngineError> {
+        let (Some(roster), Some(commune)) =
+            (&self.roster, record.commune.as_deref().and_then(|c| c.parse::<CommuneId>().ok()))
+        else {
+            return Ok(None);
+        };
+        let synced = record.last_sync_ms.unwrap_or(i64::MIN);
+        let mut shared = 0;
+        let mut pending = Vec::new();
+        for meta in self.store.metas()? {
+            if !self.sync.index.may_share(&meta.id, &commune, roster) {
+                continue;
+            }
+            shared += 1;
+            if meta.stored_ms > synced || record.last_sync_ms.is_none() {
+                pending.push(PendingDoc { id: meta.id, kind: meta.kind, title: meta.title, stored_ms: meta.stored_ms });
+            }
+        }
+        pending.sort_by_key(|p| std::cmp::Reverse(p.stored_ms));
+        Ok(Some((shared, pending)))
+    }
+
+    /// Documents a peer has not acknowledged, most recent first.
+    pub(crate) fn pending_for(&self, node: NodeId) -> Result<Vec<PendingDoc>, EngineError> {
+        let record = self.sync.peers.get(&node).ok_or_else(|| {
+            EngineError::Invalid(FieldError::Invalid { field: "node".into(), reason: format!("no peer {node}") })
+        })?;
+        Ok(self.unacknowledged(record)?.map(|(_, p)| p).unwrap_or_default())
+    }
+
     pub(crate) fn peer_views(&self) -> Vec<PeerView> {
         let mut out: Vec<PeerView> = self
             .sync
@@ -24,7 +56,16 @@ impl<S: Store> Worker<S> {
                     .sessions
                     .get(&r.node)
                     .is_some_and(|s| s.phase() == passerelle_protocol::sync::session::Phase::Ready);
-                view(r, connected)
+                let mut v = view(r, connected);
+                v.receipts = match self.unacknowledged(r) {
+                    Ok(Some((shared, pending))) => Some(Receipts {
+                        shared,
+                        acknowledged: shared - pending.len() as u64,
+                        pending: pending.len() as u64,
+                    }),
+                    _ => None,
+                };
+                v
             })
             .collect();
         out.sort_by(|a, b| b.record.configured.cmp(&a.record.configured).then(a.record.node.cmp(&b.record.node)));

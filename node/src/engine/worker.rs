@@ -220,6 +220,9 @@ impl<S: Store> Worker<S> {
                 }
             },
             Command::Network(command) => self.handle_network(command, deferred),
+            Command::Pending(node, reply) => {
+                let _ = reply.send(self.pending_for(node));
+            }
             Command::Relay(id, note, reply) => match self.relay_request(id, note) {
                 Ok(view) => deferred.push(defer(reply, view)),
                 Err(e) => {
