@@ -91,3 +91,22 @@ fn sync_survives_latency_cuts_and_a_partition() -> anyhow::Result<()> {
     println!("after the partition: {} bytes on the link in all", link.total_bytes());
     Ok(())
 }
+
+/// Keep-alive and timeouts hold on a 2 s round trip: the connection comes
+/// up, stays up, and documents cross.
+#[test]
+fn a_two_second_round_trip_still_syncs() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let [senneval, tala] = federation([("Senneval", "BE"), ("Tala-n-Asif", "MA")])?;
+    make_partners(&senneval, &tala)?;
+    let shape = LinkShape { latency: Duration::from_millis(1000), bytes_per_s: Some(8_000) };
+    let link = route_through(&rt, &senneval, &tala, shape)?;
+    let request = tala.cli_json(&["request", "create", "--title", "Par une liaison très lente"])?;
+    senneval.cli_json(&["offer", "create", "--title", "Réponse lente"])?;
+    wait_converged(&[&senneval, &tala], 4, DEADLINE)?;
+    assert_eq!(senneval.cli_json(&["request", "show", request["id"].as_str().unwrap()])?["scope"], "partnership");
+    let (connections, _) = link.connections_and_cuts();
+    assert_eq!(connections, 1, "one connection held throughout");
+    println!("2 s round trip: {} bytes on the link", link.total_bytes());
+    Ok(())
+}

@@ -104,6 +104,11 @@ impl Outgoing {
     }
 }
 
+/// How long dialling and upgrading a connection may take: TCP, Noise and
+/// Yamux (or the QUIC handshake) need several round trips, which on a 2 s
+/// round trip exceed the 10 s default.
+pub const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
+
 /// How much data may be in flight to a peer, in seconds of its delivery rate.
 const IN_FLIGHT_TIME: std::time::Duration = std::time::Duration::from_millis(1500);
 /// A connection that stays up this long resets the redial backoff; one that
@@ -145,12 +150,19 @@ pub async fn spawn(
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
         .map_err(build_err)?
-        .with_quic()
+        .with_quic_config(|mut c| {
+            // Defaults (5 s handshake, 10 s idle) give up on a 2 s round trip.
+            c.handshake_timeout = CONNECTION_TIMEOUT;
+            c.max_idle_timeout = 60_000;
+            c.keep_alive_interval = std::time::Duration::from_secs(15);
+            c
+        })
         .with_behaviour(|key| {
             Behaviour::new(key, mdns_on).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(build_err)?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .with_connection_timeout(CONNECTION_TIMEOUT)
         .build();
 
     let mut listeners = Vec::new();
