@@ -287,6 +287,8 @@ struct Net {
     rng: Rng,
     loss: u64,
     delivered: u64,
+    /// Encoded bytes of the messages delivered.
+    bytes: u64,
 }
 
 impl Net {
@@ -356,6 +358,7 @@ impl Net {
             self.queue.push_back((from, to, msg.clone()));
         }
         self.delivered += 1;
+        self.bytes += msg.encode().len() as u64;
         let peers = self.neighbours(to);
         let node = &mut self.nodes[to];
         let Some(mut s) = node.sessions.remove(&from) else { return true };
@@ -374,13 +377,14 @@ impl Net {
     }
 }
 
-fn run(seed: u64) -> (u64, usize) {
+fn run(seed: u64) -> (u64, u64, usize) {
     let mut rng = Rng(seed);
     let n = 5;
     let nodes: Vec<SimNode> = (0..n).map(|i| SimNode::new(i, seed)).collect();
     let links: Vec<(usize, usize)> = (0..n).map(|i| (i, (i + 1) % n)).collect();
     let up = vec![true; links.len()];
-    let mut net = Net { nodes, links, up, queue: VecDeque::new(), rng: Rng(rng.next()), loss: 0, delivered: 0 };
+    let mut net =
+        Net { nodes, links, up, queue: VecDeque::new(), rng: Rng(rng.next()), loss: 0, delivered: 0, bytes: 0 };
     for (a, b) in net.links.clone() {
         net.connect(a, b);
     }
@@ -450,7 +454,7 @@ fn run(seed: u64) -> (u64, usize) {
         net.anti_entropy();
         while net.step() {}
         if net.converged() {
-            return (net.delivered, attempt + 1);
+            return (net.delivered, net.bytes, attempt + 1);
         }
     }
     let summary: Vec<String> = net.nodes.iter().map(|n| format!("{} docs", n.items.len())).collect();
@@ -461,14 +465,17 @@ fn run(seed: u64) -> (u64, usize) {
 fn the_ring_converges_after_loss_reordering_and_partitions() {
     let seeds: u64 = std::env::var("PASSERELLE_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(150);
     let mut rounds_needed = Vec::new();
-    let mut delivered = 0;
+    let (mut delivered, mut bytes) = (0, 0);
     for seed in 0..seeds {
-        let (d, rounds) = run(seed);
+        let (d, b, rounds) = run(seed);
         delivered += d;
+        bytes += b;
         rounds_needed.push(rounds);
     }
     let max = rounds_needed.iter().max().copied().unwrap_or(0);
+    let mean = rounds_needed.iter().sum::<usize>() as f64 / rounds_needed.len().max(1) as f64;
     println!(
-        "sync simulation: {seeds} seeds converged, {delivered} messages delivered, at most {max} anti-entropy rounds after healing"
+        "sync simulation: {seeds} seeds converged, {delivered} messages ({bytes} bytes) delivered, \
+         anti-entropy rounds after healing: mean {mean:.2}, at most {max}"
     );
 }
