@@ -36,6 +36,12 @@ struct Known {
     connected_at: Option<Instant>,
 }
 
+impl Known {
+    fn new(node: NodeId, addrs: Vec<Multiaddr>, configured: bool) -> Self {
+        Self { node, addrs, configured, attempts: 0, next_dial: Instant::now(), connected_at: None }
+    }
+}
+
 /// A request on its way: the frame (kept to send again if the peer is
 /// busy), when it left, and how much had been delivered then.
 #[derive(Debug)]
@@ -206,10 +212,7 @@ pub async fn spawn(
     for p in peers.into_iter().filter(|p| p.configured) {
         let Some(pid) = peer_id(&p.node) else { continue };
         let addrs = p.addrs.iter().filter_map(|a| a.parse().ok()).collect();
-        known.insert(
-            pid,
-            Known { node: p.node, addrs, configured: true, attempts: 0, next_dial: Instant::now(), connected_at: None },
-        );
+        known.insert(pid, Known::new(p.node, addrs, true));
     }
     let every = std::time::Duration::from_secs(config.anti_entropy_secs);
     let mut anti_entropy = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -304,14 +307,7 @@ impl EventLoop {
 
     fn remember_and_dial(&mut self, node: NodeId, addrs: Vec<Multiaddr>) {
         let Some(pid) = peer_id(&node) else { return };
-        let entry = self.known.entry(pid).or_insert(Known {
-            node,
-            addrs: Vec::new(),
-            configured: true,
-            attempts: 0,
-            next_dial: Instant::now(),
-            connected_at: None,
-        });
+        let entry = self.known.entry(pid).or_insert_with(|| Known::new(node, Vec::new(), true));
         entry.configured = true;
         for a in addrs {
             if !entry.addrs.contains(&a) {
@@ -473,14 +469,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (pid, addr) in found {
                     let Some(node) = node_id(&pid) else { continue };
-                    let k = self.known.entry(pid).or_insert(Known {
-                        node,
-                        addrs: Vec::new(),
-                        configured: false,
-                        attempts: 0,
-                        next_dial: Instant::now(),
-                        connected_at: None,
-                    });
+                    let k = self.known.entry(pid).or_insert_with(|| Known::new(node, Vec::new(), false));
                     if !k.addrs.contains(&addr) {
                         k.addrs.push(addr);
                     }
