@@ -121,8 +121,15 @@ impl Demo {
         self.say("   ✓ Senneval, Verbois, Hautrieu and Tala-n-Asif joined with single-use invitations");
         let tala = identity::load(&self.homes[0])?.commune_id().to_string();
         let senneval = identity::load(&self.homes[1])?.commune_id().to_string();
-        self.nodes[0].engine.partner(senneval, "propose".into()).await?;
+        // Each side waits until its roster names the other (the rest of the
+        // roster follows the welcome in the first reconciliation).
         let end = Instant::now() + TRAVEL_DEADLINE;
+        while let Err(e) = self.nodes[0].engine.partner(senneval.clone(), "propose".into()).await {
+            if Instant::now() > end {
+                return Err(format!("Tala-n-Asif could not propose the partnership: {e}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         while let Err(e) = self.nodes[1].engine.partner(tala.clone(), "accept".into()).await {
             if Instant::now() > end {
                 return Err(format!("Senneval could not accept the partnership: {e}").into());

@@ -268,6 +268,7 @@ impl SimNode {
                     assert!(refused.is_empty(), "honest peers send valid statements: {refused:?}");
                 }
                 Effect::Redeem { .. } => unreachable!("no node joins during the simulation"),
+                Effect::SendHello => out.push((peer, Session::hello(&self.cert, &self.roster))),
                 Effect::InSync | Effect::Fault(_) | Effect::Disconnect(_) => {
                     assert!(
                         !matches!(effect, Effect::Fault(_) | Effect::Disconnect(_)),

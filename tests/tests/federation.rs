@@ -497,3 +497,32 @@ fn a_removed_member_is_disconnected_and_refused() -> anyhow::Result<()> {
     assert!(r.code == 1 && r.stderr.contains("cannot be removed"), "{}", r.stderr);
     Ok(())
 }
+
+/// A commune whose welcome was lost presents its invitation again and is
+/// welcomed again; anyone else presenting it is refused.
+#[test]
+fn a_lost_welcome_can_be_asked_for_again() -> anyhow::Result<()> {
+    let [sec] = federation([("Secretariat", "BE")])?;
+    let token = invite(&sec, "Hautrieu", "BE")?;
+    let addr: Multiaddr = sec.p2p_addr()?.parse()?;
+    let answers = runtime().block_on(async {
+        let invitation = Invitation::from_token(&token).unwrap();
+        let commune = SecretKey::from_seed([30; 32]);
+        let key = SecretKey::from_seed([31; 32]);
+        let cert = NodeCertificate::issue(&commune, key.node_id(), 0);
+        let mut joiner = RoguePeer::connect(&key, addr.clone()).await;
+        let first = joiner.redeem(&invitation, &cert).await;
+        joiner.inbox.clear();
+        let again = joiner.redeem(&invitation, &cert).await;
+        let other_key = SecretKey::from_seed([33; 32]);
+        let other = NodeCertificate::issue(&SecretKey::from_seed([32; 32]), other_key.node_id(), 0);
+        let mut thief = RoguePeer::connect(&other_key, addr).await;
+        let stolen = thief.redeem(&invitation, &other).await;
+        (first, again, stolen)
+    });
+    assert!(matches!(answers.0, Some(SyncMessage::Welcome { .. })), "{:?}", answers.0);
+    assert!(matches!(answers.1, Some(SyncMessage::Welcome { .. })), "{:?}", answers.1);
+    assert!(matches!(&answers.2, Some(SyncMessage::JoinRefused { reason }) if reason.contains("already used")));
+    assert_eq!(sec.cli_json(&["members"])?.as_array().unwrap().len(), 2);
+    Ok(())
+}

@@ -149,14 +149,16 @@ impl<S: Store> Worker<S> {
             let name = roster.member(&c.recipient).map_or_else(|| c.recipient.short(), |m| m.name.clone());
             return Err(refused(format!("this bundle is for {name}, not for this commune")));
         }
-        let before = roster.len();
-        self.add_statements(c.statements, None)?;
-        let roster = self.roster.as_ref().ok_or(EngineError::NoNetwork)?;
-        let statements = roster.len() - before;
-        // The signer must be a member's node that nobody revoked.
-        if let Err(reason) = roster.node_admitted(&bundle.signer.node, &bundle.signer.commune) {
+        // The signer must be a member's node that nobody revoked, judged with
+        // the bundle's statements added, before any of them is kept.
+        let mut with_bundle = roster.clone();
+        with_bundle.insert_all(c.statements.clone());
+        if let Err(reason) = with_bundle.node_admitted(&bundle.signer.node, &bundle.signer.commune) {
             return Err(refused(format!("the bundle was made by a node that may not speak here: {reason}")));
         }
+        let before = roster.len();
+        self.add_statements(c.statements, None)?;
+        let statements = self.roster.as_ref().map_or(0, |r| r.len() - before);
         let mut certificates = c.certificates;
         certificates.push(bundle.signer.clone());
         let ingest = self.ingest(IngestBatch { certificates, headers: c.headers, changes: c.changes, from: None })?;

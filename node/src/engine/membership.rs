@@ -382,11 +382,14 @@ impl<S: Store> Worker<S> {
             .invitation(&invitation.id)
             .map_err(|e| e.to_string())?
             .ok_or("this node has no record of issuing that invitation")?;
-        if let Some(by) = record.used_by {
-            return Err(format!("the invitation was already used (by commune {})", by.short()));
-        }
-        if roster.is_member(&cert.commune) {
-            return Err(format!("commune {} is already a member", cert.commune.short()));
+        match record.used_by {
+            // The same commune again (its welcome was lost): welcome it again.
+            Some(by) if by == cert.commune => {}
+            Some(by) => return Err(format!("the invitation was already used (by commune {})", by.short())),
+            None if roster.is_member(&cert.commune) => {
+                return Err(format!("commune {} is already a member", cert.commune.short()));
+            }
+            None => {}
         }
         Ok(record)
     }
@@ -412,6 +415,12 @@ impl<S: Store> Worker<S> {
                 return Ok(());
             }
         };
+        if record.used_by == Some(certificate.commune) {
+            tracing::info!(peer = %peer.short(), "invitation presented again by the commune it admitted: welcome again");
+            let statements = self.roster()?.proof_for(&certificate.commune);
+            self.send(peer, &SyncMessage::Welcome { statements });
+            return Ok(());
+        }
         let mut addrs = addrs;
         addrs.truncate(MAX_ADDRS);
         let admit = self.sign(Statement::Admit {
@@ -433,7 +442,9 @@ impl<S: Store> Worker<S> {
         // Single use survives a crash: durable before the welcome leaves.
         self.store.flush()?;
         tracing::info!(peer = %peer.short(), commune = %certificate.commune.short(), name = %invitation.name, "invitation redeemed");
-        let statements: Vec<SignedStatement> = self.roster()?.statements().cloned().collect();
+        // The proof of membership only: the rest of the roster follows in the
+        // session's reconciliation, in bounded frames, before any document.
+        let statements = self.roster()?.proof_for(&certificate.commune);
         self.send(peer, &SyncMessage::Welcome { statements });
         Ok(())
     }

@@ -223,6 +223,12 @@ impl<S: Store> Worker<S> {
                     self.push_docs(peer, ids)?;
                 }
                 Effect::IngestRoster(statements) => self.add_statements(statements, Some(peer))?,
+                Effect::SendHello => {
+                    if let Some(roster) = &self.roster {
+                        let hello = Session::hello(&self.certificate, roster);
+                        self.send(peer, &hello);
+                    }
+                }
                 Effect::Redeem { invitation, certificate, addrs } => {
                     self.redeem(peer, invitation, certificate, addrs)?;
                 }

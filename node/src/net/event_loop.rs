@@ -50,6 +50,9 @@ struct InFlight {
     bytes: Arc<[u8]>,
     sent_at: Instant,
     delivered_at_send: u64,
+    /// When the last acknowledgement before this frame left arrived: the
+    /// sample interval starts there (or at the send, if later).
+    delivered_time_at_send: Option<Instant>,
     /// Sent with nothing else in flight or queued: its delivery time says
     /// more about the round trip than about the link's rate.
     app_limited: bool,
@@ -64,6 +67,8 @@ struct Outgoing {
     paused_until: Option<Instant>,
     /// Bytes the peer acknowledged on this connection.
     delivered: u64,
+    /// When the latest acknowledgement arrived.
+    last_ack: Option<Instant>,
     /// Estimated delivery rate (bytes/s): an average of delivery-rate samples.
     rate: Option<f64>,
     /// The rate last reported to the engine.
@@ -96,7 +101,12 @@ impl Outgoing {
     /// delivered since it left, over the time it took).
     fn acknowledged(&mut self, f: &InFlight) {
         self.delivered += f.bytes.len() as u64;
-        let elapsed = f.sent_at.elapsed().as_secs_f64().max(1e-4);
+        // BBR-style: over the interval since the acknowledgement that
+        // preceded the send, so acknowledgements of frames sent earlier do
+        // not look like they crossed the link in no time.
+        let start = f.delivered_time_at_send.map_or(f.sent_at, |t| t.min(f.sent_at));
+        let elapsed = start.elapsed().as_secs_f64().max(1e-3);
+        self.last_ack = Some(Instant::now());
         let sample = (self.delivered - f.delivered_at_send) as f64 / elapsed;
         // Small or lone messages (a summary, a hello) measure the round
         // trip, not the link: they may only raise the estimate.
@@ -390,7 +400,15 @@ impl EventLoop {
             let id = self.swarm.behaviour_mut().sync.send_request(&pid, bytes.clone());
             let delivered_at_send = out.delivered;
             let app_limited = out.in_flight.is_empty() && out.queue.is_empty();
-            let f = InFlight { kind, bytes, sent_at: Instant::now(), delivered_at_send, app_limited };
+            let f = InFlight {
+                kind,
+                bytes,
+                sent_at: Instant::now(),
+                delivered_at_send,
+                // After an idle spell the interval starts at the send.
+                delivered_time_at_send: if out.in_flight.is_empty() { None } else { out.last_ack },
+                app_limited,
+            };
             out.in_flight.insert(id, f);
         }
     }
@@ -452,6 +470,7 @@ impl EventLoop {
                 {
                     // A healthy connection: the next redial starts from the shortest delay.
                     k.attempts = 0;
+                    k.next_dial = Instant::now();
                 }
                 if let Some(node) = node_id(&pid) {
                     let error = cause.map(|c| c.to_string());

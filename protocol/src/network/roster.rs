@@ -20,7 +20,10 @@
 //!   so revocation checks take the certifying commune as an argument.
 //! - A partnership is active when both members declared it (`Partner`) and
 //!   neither ended it since (`Unpartner`); partners are from different
-//!   countries.
+//!   countries, and neither is an observer.
+//! - A coordinator's `Remove` of a coordinator that admitted it (directly
+//!   or not) does not count; should coordinators still remove each other in
+//!   a cycle, the coordinators common to the cycle's sets are kept.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -380,34 +383,57 @@ impl Roster {
         }
         let founded_ms = found.issued_ms;
 
-        // Admissions: the first Admit of each invitation wins.
-        let mut invitations: HashMap<[u8; 16], ([u8; 32], u64, CommuneId)> = HashMap::new();
-        for (h, s) in &self.statements {
-            if let Statement::Admit { member, invitation, .. } = &s.body
-                && *invitation != [0; 16]
-            {
-                let e = invitations.entry(*invitation).or_insert((*h, s.issued_ms, *member));
-                if (s.issued_ms, *h) < (e.1, e.0) {
-                    *e = (*h, s.issued_ms, *member);
+        // Decisions about members, by the given coordinators: for each
+        // commune, their latest `Admit` or `Remove` (by time, then hash).
+        // An invitation admits one commune: among the coordinators' `Admit`s
+        // naming it, the first wins (statements by anyone else never count,
+        // so nobody can burn another member's invitation). A coordinator's
+        // `Remove` of one of its own ancestors in the admission chain does
+        // not count: authority flows from the founder down.
+        type Decisions<'a> = BTreeMap<CommuneId, (u64, [u8; 32], &'a SignedStatement)>;
+        let decide = |coordinators: &BTreeSet<CommuneId>, previous: &Decisions<'_>| {
+            let admitted_by = |c: &CommuneId| -> Option<CommuneId> { previous.get(c).map(|(_, _, s)| s.signer) };
+            let is_ancestor = |m: &CommuneId, of: &CommuneId| {
+                let mut cur = *of;
+                for _ in 0..MAX_FIXPOINT_ROUNDS * 4 {
+                    match admitted_by(&cur) {
+                        Some(parent) if parent == *m => return true,
+                        Some(parent) if parent != cur => cur = parent,
+                        _ => return false,
+                    }
+                }
+                false
+            };
+            let mut first_use: HashMap<[u8; 16], (u64, [u8; 32])> = HashMap::new();
+            for (h, s) in &self.statements {
+                if let Statement::Admit { invitation, .. } = &s.body
+                    && *invitation != [0; 16]
+                    && coordinators.contains(&s.signer)
+                {
+                    let e = first_use.entry(*invitation).or_insert((s.issued_ms, *h));
+                    if (s.issued_ms, *h) < *e {
+                        *e = (s.issued_ms, *h);
+                    }
                 }
             }
-        }
-        let counts = |s: &SignedStatement, h: &[u8; 32]| match &s.body {
-            Statement::Admit { invitation, .. } if *invitation != [0; 16] => {
-                invitations.get(invitation).is_some_and(|(first, _, _)| first == h)
-            }
-            _ => true,
-        };
-
-        // Coordinators as a fixpoint from the founder.
-        let decide = |coordinators: &BTreeSet<CommuneId>| {
-            let mut latest: BTreeMap<CommuneId, (u64, [u8; 32], &SignedStatement)> = BTreeMap::new();
+            let mut latest: Decisions<'_> = BTreeMap::new();
             for (h, s) in &self.statements {
-                if !coordinators.contains(&s.signer) || !counts(s, h) {
+                if !coordinators.contains(&s.signer) {
                     continue;
                 }
                 let member = match &s.body {
-                    Statement::Admit { member, .. } | Statement::Remove { member } => *member,
+                    Statement::Admit { member, invitation, .. } => {
+                        if *invitation != [0; 16] && first_use.get(invitation).is_some_and(|f| f.1 != *h) {
+                            continue;
+                        }
+                        *member
+                    }
+                    Statement::Remove { member } => {
+                        if is_ancestor(member, &s.signer) {
+                            continue;
+                        }
+                        *member
+                    }
                     _ => continue,
                 };
                 if member == founder {
@@ -420,20 +446,39 @@ impl Roster {
             }
             latest
         };
-        let mut coordinators = BTreeSet::from([founder]);
-        let mut decisions = decide(&coordinators);
-        for _ in 0..MAX_FIXPOINT_ROUNDS {
-            let mut next = BTreeSet::from([founder]);
-            for (member, (_, _, s)) in &decisions {
+        let coordinators_of = |decisions: &Decisions<'_>| {
+            let mut set = BTreeSet::from([founder]);
+            for (member, (_, _, s)) in decisions {
                 if matches!(s.body, Statement::Admit { role: Role::Coordinator, .. }) {
-                    next.insert(*member);
+                    set.insert(*member);
                 }
             }
+            set
+        };
+        // Coordinators as a fixpoint from the founder. Should the rounds
+        // cycle (coordinators removing each other), the fold settles on the
+        // coordinators common to every set of the cycle: fewer powers, never
+        // an inconsistent mix.
+        let mut coordinators = BTreeSet::from([founder]);
+        let mut decisions = decide(&coordinators, &BTreeMap::new());
+        let mut seen: Vec<BTreeSet<CommuneId>> = vec![coordinators.clone()];
+        for _ in 0..MAX_FIXPOINT_ROUNDS {
+            let next = coordinators_of(&decisions);
             if next == coordinators {
                 break;
             }
+            if let Some(at) = seen.iter().position(|c| *c == next) {
+                let mut common = next.clone();
+                for c in &seen[at..] {
+                    common.retain(|x| c.contains(x));
+                }
+                coordinators = common;
+                decisions = decide(&coordinators, &decisions);
+                break;
+            }
+            seen.push(next.clone());
+            decisions = decide(&next, &decisions);
             coordinators = next;
-            decisions = decide(&coordinators);
         }
 
         folded.members.insert(
@@ -488,7 +533,8 @@ impl Roster {
         }
         for ((from, to), (_, _, on)) in directed {
             let (Some(mf), Some(mt)) = (folded.members.get(&from), folded.members.get(&to)) else { continue };
-            if from == to || mf.country == mt.country {
+            // Partners are two members of different countries, neither an observer.
+            if from == to || mf.country == mt.country || mf.role == Role::Observer || mt.role == Role::Observer {
                 continue;
             }
             let key = pair(&from, &to);
@@ -704,5 +750,47 @@ mod tests {
             Statement::Found { name: "Réseau".into(), commune: "S".into(), country: "BE".into() },
         );
         assert!(matches!(n.roster.insert(fake_found), Err(RosterError::NotTheFounding(_))));
+    }
+
+    #[test]
+    fn nobody_but_a_coordinator_can_burn_an_invitation() {
+        let mut n = Net::new();
+        let founder = n.founder.clone();
+        let (victim, rogue) = (key(2), key(3));
+        n.admit(&founder, &rogue, "BE", Role::Observer);
+        let admit = |k: &SecretKey| Statement::Admit {
+            member: k.commune_id(),
+            name: "x".into(),
+            country: "BE".into(),
+            role: Role::Commune,
+            invitation: [7; 16],
+            node: k.node_id(),
+            addrs: vec![],
+        };
+        n.say(&founder, admit(&victim));
+        // The rogue member signs an admission naming the same invitation, dated earlier.
+        let early = SignedStatement::sign(&rogue, n.roster.network(), 0, admit(&rogue));
+        n.roster.insert(early).unwrap();
+        assert!(n.roster.is_member(&victim.commune_id()), "the victim stays a member");
+    }
+
+    #[test]
+    fn a_coordinator_cannot_remove_the_one_that_admitted_it() {
+        let mut n = Net::new();
+        let founder = n.founder.clone();
+        let (c1, c2, x) = (key(2), key(3), key(4));
+        n.admit(&founder, &c1, "BE", Role::Coordinator);
+        n.admit(&c1, &c2, "BE", Role::Coordinator);
+        n.admit(&c1, &x, "MA", Role::Commune);
+        n.say(&c2, Statement::Remove { member: c1.commune_id() });
+        for m in [&c1, &c2] {
+            assert!(n.roster.is_coordinator(&m.commune_id()), "authority flows from the founder down");
+        }
+        assert!(n.roster.is_member(&x.commune_id()));
+        // The founder can: the admissions only C1 signed go with it.
+        n.say(&founder, Statement::Remove { member: c1.commune_id() });
+        for m in [&c1, &c2, &x] {
+            assert!(!n.roster.is_member(&m.commune_id()));
+        }
     }
 }

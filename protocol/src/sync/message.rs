@@ -80,9 +80,11 @@ pub enum SyncMessage {
         /// Where the joining node listens (contact hints for the roster).
         addrs: Vec<String>,
     },
-    /// The invitation was redeemed: the whole roster, admission included.
+    /// The invitation was redeemed: the proof of the new membership (the
+    /// founding statement and the admission chain); the rest of the roster
+    /// follows in the session's reconciliation.
     Welcome {
-        /// Every statement of the network.
+        /// The statements.
         statements: Vec<SignedStatement>,
     },
     /// The invitation was refused.

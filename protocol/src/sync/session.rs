@@ -59,6 +59,8 @@ pub enum Effect {
         /// Where it listens.
         addrs: Vec<String>,
     },
+    /// Say hello (again): the peer may not have received ours.
+    SendHello,
     /// Verify and store what the peer sent.
     Ingest {
         /// Certificates.
@@ -100,6 +102,8 @@ pub struct Session {
     /// Buckets whose items this session sent in the current round: each
     /// side lists a bucket at most once per round.
     items_sent: std::collections::HashSet<u8>,
+    /// Whether this round already answered a repeated hello with ours.
+    hello_answered: bool,
     /// Reconciliation rounds started.
     pub rounds: u64,
     /// Rounds that ended with equal summaries.
@@ -117,6 +121,7 @@ impl Session {
             faults: 0,
             early: Vec::new(),
             items_sent: std::collections::HashSet::new(),
+            hello_answered: false,
             rounds: 0,
             in_sync_rounds: 0,
         }
@@ -177,7 +182,10 @@ impl Session {
     /// A round still reconciling rosters asks for the peer's statements
     /// again (the last request or answer may have been lost).
     pub fn start_round(&mut self, local: &impl LocalSet, roster: &Roster) -> Vec<Effect> {
+        self.hello_answered = false;
         match (self.phase, self.commune) {
+            // Still no hello from the peer: ours may have been lost too.
+            (Phase::AwaitingHello, _) => vec![Effect::SendHello],
             (Phase::Roster, _) => {
                 vec![Effect::Send(SyncMessage::RosterHave { hashes: roster.short_hashes() })]
             }
@@ -270,6 +278,11 @@ impl Session {
         self.commune = Some(certificate.commune);
         self.role = Some(role);
         let mut out = Vec::new();
+        if !first && !self.hello_answered {
+            // A hello again: the peer is still waiting for ours (lost). Once a round.
+            self.hello_answered = true;
+            out.push(Effect::SendHello);
+        }
         if !new.is_empty() {
             out.push(Effect::IngestRoster(new));
         }
@@ -628,5 +641,22 @@ mod tests {
         assert_eq!(out[0], Effect::IngestRoster(vec![revoke]));
         assert_eq!(s.phase(), Phase::Ready);
         assert_eq!(out.last(), Some(&Effect::InSync), "the kept summary is answered once ready: {out:?}");
+    }
+
+    #[test]
+    fn a_lost_hello_is_said_again() {
+        let r = roster();
+        let set = Set::new(vec![]);
+        let (mut s, cert) = ready(1);
+        // No hello from the peer yet: each round says ours again.
+        assert_eq!(s.start_round(&set, &r), vec![Effect::SendHello]);
+        s.on_message(Session::hello(&cert, &r), &set, &r);
+        // The peer says hello again: it did not get ours. Answered once a round.
+        let again = s.on_message(Session::hello(&cert, &r), &set, &r);
+        assert!(again.contains(&Effect::SendHello), "{again:?}");
+        let third = s.on_message(Session::hello(&cert, &r), &set, &r);
+        assert!(!third.contains(&Effect::SendHello), "{third:?}");
+        assert_ne!(s.start_round(&set, &r), vec![Effect::SendHello]);
+        assert!(s.on_message(Session::hello(&cert, &r), &set, &r).contains(&Effect::SendHello));
     }
 }
