@@ -125,6 +125,8 @@ pub async fn start(home: &Home) -> Result<RunningNode, NodeError> {
         peer_id: String::new(),
         listen: Vec::new(),
         peers_connected: 0,
+        network: None,
+        role: None,
     };
     let state = ApiState {
         engine: engine.clone(),

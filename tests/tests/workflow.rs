@@ -155,6 +155,8 @@ fn an_observer_comments_but_does_not_request() -> anyhow::Result<()> {
     let token = sec.cli_json(&["invite", "--name", "Observatoire", "--country", "FR", "--role", "observer"])?;
     assert_eq!(obs.cli(&["join", token["token"].as_str().unwrap()]).code, 0);
     assert_eq!(obs.cli_json(&["network", "show"])?["role"], "observer");
+    assert_eq!(obs.cli_json(&["status"])?["role"], "observer");
+    assert!(obs.cli(&["status"]).stdout.contains("this commune: observer"));
     let practice = sec.cli_json(&["practice", "create", "--title", "Fiche du réseau"])?;
     let id = practice["id"].as_str().unwrap().to_owned();
     wait_until("the observer to read it", DEADLINE, || Ok(obs.cli(&["practice", "show", &id]).code), |c| *c == 0)?;

@@ -28,6 +28,14 @@ pub fn run(home: &Home, out: &Output) -> anyhow::Result<ExitCode> {
                 text.push_str(&format!("  ({})", parts.join(", ")));
             }
         }
+        match (&s.network, &s.role) {
+            (Some(n), role) => {
+                text.push_str(&format!("\nnetwork    {n}, this commune: {}", role.as_deref().unwrap_or("not a member")))
+            }
+            (None, _) => {
+                text.push_str("\nnetwork    none yet: `passerelle network create` or `passerelle join <token>`")
+            }
+        }
         text.push_str(&format!("\npeers      {} connected", s.peers_connected));
         for a in &s.listen {
             text.push_str(&format!("\nlistening  {a}/p2p/{}", s.peer_id));

@@ -114,6 +114,10 @@ async fn status(State(state): State<ApiState>) -> Result<Json<NodeStatus>, ApiEr
     status.uptime_s = state.started.elapsed().as_secs();
     status.documents = documents;
     status.statuses = statuses;
+    if let Ok(network) = state.engine.network().await {
+        status.network = Some(format!("{} ({})", network.name, network.network));
+        status.role = network.role;
+    }
     Ok(Json(status))
 }
 

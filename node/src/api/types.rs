@@ -182,6 +182,12 @@ pub struct NodeStatus {
     pub listen: Vec<String>,
     /// Peers connected now.
     pub peers_connected: usize,
+    /// The network this node belongs to (name and id), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// This commune's role in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 /// Body of every error response.
