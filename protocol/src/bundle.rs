@@ -70,25 +70,19 @@ pub struct Bundle {
 }
 
 fn body(c: &BundleContents, signer: &NodeCertificate) -> Vec<u8> {
+    fn list<T>(w: &mut Writer, items: &[T], encode: impl Fn(&T) -> Vec<u8>) {
+        w.u32(items.len() as u32);
+        for item in items {
+            w.bytes(&encode(item));
+        }
+    }
     let mut w = Writer::new(TAG, VERSION);
     w.fixed(c.network.as_bytes()).fixed(c.recipient.as_bytes()).u64(c.created_ms).u64(c.since_ms);
     w.bytes(&signer.encode());
-    w.u32(c.statements.len() as u32);
-    for s in &c.statements {
-        w.bytes(&s.encode());
-    }
-    w.u32(c.certificates.len() as u32);
-    for x in &c.certificates {
-        w.bytes(&x.encode());
-    }
-    w.u32(c.headers.len() as u32);
-    for h in &c.headers {
-        w.bytes(&h.encode());
-    }
-    w.u32(c.changes.len() as u32);
-    for e in &c.changes {
-        w.bytes(&e.encode());
-    }
+    list(&mut w, &c.statements, SignedStatement::encode);
+    list(&mut w, &c.certificates, NodeCertificate::encode);
+    list(&mut w, &c.headers, SignedHeader::encode);
+    list(&mut w, &c.changes, ChangeEnvelope::encode);
     w.finish()
 }
 
