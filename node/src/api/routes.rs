@@ -102,11 +102,7 @@ fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 
 async fn status(State(state): State<ApiState>) -> Result<Json<NodeStatus>, ApiError> {
     let (documents, statuses) = state.engine.counts().await?;
-    let net = state
-        .net
-        .info()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()))?;
+    let net = state.net.info().await.map_err(stopping)?;
     let mut status = (*state.status).clone();
     status.peer_id = net.peer_id;
     status.listen = net.listen;
@@ -210,11 +206,7 @@ async fn add_peer(
     let addr: libp2p::Multiaddr =
         req.addr.parse().map_err(|e| ApiError::bad_request(format!("{:?} is not a multiaddr: {e}", req.addr)))?;
     let view = state.engine.add_peer(req.node, vec![req.addr.clone()]).await?;
-    state
-        .net
-        .dial(req.node, vec![addr])
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()))?;
+    state.net.dial(req.node, vec![addr]).await.map_err(stopping)?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -233,11 +225,7 @@ async fn remove_peer(State(state): State<ApiState>, Path(node): Path<String>) ->
     if !state.engine.remove_peer(node).await? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no peer {node}")));
     }
-    state
-        .net
-        .forget(node)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()))?;
+    state.net.forget(node).await.map_err(stopping)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use super::worker::Worker;
 use super::{EngineError, FieldError};
 use crate::api::types::{CreateDoc, DocView, UpdateDoc};
+use crate::clock;
 use crate::store::Store;
 
 /// Fields a relay copies from the original request.
@@ -27,19 +28,7 @@ fn invalid(field: &str, reason: impl Into<String>) -> EngineError {
 }
 
 fn today() -> String {
-    let ms = crate::clock::now_ms();
-    let days = ms.div_euclid(86_400_000);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    clock::utc(clock::now_ms())[..10].to_owned()
 }
 
 /// The relay documents a request's `relays` records name.
