@@ -107,6 +107,22 @@ pub struct NetworkConfig {
     /// addresses they joined with). Peers removed by hand stay removed.
     #[serde(default = "default_true")]
     pub auto_links: bool,
+    /// Serve as a circuit relay (libp2p relay v2) for the nodes that
+    /// connect to this one: a node with a public address lets nodes behind
+    /// NAT be reached through it. Off by default.
+    #[serde(default)]
+    pub relay_server: bool,
+    /// Relays this node uses (multiaddrs ending in `/p2p/<peer id>`, e.g.
+    /// a partner's node with a public address): it stays reachable through
+    /// each (a reservation), and dials through them the peers it cannot
+    /// reach directly. A relayed connection is upgraded to a direct one by
+    /// hole punching (DCUtR) when the NATs allow it.
+    #[serde(default)]
+    pub relays: Vec<String>,
+    /// Most bytes per second sent to any one peer, to leave room on a
+    /// shared or metered link (absent: no cap).
+    #[serde(default)]
+    pub peer_budget_bytes_per_s: Option<u64>,
 }
 
 fn default_true() -> bool {
@@ -123,7 +139,15 @@ fn default_anti_entropy() -> u64 {
 
 impl Default for NetworkConfig {
     fn default() -> Self {
-        Self { listen: default_listen(), mdns: false, anti_entropy_secs: DEFAULT_ANTI_ENTROPY_SECS, auto_links: true }
+        Self {
+            listen: default_listen(),
+            mdns: false,
+            anti_entropy_secs: DEFAULT_ANTI_ENTROPY_SECS,
+            auto_links: true,
+            relay_server: false,
+            relays: Vec::new(),
+            peer_budget_bytes_per_s: None,
+        }
     }
 }
 

@@ -38,6 +38,7 @@ mod membership;
 mod peers;
 mod shared;
 mod sync;
+mod transfers;
 mod verify;
 mod worker;
 mod workflow;
@@ -199,6 +200,20 @@ pub enum NetEvent {
         /// Bytes per second it acknowledged.
         bytes_per_s: u64,
     },
+    /// The peer acknowledged a tagged frame (part of a transfer).
+    Delivered {
+        /// The peer.
+        node: NodeId,
+        /// The frame's tag.
+        tag: u64,
+    },
+    /// A tagged frame could not be delivered (the request failed).
+    Lost {
+        /// The peer.
+        node: NodeId,
+        /// The frame's tag.
+        tag: u64,
+    },
     /// Time for an anti-entropy round with these connected peers (those
     /// with nothing queued: a round during a transfer would resend it).
     AntiEntropy {
@@ -307,6 +322,18 @@ impl EngineHandle {
     /// event is dropped.
     pub fn net_event(&self, event: NetEvent) -> Result<(), EngineBusy> {
         self.tx.try_send(Command::Net(event)).map_err(|_| EngineBusy)
+    }
+
+    /// Like [`EngineHandle::net_event`], giving the event back when the
+    /// engine cannot take it now, so the caller can try again later.
+    ///
+    /// # Errors
+    /// The event, when the inbox is full or the engine stopped.
+    pub fn net_event_or_back(&self, event: NetEvent) -> Result<(), Box<NetEvent>> {
+        self.tx.try_send(Command::Net(event)).map_err(|e| match e.into_inner() {
+            Command::Net(event) => Box::new(event),
+            _ => unreachable!("a net event was sent"),
+        })
     }
 
     /// Gives the engine the swarm task's outbox.

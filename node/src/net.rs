@@ -68,6 +68,9 @@ pub struct NetInfo {
     pub listen: Vec<String>,
     /// Peers connected now.
     pub connected: Vec<NodeId>,
+    /// Whether other nodes can dial this one, as AutoNAT found out:
+    /// `public`, `private` (reach it through a relay) or `unknown`.
+    pub reachability: &'static str,
 }
 
 /// What the API can ask the swarm task.
@@ -90,6 +93,10 @@ pub enum NetOut {
         kind: &'static str,
         /// The encoded message.
         bytes: Vec<u8>,
+        /// Reported back to the engine when the peer acknowledges the
+        /// message ([`NetEvent::Delivered`](crate::engine::NetEvent)) or
+        /// when it is lost: frames of a transfer are tagged.
+        tag: Option<u64>,
     },
     /// Remember a peer's addresses and dial it (and again when the link drops).
     Dial {

@@ -124,6 +124,7 @@ pub async fn start(home: &Home) -> Result<RunningNode, NodeError> {
         statuses: Default::default(),
         peer_id: String::new(),
         listen: Vec::new(),
+        reachability: String::new(),
         peers_connected: 0,
         network: None,
         role: None,

@@ -170,6 +170,25 @@ pub enum WriteOp {
     Statement(SignedStatement),
     /// Records an invitation this node issued (or its redemption).
     Invitation(InvitationRecord),
+    /// Queues a document (or the part of it a peer lacks) for a peer.
+    Enqueue(NodeId, QueuedDoc),
+    /// Takes a document off a peer's queue: the peer acknowledged it.
+    Dequeue(NodeId, QueuedDoc),
+}
+
+/// A document waiting in a peer's transfer queue: what reconciliation
+/// found the peer lacks, kept on disk until the peer acknowledges the
+/// frame that carried it, so a transfer cut halfway resumes where it
+/// stopped (after a reconnection or a restart) instead of starting over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedDoc {
+    /// Sending order: smaller first (small and recent documents first).
+    pub priority: u64,
+    /// The document.
+    pub doc: DocId,
+    /// The heads the peer said it has (send what they do not cover), or
+    /// `None` to send the whole document.
+    pub their_heads: Option<Vec<[u8; 32]>>,
 }
 
 /// An invitation this node issued, and whether it was redeemed: what makes
@@ -224,6 +243,10 @@ pub struct PeerRecord {
     /// slow peer are small from the first message of the next connection.
     #[serde(default)]
     pub link_bytes_per_s: Option<u64>,
+    /// The address of the last connection with it (a `/p2p-circuit`
+    /// address when it went through a relay).
+    #[serde(default)]
+    pub last_addr: Option<String>,
 }
 
 impl PeerRecord {
@@ -242,6 +265,7 @@ impl PeerRecord {
             rejected: 0,
             last_error: None,
             link_bytes_per_s: None,
+            last_addr: None,
         }
     }
 }
@@ -318,6 +342,21 @@ pub trait Store: Send + 'static {
     /// # Errors
     /// [`StoreError`].
     fn invitations(&self) -> Result<Vec<InvitationRecord>, StoreError>;
+    /// The first `limit` documents of a peer's transfer queue, in order.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn queued(&self, peer: &NodeId, limit: usize) -> Result<Vec<QueuedDoc>, StoreError>;
+    /// Where a document stands in a peer's queue, if it is queued.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn queued_doc(&self, peer: &NodeId, doc: &DocId) -> Result<Option<QueuedDoc>, StoreError>;
+    /// How many documents a peer's queue holds.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn queue_len(&self, peer: &NodeId) -> Result<u64, StoreError>;
     /// Applies operations atomically (all or none), not yet durable.
     ///
     /// # Errors

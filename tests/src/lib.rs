@@ -142,6 +142,41 @@ impl TestNode {
         Ok(())
     }
 
+    /// Sets `key = value` (TOML) in the `[network]` section of the
+    /// configuration (before start).
+    ///
+    /// # Errors
+    /// When the configuration cannot be rewritten.
+    pub fn set_network(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        let path = self.home().config();
+        let config = std::fs::read_to_string(&path)?;
+        let mut out = String::new();
+        let mut section = "";
+        let mut done = false;
+        for line in config.lines() {
+            if line.starts_with('[') {
+                if section == "[network]" && !done {
+                    out.push_str(&format!("{key} = {value}\n"));
+                    done = true;
+                }
+                section = line.trim();
+            }
+            if section == "[network]" && line.split('=').next().is_some_and(|k| k.trim() == key) {
+                out.push_str(&format!("{key} = {value}\n"));
+                done = true;
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        if !done {
+            anyhow::ensure!(section == "[network]", "no [network] section in {}", path.display());
+            out.push_str(&format!("{key} = {value}\n"));
+        }
+        std::fs::write(&path, out)?;
+        Ok(())
+    }
+
     /// This node's id.
     ///
     /// # Errors

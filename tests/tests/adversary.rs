@@ -142,7 +142,7 @@ fn a_flooding_peer_does_not_stop_the_node() -> anyhow::Result<()> {
         rogue.ask(Session::hello(&cert, &roster).encode()).await;
         let (swarm, peer) = (&mut rogue.swarm, rogue.peer);
         let fp = roster.fingerprint();
-        let summary = SyncMessage::Summary { count: 1, fingerprint: [7; 16], roster_count: fp.count, roster_fingerprint: fp.xor };
+        let summary = SyncMessage::Summary { count: 1, fingerprint: [7; 16], roster_count: fp.count, roster_fingerprint: fp.xor, pending: 0 };
         let summary: std::sync::Arc<[u8]> = summary.encode().into();
         for _ in 0..2_000 {
             swarm.behaviour_mut().send_request(&peer, summary.clone());

@@ -110,3 +110,62 @@ fn a_two_second_round_trip_still_syncs() -> anyhow::Result<()> {
     println!("2 s round trip: {} bytes on the link", link.total_bytes());
     Ok(())
 }
+
+/// A transfer cut halfway resumes where it stopped, even after the sending
+/// node was killed: what the peer acknowledged left the queue on disk, the
+/// rest is sent after the restart, and both end with the same documents.
+#[test]
+fn a_transfer_resumes_after_the_sender_is_killed() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let [mut senneval, tala] = federation([("Senneval", "BE"), ("Tala-n-Asif", "MA")])?;
+    // Senneval dials Tala-n-Asif through the link, so it finds it again after a restart.
+    let shape = LinkShape { latency: Duration::from_millis(50), bytes_per_s: Some(16_000) };
+    let link = route_through(&rt, &tala, &senneval, shape)?;
+    wait_converged(&[&senneval, &tala], 2, DEADLINE)?;
+
+    // A backlog written while the link is down, found missing on reconnection.
+    link.partition(true);
+    const SHEETS: u64 = 40;
+    for i in 0..SHEETS {
+        let text = format!("Fiche {i} : accueil des nouveaux arrivants, cours de langue, permanence sociale. ");
+        senneval.cli_json(&[
+            "practice",
+            "create",
+            "--title",
+            &format!("Fiche {i}"),
+            "--field",
+            &format!("steps={}", text.repeat(30)),
+        ])?;
+    }
+    link.partition(false);
+    let tala_node = tala.node_id()?;
+    let queued = |node: &TestNode| -> anyhow::Result<u64> {
+        let peers = node.cli_json(&["peers"])?;
+        Ok(peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["node"] == tala_node.as_str())
+            .map_or(0, |p| p["queued"].as_u64().unwrap_or(0)))
+    };
+    // Part of the transfer is acknowledged...
+    wait_until(
+        "part of the transfer to be acknowledged",
+        DEADLINE,
+        || queued(&senneval),
+        |q| (1..=SHEETS * 3 / 4).contains(q),
+    )?;
+    // ...then the sender dies without a word.
+    senneval.kill9();
+    senneval.start()?;
+    let left = queued(&senneval)?;
+    assert!(left > 0 && left <= SHEETS * 3 / 4, "the queue survived the restart, acknowledged part removed: {left}");
+    wait_converged(&[&senneval, &tala], 2 + SHEETS as usize, DEADLINE)?;
+    wait_until("the queue to drain", DEADLINE, || queued(&senneval), |q| *q == 0)?;
+    let (connections, _) = link.connections_and_cuts();
+    println!(
+        "transfer resumed after kill -9 with {left} of {SHEETS} documents left: {} bytes on the link, {connections} connections",
+        link.total_bytes()
+    );
+    Ok(())
+}

@@ -73,20 +73,25 @@ pub fn list(home: &Home, out: &Output) -> anyhow::Result<ExitCode> {
             return "no peers yet: add one with `passerelle peer add <node-id> <multiaddr>`".into();
         }
         let mut text = format!(
-            "{:<10} {:<10} {:<9} {:<19} {:>11} {:>10} {:>10} {:>8}  LAST ERROR",
-            "PEER", "COMMUNE", "STATE", "LAST SYNC", "ACKNOWLEDGED", "BYTES IN", "BYTES OUT", "CHANGES"
+            "{:<10} {:<10} {:<9} {:<19} {:>11} {:>7} {:>10} {:>10} {:>8}  LAST ERROR",
+            "PEER", "COMMUNE", "STATE", "LAST SYNC", "ACKNOWLEDGED", "QUEUED", "BYTES IN", "BYTES OUT", "CHANGES"
         );
         for view in &peers {
             let p = &view.record;
             let commune = p.commune.as_deref().map(|c| &c[..8.min(c.len())]).unwrap_or("-");
             let acked = view.receipts.map_or_else(|| "-".to_owned(), |r| format!("{}/{}", r.acknowledged, r.shared));
             text.push_str(&format!(
-                "\n{:<10} {:<10} {:<9} {:<19} {:>11} {:>10} {:>10} {:>8}  {}",
+                "\n{:<10} {:<10} {:<9} {:<19} {:>11} {:>7} {:>10} {:>10} {:>8}  {}",
                 p.node.short(),
                 commune,
-                if view.connected { "connected" } else { "offline" },
+                match (view.connected, p.last_addr.as_deref()) {
+                    (true, Some(a)) if a.contains("/p2p-circuit") => "relayed",
+                    (true, _) => "connected",
+                    (false, _) => "offline",
+                },
                 p.last_sync_ms.map(time).unwrap_or_else(|| "never".into()),
                 acked,
+                view.queued,
                 p.bytes_in,
                 p.bytes_out,
                 p.changes_in,

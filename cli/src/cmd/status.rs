@@ -36,7 +36,10 @@ pub fn run(home: &Home, out: &Output) -> anyhow::Result<ExitCode> {
                 text.push_str("\nnetwork    none yet: `passerelle network create` or `passerelle join <token>`")
             }
         }
-        text.push_str(&format!("\npeers      {} connected", s.peers_connected));
+        text.push_str(&format!(
+            "\npeers      {} connected; reachable from outside: {}",
+            s.peers_connected, s.reachability
+        ));
         for a in &s.listen {
             text.push_str(&format!("\nlistening  {a}/p2p/{}", s.peer_id));
         }

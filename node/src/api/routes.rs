@@ -106,6 +106,7 @@ async fn status(State(state): State<ApiState>) -> Result<Json<NodeStatus>, ApiEr
     let mut status = (*state.status).clone();
     status.peer_id = net.peer_id;
     status.listen = net.listen;
+    status.reachability = net.reachability.to_owned();
     status.peers_connected = net.connected.len();
     status.uptime_s = state.started.elapsed().as_secs();
     status.documents = documents;

@@ -178,8 +178,12 @@ pub struct NodeStatus {
     pub statuses: BTreeMap<String, BTreeMap<String, u64>>,
     /// The node's libp2p peer id (its node key).
     pub peer_id: String,
-    /// The libp2p addresses it listens on.
+    /// The libp2p addresses it listens on (through relays too).
     pub listen: Vec<String>,
+    /// Whether other nodes can dial it (AutoNAT): `public`, `private`
+    /// (reached through relays only) or `unknown`.
+    #[serde(default)]
+    pub reachability: String,
     /// Peers connected now.
     pub peers_connected: usize,
     /// The network this node belongs to (name and id), if any.
@@ -213,6 +217,11 @@ pub struct PeerView {
     /// once its commune is known and this node is in a network).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipts: Option<Receipts>,
+    /// Documents waiting in this node's transfer queue for the peer: found
+    /// missing there, not yet acknowledged (a transfer cut by a
+    /// disconnection resumes with them).
+    #[serde(default)]
+    pub queued: u64,
 }
 
 /// What a peer has acknowledged: every document shared with it was at the

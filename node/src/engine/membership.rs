@@ -136,7 +136,7 @@ impl<S: Store> Worker<S> {
                     })
                 })
                 .collect();
-            if !addrs.is_empty() {
+            if !addrs.is_empty() || self.uses_relays {
                 out.insert(node, addrs);
             }
         }

@@ -9,7 +9,7 @@ use super::{EngineError, FieldError};
 use crate::store::{PeerRecord, Store, WriteOp};
 
 fn view(record: &PeerRecord, connected: bool) -> PeerView {
-    PeerView { record: record.clone(), connected, receipts: None }
+    PeerView { record: record.clone(), connected, receipts: None, queued: 0 }
 }
 
 impl<S: Store> Worker<S> {
@@ -57,6 +57,7 @@ impl<S: Store> Worker<S> {
                     .get(&r.node)
                     .is_some_and(|s| s.phase() == passerelle_protocol::sync::session::Phase::Ready);
                 let mut v = view(r, connected);
+                v.queued = self.queued_for(&r.node);
                 v.receipts = match self.unacknowledged(r) {
                     Ok(Some((shared, pending))) => Some(Receipts {
                         shared,

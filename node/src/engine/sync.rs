@@ -14,10 +14,11 @@ use passerelle_protocol::header::SignedHeader;
 use passerelle_protocol::ids::{DocId, NodeId};
 use passerelle_protocol::network::SignedStatement;
 use passerelle_protocol::sync::message::{DOCS_FRAME_TARGET_BYTES, SyncMessage};
-use passerelle_protocol::sync::session::{Effect, Phase, Session, missing_changes};
+use passerelle_protocol::sync::session::{Effect, Phase, Session};
 use tokio::sync::mpsc;
 
 use super::shared::SyncIndex;
+use super::transfers::Transfers;
 use super::worker::Worker;
 use super::{EngineError, IngestBatch, NetEvent};
 use crate::clock;
@@ -78,6 +79,8 @@ pub(crate) struct SyncState {
     pub connected: HashSet<NodeId>,
     /// Set when a network event wrote to the store: the batch must flush.
     pub wrote: bool,
+    /// Per-peer transfer queues (on disk) and the frames on their way.
+    pub transfers: Transfers,
 }
 
 impl<S: Store> Worker<S> {
@@ -88,11 +91,17 @@ impl<S: Store> Worker<S> {
 
     /// Encodes and hands a message to the swarm task.
     pub(crate) fn send(&mut self, to: NodeId, msg: &SyncMessage) {
+        self.send_tagged(to, msg, None);
+    }
+
+    /// Hands a message to the swarm task; a tagged one is reported back
+    /// when the peer acknowledges it (or when it is lost).
+    fn send_tagged(&mut self, to: NodeId, msg: &SyncMessage, tag: Option<u64>) {
         let Some(net) = self.sync.net.clone() else { return };
         let bytes = msg.encode();
         self.peer_mut(to).bytes_out += bytes.len() as u64 + 4;
         // The swarm task never waits on the engine, so this wait is short.
-        if net.blocking_send(NetOut::Send { to, kind: msg.kind(), bytes }).is_err() {
+        if net.blocking_send(NetOut::Send { to, kind: msg.kind(), bytes, tag }).is_err() {
             tracing::debug!("network stopped: message dropped");
         }
     }
@@ -109,22 +118,29 @@ impl<S: Store> Worker<S> {
     /// delivery rate (so a cut loses little and every frame arrives between
     /// cuts on a poor link), between [`MIN_FRAME_BYTES`] and
     /// [`DOCS_FRAME_TARGET_BYTES`]; a middle size until a rate is known.
-    fn frame_target(&self, to: &NodeId) -> usize {
+    pub(crate) fn frame_target(&self, to: &NodeId) -> usize {
         match self.sync.peers.get(to).and_then(|p| p.link_bytes_per_s) {
             Some(rate) => (rate as usize).clamp(MIN_FRAME_BYTES, DOCS_FRAME_TARGET_BYTES),
             None => DOCS_FRAME_TARGET_BYTES / 4,
         }
     }
 
-    /// Sends headers and changes in frames of bounded size. Each frame is
-    /// self-contained: it carries the header of every document it has
-    /// changes of (frames travel on separate streams and may arrive in any
-    /// order) and the certificates of their authors.
-    fn send_docs(&mut self, to: NodeId, mut headers: Vec<SignedHeader>, mut changes: Vec<ChangeEnvelope>) {
+    /// Sends headers and changes in frames of bounded size, all tagged
+    /// `tag`; returns how many frames left. Each frame is self-contained:
+    /// it carries the header of every document it has changes of (frames
+    /// travel on separate streams and may arrive in any order) and the
+    /// certificates of their authors.
+    pub(crate) fn send_docs(
+        &mut self,
+        to: NodeId,
+        mut headers: Vec<SignedHeader>,
+        mut changes: Vec<ChangeEnvelope>,
+        tag: Option<u64>,
+    ) -> usize {
         // The sending side enforces scopes: whatever asked for it, nothing
         // leaves for a peer outside the document's audience.
         let (Some(peer), Some(roster)) = (self.sync.sessions.get(&to).and_then(Session::commune), &self.roster) else {
-            return;
+            return 0;
         };
         headers.retain(|h| self.sync.index.may_share(&h.id(), &peer, roster));
         changes.retain(|c| self.sync.index.may_share(&c.doc, &peer, roster));
@@ -133,12 +149,14 @@ impl<S: Store> Worker<S> {
         let mut frame_headers: Vec<SignedHeader> = Vec::new();
         let mut frame_changes: Vec<ChangeEnvelope> = Vec::new();
         let mut size = 0;
-        let flush = |this: &mut Self, headers: Vec<SignedHeader>, changes: Vec<ChangeEnvelope>| {
+        let mut frames = 0;
+        let mut flush = |this: &mut Self, headers: Vec<SignedHeader>, changes: Vec<ChangeEnvelope>| {
             if headers.is_empty() && changes.is_empty() {
                 return;
             }
             let certificates = this.certificates_for(&changes, &headers);
-            this.send(to, &SyncMessage::Docs { certificates, headers, changes });
+            this.send_tagged(to, &SyncMessage::Docs { certificates, headers, changes }, tag);
+            frames += 1;
         };
         for change in changes {
             let len = change.change.len() + 140;
@@ -162,51 +180,19 @@ impl<S: Store> Worker<S> {
             }
         }
         flush(self, frame_headers, frame_changes);
+        frames
     }
 
-    /// Pushes whole documents, in chunks so frames stay bounded.
-    fn push_docs(&mut self, to: NodeId, ids: Vec<DocId>) -> Result<(), EngineError> {
-        let mut headers = Vec::new();
-        let mut changes = Vec::new();
-        let mut size = 0;
-        for id in ids {
-            let Some(header) = self.store.header(&id)? else { continue };
-            size += 400;
-            headers.push(header);
-            for (_, record) in self.store.changes(&id, 0)? {
-                match record {
-                    Ok(stored) => {
-                        size += stored.envelope.change.len() + 140;
-                        changes.push(stored.envelope);
-                    }
-                    Err(e) => tracing::warn!(doc = %id.short(), error = %e, "damaged change not sent"),
-                }
-            }
-            if size > DOCS_FRAME_TARGET_BYTES * 4 {
-                self.send_docs(to, std::mem::take(&mut headers), std::mem::take(&mut changes));
-                size = 0;
-            }
-        }
-        self.send_docs(to, headers, changes);
-        Ok(())
-    }
-
-    fn push_missing(&mut self, to: NodeId, list: Vec<(DocId, Vec<[u8; 32]>)>) -> Result<(), EngineError> {
-        let node_id = self.node_id;
-        let mut headers = Vec::new();
-        let mut changes = Vec::new();
-        for (id, their_heads) in list {
-            let Some(loaded) = self.cache.get_or_load(&self.store, &node_id, &id)? else { continue };
-            let hashes = missing_changes(&loaded.doc, &their_heads);
-            headers.push(loaded.header.clone());
-            for hash in hashes {
-                if let Some(stored) = self.store.change_by_hash(&hash.0)? {
-                    changes.push(stored.envelope);
-                }
-            }
-        }
-        self.send_docs(to, headers, changes);
-        Ok(())
+    /// Starts a reconciliation round with a connected peer.
+    pub(crate) fn start_round(&mut self, peer: NodeId) -> Result<(), EngineError> {
+        let pending = self.queue_len(&peer);
+        let (Some(mut session), Some(roster)) = (self.sync.sessions.remove(&peer), self.roster.as_ref()) else {
+            return Ok(());
+        };
+        session.set_pending(pending);
+        let effects = session.start_round(&self.sync.index.view(self.commune, roster), roster);
+        self.sync.sessions.insert(peer, session);
+        self.run_effects(peer, effects)
     }
 
     fn run_effects(&mut self, peer: NodeId, effects: Vec<Effect>) -> Result<(), EngineError> {
@@ -220,7 +206,7 @@ impl<S: Store> Worker<S> {
                         continue;
                     };
                     let ids = self.sync.index.ids_in(&buckets, &self.commune, &commune, roster);
-                    self.push_docs(peer, ids)?;
+                    self.enqueue(peer, ids.into_iter().map(|id| (id, None)).collect())?;
                 }
                 Effect::IngestRoster(statements) => self.add_statements(statements, Some(peer))?,
                 Effect::SendHello => {
@@ -232,8 +218,10 @@ impl<S: Store> Worker<S> {
                 Effect::Redeem { invitation, certificate, addrs } => {
                     self.redeem(peer, invitation, certificate, addrs)?;
                 }
-                Effect::PushDocs(ids) => self.push_docs(peer, ids)?,
-                Effect::PushMissing(list) => self.push_missing(peer, list)?,
+                Effect::PushDocs(ids) => self.enqueue(peer, ids.into_iter().map(|id| (id, None)).collect())?,
+                Effect::PushMissing(list) => {
+                    self.enqueue(peer, list.into_iter().map(|(id, heads)| (id, Some(heads))).collect())?;
+                }
                 Effect::Ingest { certificates, headers, changes } => {
                     if headers.is_empty() && changes.is_empty() {
                         for cert in certificates {
@@ -300,8 +288,11 @@ impl<S: Store> Worker<S> {
             NetEvent::Connected { node, addr } => {
                 tracing::debug!(peer = %node.short(), %addr, "connection up");
                 self.sync.connected.insert(node);
+                // Whatever was on its way over an earlier connection is not.
+                self.sync.transfers.connection_lost(&node);
                 let record = self.peer_mut(node);
                 record.last_connected_ms = Some(clock::now_ms());
+                record.last_addr = Some(addr);
                 record.last_error = None;
                 if let Some(join) = self.joining.as_ref().filter(|j| j.invitation.issuer_node == node) {
                     let msg = SyncMessage::Join {
@@ -315,6 +306,7 @@ impl<S: Store> Worker<S> {
             }
             NetEvent::Disconnected { node, error } => {
                 self.sync.sessions.remove(&node);
+                self.sync.transfers.connection_lost(&node);
                 self.sync.early_hellos.remove(&node);
                 self.sync.connected.remove(&node);
                 if let Some(e) = error {
@@ -361,27 +353,34 @@ impl<S: Store> Worker<S> {
                     }
                     _ => {}
                 }
+                let pending = self.queue_len(&from);
                 let (Some(mut session), Some(roster)) = (self.sync.sessions.remove(&from), self.roster.as_ref()) else {
                     tracing::debug!(peer = %from.short(), kind = msg.kind(), "message outside a session: ignored");
                     return Ok(());
                 };
+                let was_ready = session.phase() == Phase::Ready;
+                session.set_pending(pending);
                 let effects = session.on_message(msg, &self.sync.index.view(self.commune, roster), roster);
+                let now_ready = session.phase() == Phase::Ready;
                 self.sync.sessions.insert(from, session);
                 self.run_effects(from, effects)?;
+                if now_ready && !was_ready {
+                    // A transfer cut by the last disconnection resumes now.
+                    self.fill(from)?;
+                }
             }
+            NetEvent::Delivered { node, tag } => self.frame_delivered(node, tag)?,
+            NetEvent::Lost { node, tag } => self.frame_lost(node, tag),
             NetEvent::LinkRate { node, bytes_per_s } => {
                 tracing::debug!(peer = %node.short(), bytes_per_s, "delivery rate");
                 self.peer_mut(node).link_bytes_per_s = Some(bytes_per_s);
             }
             NetEvent::AntiEntropy { idle } => {
                 for peer in idle {
-                    let (Some(mut session), Some(roster)) = (self.sync.sessions.remove(&peer), self.roster.as_ref())
-                    else {
-                        continue;
-                    };
-                    let effects = session.start_round(&self.sync.index.view(self.commune, roster), roster);
-                    self.sync.sessions.insert(peer, session);
-                    self.run_effects(peer, effects)?;
+                    // Nothing in flight: a transfer that lost frames goes on.
+                    self.sync.transfers.connection_lost(&peer);
+                    self.fill(peer)?;
+                    self.start_round(peer)?;
                 }
             }
         }
@@ -406,7 +405,7 @@ impl<S: Store> Worker<S> {
         }
         for a in announcements {
             for peer in ready.iter().filter(|p| Some(**p) != a.exclude) {
-                self.send_docs(*peer, a.new_docs.clone(), a.changes.clone());
+                self.send_docs(*peer, a.new_docs.clone(), a.changes.clone(), None);
             }
         }
     }

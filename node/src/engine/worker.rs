@@ -51,6 +51,9 @@ pub(crate) struct Worker<S> {
     pub roster: Option<passerelle_protocol::network::Roster>,
     /// Whether to link on its own with partners and same-country members.
     pub auto_links: bool,
+    /// Relays are configured: a member without a contact address can still
+    /// be dialled, through them.
+    pub uses_relays: bool,
     /// A join waiting for the issuing node's answer.
     pub joining: Option<super::membership::Joining>,
     /// Replies to send once the current batch is durable (from events).
@@ -84,6 +87,7 @@ impl<S: Store> Worker<S> {
             roster: None,
             joining: None,
             auto_links: identity.config.network.auto_links,
+            uses_relays: !identity.config.network.relays.is_empty(),
             later: Later::default(),
             language: identity.config.commune.language.clone(),
             book,

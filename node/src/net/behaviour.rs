@@ -1,23 +1,49 @@
 //! The libp2p behaviours a node runs.
 
+use std::time::Duration;
+
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{StreamProtocol, identify, mdns, ping, request_response};
+use libp2p::{StreamProtocol, autonat, dcutr, identify, mdns, ping, relay, request_response};
 use passerelle_protocol::sync::message::PROTOCOL;
 
 use super::codec::SyncCodec;
 
-/// identify + ping + optional mDNS + the sync protocol.
+/// How long one relayed connection may last before the relay closes it
+/// (the nodes then reconnect, or have upgraded to a direct connection).
+const RELAYED_CONNECTION_MAX: Duration = Duration::from_secs(60 * 60);
+/// Bytes one relayed connection may carry: a whole catch-up, not the
+/// 128 KiB libp2p allows by default for hole-punching handshakes only.
+const RELAYED_CONNECTION_BYTES: u64 = 4 << 30;
+
+/// identify + ping + optional mDNS + NAT traversal (relay client, optional
+/// relay server, DCUtR, AutoNAT) + the sync protocol.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
+    pub relay_client: relay::client::Behaviour,
+    pub relay: Toggle<relay::Behaviour>,
+    pub dcutr: dcutr::Behaviour,
+    pub autonat: autonat::Behaviour,
     pub sync: request_response::Behaviour<SyncCodec>,
 }
 
+/// Which optional behaviours run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Options {
+    pub mdns: bool,
+    pub relay_server: bool,
+}
+
 impl Behaviour {
-    pub fn new(key: &libp2p::identity::Keypair, mdns_on: bool) -> std::io::Result<Self> {
+    pub fn new(
+        key: &libp2p::identity::Keypair,
+        relay_client: relay::client::Behaviour,
+        options: Options,
+    ) -> std::io::Result<Self> {
+        let me = key.public().to_peer_id();
         let sync = request_response::Behaviour::with_codec(
             SyncCodec,
             [(StreamProtocol::new(PROTOCOL), request_response::ProtocolSupport::Full)],
@@ -25,15 +51,30 @@ impl Behaviour {
                 .with_request_timeout(super::REQUEST_TIMEOUT)
                 .with_max_concurrent_streams(64),
         );
-        let mdns = if mdns_on {
-            Some(mdns::tokio::Behaviour::new(mdns::Config::default(), key.public().to_peer_id())?)
-        } else {
-            None
-        };
+        let mdns = if options.mdns { Some(mdns::tokio::Behaviour::new(mdns::Config::default(), me)?) } else { None };
+        let relay = options.relay_server.then(|| {
+            relay::Behaviour::new(
+                me,
+                relay::Config {
+                    max_circuits: 64,
+                    max_circuits_per_peer: 8,
+                    max_circuit_duration: RELAYED_CONNECTION_MAX,
+                    max_circuit_bytes: RELAYED_CONNECTION_BYTES,
+                    ..relay::Config::default()
+                },
+            )
+        });
+        // Federations also run on private networks (and tests on
+        // loopback): probes are not limited to global addresses.
+        let autonat = autonat::Behaviour::new(me, autonat::Config { only_global_ips: false, ..Default::default() });
         Ok(Self {
             identify: identify::Behaviour::new(identify::Config::new("/passerelle/1.0.0".into(), key.public())),
             ping: ping::Behaviour::new(ping::Config::new()),
             mdns: mdns.into(),
+            relay_client,
+            relay: relay.into(),
+            dcutr: dcutr::Behaviour::new(me),
+            autonat,
             sync,
         })
     }

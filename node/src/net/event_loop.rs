@@ -5,16 +5,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, Message, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::{Multiaddr, PeerId, Swarm, mdns, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, mdns, noise, relay, tcp, yamux};
 use passerelle_protocol::ids::NodeId;
 use passerelle_protocol::sync::message::{SyncMessage, SyncReply};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::behaviour::{Behaviour, BehaviourEvent};
+use super::behaviour::{Behaviour, BehaviourEvent, Options};
 use super::identity::{keypair, node_id, peer_id};
 use super::{
     IDLE_CONNECTION_TIMEOUT, MAX_REDIAL_DELAY, MIN_REDIAL_DELAY, NET_INBOX, NET_OUTBOX, NetCommand, NetError,
@@ -47,6 +49,8 @@ impl Known {
 #[derive(Debug)]
 struct InFlight {
     kind: &'static str,
+    /// The engine's tag (frames of a transfer), reported on delivery or loss.
+    tag: Option<u64>,
     bytes: Arc<[u8]>,
     sent_at: Instant,
     delivered_at_send: u64,
@@ -58,9 +62,17 @@ struct InFlight {
     app_limited: bool,
 }
 
+/// A message waiting for room in a peer's window.
+#[derive(Debug)]
+struct Queued {
+    kind: &'static str,
+    bytes: Arc<[u8]>,
+    tag: Option<u64>,
+}
+
 #[derive(Debug, Default)]
 struct Outgoing {
-    queue: VecDeque<(&'static str, Arc<[u8]>)>,
+    queue: VecDeque<Queued>,
     /// Requests sent and not yet answered.
     in_flight: HashMap<OutboundRequestId, InFlight>,
     /// After a `Busy` reply, nothing is sent to the peer before this.
@@ -69,10 +81,18 @@ struct Outgoing {
     delivered: u64,
     /// When the latest acknowledgement arrived.
     last_ack: Option<Instant>,
-    /// Estimated delivery rate (bytes/s): an average of delivery-rate samples.
+    /// Estimated delivery rate (bytes/s): the highest delivery-rate
+    /// sample of the last [`RATE_WINDOW`] (BBR's bottleneck bandwidth). An
+    /// average would be self-limiting: frames sized and paced by a low
+    /// estimate can only ever measure that low rate.
     rate: Option<f64>,
+    /// Recent samples: when taken, and the rate measured.
+    samples: VecDeque<(Instant, f64)>,
     /// The rate last reported to the engine.
     reported: Option<f64>,
+    /// Bytes that may still leave under the per-peer budget (may go
+    /// below zero by one frame), and when it was last topped up.
+    budget: Option<(f64, Instant)>,
 }
 
 impl Outgoing {
@@ -86,6 +106,9 @@ impl Outgoing {
     /// flight, so a cut loses little and a slow link is not flooded with
     /// frames that cannot arrive in time.
     fn may_send(&self, len: usize) -> bool {
+        if self.budget.is_some_and(|(tokens, _)| tokens <= 0.0) {
+            return false;
+        }
         // Two frames always: one crosses the link while the other's
         // acknowledgement comes back, so the link never waits on a round trip.
         if self.in_flight.len() < 2 {
@@ -95,6 +118,17 @@ impl Outgoing {
             return false;
         }
         self.rate.is_some_and(|rate| (self.in_flight_bytes() + len) as f64 <= rate * IN_FLIGHT_TIME.as_secs_f64())
+    }
+
+    /// Tops up the budget at `per_s` bytes a second, up to one second's worth.
+    fn refill(&mut self, per_s: Option<u64>) {
+        let Some(per_s) = per_s.filter(|b| *b > 0).map(|b| b as f64) else {
+            self.budget = None;
+            return;
+        };
+        let now = Instant::now();
+        let (tokens, at) = self.budget.unwrap_or((per_s, now));
+        self.budget = Some(((tokens + per_s * now.duration_since(at).as_secs_f64()).min(per_s), now));
     }
 
     /// A frame was acknowledged: take a delivery-rate sample (bytes
@@ -111,12 +145,15 @@ impl Outgoing {
         // Small or lone messages (a summary, a hello) measure the round
         // trip, not the link: they may only raise the estimate.
         let limited = f.app_limited || f.bytes.len() < 1024;
-        self.rate = match self.rate {
-            Some(r) if limited && sample < r => Some(r),
-            Some(r) => Some(r * 0.7 + sample * 0.3),
-            None if limited => None,
-            None => Some(sample),
-        };
+        if limited && self.rate.is_none_or(|r| sample <= r) {
+            return;
+        }
+        let now = Instant::now();
+        self.samples.push_back((now, sample));
+        while self.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW) {
+            self.samples.pop_front();
+        }
+        self.rate = self.samples.iter().map(|(_, r)| *r).reduce(f64::max);
     }
 }
 
@@ -124,6 +161,9 @@ impl Outgoing {
 /// Yamux (or the QUIC handshake) need several round trips, which on a 2 s
 /// round trip exceed the 10 s default.
 pub const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
+
+/// How long a delivery-rate sample counts towards the estimate.
+const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How much data may be in flight to a peer, in seconds of its delivery rate.
 const IN_FLIGHT_TIME: std::time::Duration = std::time::Duration::from_millis(1500);
@@ -133,6 +173,31 @@ pub const HEALTHY_CONNECTION: std::time::Duration = std::time::Duration::from_se
 
 /// How long to wait before sending again to a peer that answered `Busy`.
 const BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// A relay this node stays reachable through.
+#[derive(Debug)]
+struct RelayListen {
+    /// The relay's address, ending in `/p2p/<its peer id>`.
+    addr: Multiaddr,
+    peer: PeerId,
+    /// The listener while the reservation holds.
+    listener: Option<ListenerId>,
+    /// When to ask for a reservation again after losing it.
+    retry_at: Instant,
+}
+
+/// How long to wait before asking a relay for a reservation again.
+const RELAY_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Parses a relay's address; it must name the relay's peer id.
+fn relay_addr(text: &str) -> Result<(Multiaddr, PeerId), NetError> {
+    let bad = |reason: String| NetError::Listen { addr: text.to_owned(), reason };
+    let addr: Multiaddr = text.parse().map_err(|e| bad(format!("not a multiaddr: {e}")))?;
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Ok((addr, peer)),
+        _ => Err(bad("a relay's address must end with /p2p/<its peer id>".into())),
+    }
+}
 
 struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -144,6 +209,16 @@ struct EventLoop {
     listen: Vec<Multiaddr>,
     anti_entropy: tokio::time::Interval,
     redial: tokio::time::Interval,
+    /// Relays this node listens through.
+    relays: Vec<RelayListen>,
+    /// What AutoNAT found of this node's reachability.
+    reachability: &'static str,
+    /// The per-peer send budget (bytes/s), if any.
+    peer_budget: Option<u64>,
+    /// Reports the engine could not take yet (its inbox was full); sent
+    /// again, in order, on the next tick: a lost delivery report would
+    /// stall a transfer.
+    unreported: VecDeque<NetEvent>,
 }
 
 fn build_err(e: impl std::fmt::Display) -> NetError {
@@ -161,7 +236,8 @@ pub async fn spawn(
     peers: Vec<PeerRecord>,
 ) -> Result<(NetHandle, JoinHandle<()>), NetError> {
     let config = identity.config.network.clone();
-    let mdns_on = config.mdns;
+    let options = Options { mdns: config.mdns, relay_server: config.relay_server };
+    let relay_addrs = config.relays.iter().map(|r| relay_addr(r)).collect::<Result<Vec<_>, _>>()?;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair(&identity.node_key))
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
@@ -173,8 +249,11 @@ pub async fn spawn(
             c.keep_alive_interval = std::time::Duration::from_secs(15);
             c
         })
-        .with_behaviour(|key| {
-            Behaviour::new(key, mdns_on).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(build_err)?
+        .with_behaviour(|key, relay_client| {
+            Behaviour::new(key, relay_client, options)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(build_err)?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
@@ -215,6 +294,12 @@ pub async fn spawn(
         }
     }
 
+    // Reachable through each relay too. A relay that cannot be reached now
+    // is asked again later: it does not stop the node from starting.
+    let now = Instant::now();
+    let relays =
+        relay_addrs.into_iter().map(|(addr, peer)| RelayListen { addr, peer, listener: None, retry_at: now }).collect();
+
     let (tx, commands) = mpsc::channel(NET_INBOX);
     let (out_tx, outbound) = mpsc::channel(NET_OUTBOX);
     engine.attach_net(out_tx).await.map_err(|_| NetError::Stopped)?;
@@ -229,8 +314,21 @@ pub async fn spawn(
     anti_entropy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut redial = tokio::time::interval(std::time::Duration::from_millis(250));
     redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let event_loop =
-        EventLoop { swarm, commands, outbound, engine, known, outgoing: HashMap::new(), listen, anti_entropy, redial };
+    let event_loop = EventLoop {
+        swarm,
+        commands,
+        outbound,
+        engine,
+        known,
+        outgoing: HashMap::new(),
+        listen,
+        anti_entropy,
+        redial,
+        relays,
+        reachability: "unknown",
+        peer_budget: config.peer_budget_bytes_per_s,
+        unreported: VecDeque::new(),
+    };
     let span = tracing::Span::current();
     let join = tokio::spawn(tracing::Instrument::instrument(event_loop.run(), span));
     Ok((NetHandle { tx }, join))
@@ -272,9 +370,44 @@ impl EventLoop {
                     }
                 }
                 _ = self.redial.tick() => {
+                    self.report_again();
+                    self.listen_through_relays();
                     self.redial_due();
                     self.pump_all();
                 }
+            }
+        }
+    }
+
+    /// Tells the engine something it must not miss, keeping it for later
+    /// (in order) when its inbox is full.
+    fn report(&mut self, event: NetEvent) {
+        if !self.unreported.is_empty() {
+            self.unreported.push_back(event);
+            return;
+        }
+        if let Err(event) = self.engine.net_event_or_back(event) {
+            self.unreported.push_back(*event);
+        }
+    }
+
+    fn report_again(&mut self) {
+        while let Some(event) = self.unreported.pop_front() {
+            if let Err(event) = self.engine.net_event_or_back(event) {
+                self.unreported.push_front(*event);
+                return;
+            }
+        }
+    }
+
+    /// Asks each relay without a reservation for one (again).
+    fn listen_through_relays(&mut self) {
+        let now = Instant::now();
+        for r in self.relays.iter_mut().filter(|r| r.listener.is_none() && r.retry_at <= now) {
+            r.retry_at = now + RELAY_RETRY;
+            match self.swarm.listen_on(r.addr.clone().with(Protocol::P2pCircuit)) {
+                Ok(id) => r.listener = Some(id),
+                Err(e) => tracing::warn!(relay = %r.addr, error = %e, "cannot listen through relay"),
             }
         }
     }
@@ -302,6 +435,7 @@ impl EventLoop {
                     peer_id: self.swarm.local_peer_id().to_string(),
                     listen: self.listen.iter().map(ToString::to_string).collect(),
                     connected,
+                    reachability: self.reachability,
                 });
             }
             NetCommand::Shutdown(_) => unreachable!("handled by the loop"),
@@ -333,14 +467,23 @@ impl EventLoop {
             return;
         }
         let Some(k) = self.known.get_mut(&pid) else { return };
-        if k.addrs.is_empty() {
+        if k.addrs.is_empty() && self.relays.iter().all(|r| r.peer == pid) {
             return;
         }
         k.attempts += 1;
         let base = MIN_REDIAL_DELAY.as_millis() as u64 * 2u64.saturating_pow(k.attempts.min(16) - 1);
         let delay = base.min(MAX_REDIAL_DELAY.as_millis() as u64);
         k.next_dial = Instant::now() + std::time::Duration::from_millis(delay + jitter_ms(delay / 5 + 1));
-        let opts = DialOpts::peer_id(pid).addresses(k.addrs.clone()).build();
+        // Its own addresses first, then through each relay (the swarm adds
+        // `/p2p/<peer>` after `/p2p-circuit`).
+        let mut addrs = k.addrs.clone();
+        for r in self.relays.iter().filter(|r| r.peer != pid) {
+            let circuit = r.addr.clone().with(Protocol::P2pCircuit);
+            if !addrs.contains(&circuit) {
+                addrs.push(circuit);
+            }
+        }
+        let opts = DialOpts::peer_id(pid).addresses(addrs).build();
         if let Err(e) = self.swarm.dial(opts) {
             tracing::debug!(peer = %k.node.short(), error = %e, "dial not started");
         }
@@ -368,13 +511,16 @@ impl EventLoop {
 
     fn on_outbound(&mut self, out: NetOut) {
         match out {
-            NetOut::Send { to, kind, bytes } => {
+            NetOut::Send { to, kind, bytes, tag } => {
                 let Some(pid) = peer_id(&to) else { return };
                 if !self.swarm.is_connected(&pid) {
                     tracing::debug!(peer = %to.short(), kind, "not connected: message dropped (anti-entropy will resend)");
+                    if let Some(tag) = tag {
+                        self.report(NetEvent::Lost { node: to, tag });
+                    }
                     return;
                 }
-                self.outgoing.entry(pid).or_default().queue.push_back((kind, bytes.into()));
+                self.outgoing.entry(pid).or_default().queue.push_back(Queued { kind, bytes: bytes.into(), tag });
                 self.pump(pid);
             }
             NetOut::Dial { node, addrs } => self.remember_and_dial(node, addrs),
@@ -390,18 +536,23 @@ impl EventLoop {
 
     fn pump(&mut self, pid: PeerId) {
         let Some(out) = self.outgoing.get_mut(&pid) else { return };
+        out.refill(self.peer_budget);
         if out.paused_until.is_some_and(|t| t > Instant::now()) {
             return;
         }
         out.paused_until = None;
-        while out.queue.front().is_some_and(|(_, b)| out.may_send(b.len())) {
-            let Some((kind, bytes)) = out.queue.pop_front() else { break };
+        while out.queue.front().is_some_and(|q| out.may_send(q.bytes.len())) {
+            let Some(Queued { kind, bytes, tag }) = out.queue.pop_front() else { break };
             tracing::trace!(kind, len = bytes.len(), "sending");
             let id = self.swarm.behaviour_mut().sync.send_request(&pid, bytes.clone());
+            if let Some((tokens, _)) = &mut out.budget {
+                *tokens -= bytes.len() as f64;
+            }
             let delivered_at_send = out.delivered;
             let app_limited = out.in_flight.is_empty() && out.queue.is_empty();
             let f = InFlight {
                 kind,
+                tag,
                 bytes,
                 sent_at: Instant::now(),
                 delivered_at_send,
@@ -442,7 +593,19 @@ impl EventLoop {
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } if !self.listen.contains(&address) => {
+                if address.iter().any(|p| p == Protocol::P2pCircuit) {
+                    tracing::info!(%address, "reachable through a relay");
+                }
                 self.listen.push(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.listen.retain(|a| *a != address),
+            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+                if let Some(r) = self.relays.iter_mut().find(|r| r.listener == Some(listener_id)) {
+                    let reason = reason.err().map_or_else(|| "closed".to_owned(), |e| e.to_string());
+                    tracing::info!(relay = %r.addr, %reason, "relay reservation lost; asking again shortly");
+                    r.listener = None;
+                    r.retry_at = Instant::now() + RELAY_RETRY;
+                }
             }
             SwarmEvent::ConnectionEstablished { peer_id: pid, num_established, endpoint, .. } => {
                 let Some(node) = node_id(&pid) else {
@@ -475,7 +638,8 @@ impl EventLoop {
                 if let Some(node) = node_id(&pid) {
                     let error = cause.map(|c| c.to_string());
                     tracing::info!(peer = %node.short(), error = error.as_deref().unwrap_or("none"), "disconnected");
-                    let _ = self.engine.net_event(NetEvent::Disconnected { node, error });
+                    // Never dropped: the engine would keep a dead session.
+                    self.report(NetEvent::Disconnected { node, error });
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id: Some(pid), error, .. } => {
@@ -485,6 +649,32 @@ impl EventLoop {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(event)) => match event {
+                relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal, .. } => {
+                    tracing::debug!(relay = %relay_peer_id, renewal, "relay reservation accepted");
+                }
+                relay::client::Event::OutboundCircuitEstablished { relay_peer_id, .. } => {
+                    tracing::info!(relay = %relay_peer_id, "connected to a peer through a relay");
+                }
+                relay::client::Event::InboundCircuitEstablished { src_peer_id, .. } => {
+                    tracing::info!(peer = %src_peer_id, "a peer reached this node through a relay");
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
+                tracing::debug!(?event, "relay server");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result })) => match result {
+                Ok(_) => tracing::info!(peer = %remote_peer_id, "relayed connection upgraded to a direct one"),
+                Err(e) => tracing::debug!(peer = %remote_peer_id, error = %e, "hole punching failed: staying relayed"),
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. })) => {
+                self.reachability = match new {
+                    autonat::NatStatus::Public(_) => "public",
+                    autonat::NatStatus::Private => "private",
+                    autonat::NatStatus::Unknown => "unknown",
+                };
+                tracing::info!(reachability = self.reachability, "reachability from the outside");
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (pid, addr) in found {
                     let Some(node) = node_id(&pid) else { continue };
@@ -520,32 +710,42 @@ impl EventLoop {
                     let _ = self.swarm.behaviour_mut().sync.send_response(channel, reply);
                 }
                 Message::Response { request_id, response } => {
+                    let mut delivered = None;
                     if let Some(out) = self.outgoing.get_mut(&peer) {
                         let sent = out.in_flight.remove(&request_id);
                         match response {
                             SyncReply::Ok => {
                                 if let Some(f) = &sent {
                                     out.acknowledged(f);
+                                    delivered = f.tag;
                                 }
                             }
                             SyncReply::Busy => {
                                 // The peer could not take it: send it again shortly.
                                 tracing::debug!(%peer, "peer busy: pausing");
                                 if let Some(f) = sent {
-                                    out.queue.push_front((f.kind, f.bytes));
+                                    out.queue.push_front(Queued { kind: f.kind, bytes: f.bytes, tag: f.tag });
                                 }
                                 out.paused_until = Some(Instant::now() + BUSY_PAUSE);
                             }
-                            SyncReply::Refused(reason) => tracing::warn!(%peer, %reason, "peer refused our message"),
+                            SyncReply::Refused(reason) => {
+                                // Sending it again would be refused again.
+                                tracing::warn!(%peer, %reason, "peer refused our message");
+                                delivered = sent.and_then(|f| f.tag);
+                            }
                         }
+                    }
+                    if let (Some(tag), Some(node)) = (delivered, node_id(&peer)) {
+                        self.report(NetEvent::Delivered { node, tag });
                     }
                     self.report_rate(peer);
                     self.pump(peer);
                 }
             },
             request_response::Event::OutboundFailure { peer, error, request_id, .. } => {
-                if let Some(out) = self.outgoing.get_mut(&peer) {
-                    out.in_flight.remove(&request_id);
+                let lost = self.outgoing.get_mut(&peer).and_then(|out| out.in_flight.remove(&request_id));
+                if let (Some(tag), Some(node)) = (lost.and_then(|f| f.tag), node_id(&peer)) {
+                    self.report(NetEvent::Lost { node, tag });
                 }
                 tracing::debug!(%peer, %error, "sync request failed");
                 self.pump(peer);

@@ -15,16 +15,20 @@
 //! | `p` | node id | peer record (JSON) |
 //! | `r` | statement hash | membership statement |
 //! | `i` | invitation id | invitation record (JSON) |
+//! | `q` | peer node id, priority (u64 BE), doc id | the peer's heads (or none: whole document) |
+//! | `o` | peer node id, doc id | priority (u64 BE): finds a queued document |
 
 use std::path::Path;
 
 use passerelle_protocol::certificate::NodeCertificate;
 use passerelle_protocol::header::SignedHeader;
-use passerelle_protocol::ids::DocId;
+use passerelle_protocol::ids::{DocId, NodeId};
 
 use passerelle_protocol::network::SignedStatement;
 
-use super::{ChangeRecord, DocMeta, InvitationRecord, PeerRecord, Snapshot, Store, StoreError, StoredChange, WriteOp};
+use super::{
+    ChangeRecord, DocMeta, InvitationRecord, PeerRecord, QueuedDoc, Snapshot, Store, StoreError, StoredChange, WriteOp,
+};
 
 const HEADER: u8 = b'h';
 const META: u8 = b'm';
@@ -35,6 +39,8 @@ const CERT: u8 = b'k';
 const PEER: u8 = b'p';
 const STATEMENT: u8 = b'r';
 const INVITATION: u8 = b'i';
+const QUEUE: u8 = b'q';
+const QUEUE_INDEX: u8 = b'o';
 
 /// sled's page cache; its default (1 GiB) would let a node's memory grow
 /// with its store.
@@ -53,6 +59,21 @@ pub mod keys {
     pub fn change(id: &DocId, seq: u64) -> Vec<u8> {
         let mut k = prefixed(CHANGE, id.as_bytes());
         k.extend_from_slice(&seq.to_be_bytes());
+        k
+    }
+
+    /// Key of a document in a peer's transfer queue.
+    pub(super) fn queued(peer: &NodeId, priority: u64, doc: &DocId) -> Vec<u8> {
+        let mut k = prefixed(QUEUE, peer.as_bytes());
+        k.extend_from_slice(&priority.to_be_bytes());
+        k.extend_from_slice(doc.as_bytes());
+        k
+    }
+
+    /// Key of the index entry that finds a queued document.
+    pub(super) fn queue_index(peer: &NodeId, doc: &DocId) -> Vec<u8> {
+        let mut k = prefixed(QUEUE_INDEX, peer.as_bytes());
+        k.extend_from_slice(doc.as_bytes());
         k
     }
 
@@ -77,6 +98,46 @@ fn backend(e: sled::Error) -> StoreError {
 
 fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
     StoreError::Corrupt { key: hex::encode(key), reason: reason.to_string() }
+}
+
+/// Heads a peer has, as stored in its queue: none (`0`) or a count and the heads.
+fn encode_heads(heads: Option<&Vec<[u8; 32]>>) -> Vec<u8> {
+    match heads {
+        None => vec![0],
+        Some(h) => {
+            let mut v = Vec::with_capacity(3 + 32 * h.len());
+            v.push(1);
+            v.extend_from_slice(&(h.len() as u16).to_be_bytes());
+            h.iter().for_each(|x| v.extend_from_slice(x));
+            v
+        }
+    }
+}
+
+fn decode_heads(v: &[u8]) -> Result<Option<Vec<[u8; 32]>>, String> {
+    match v.first() {
+        Some(0) => Ok(None),
+        Some(1) if v.len() >= 3 => {
+            let n = usize::from(u16::from_be_bytes([v[1], v[2]]));
+            let rest = &v[3..];
+            if rest.len() != n * 32 {
+                return Err(format!("{} bytes for {n} heads", rest.len()));
+            }
+            Ok(Some(rest.chunks_exact(32).map(|c| c.try_into().expect("32-byte chunks")).collect()))
+        }
+        _ => Err("not a queued entry".into()),
+    }
+}
+
+fn decode_queued(key: &[u8], value: &[u8]) -> Result<QueuedDoc, StoreError> {
+    // q, peer (32), priority (8), doc (32)
+    if key.len() != 73 {
+        return Err(corrupt(key, "queue key of the wrong length"));
+    }
+    let priority = u64::from_be_bytes(key[33..41].try_into().expect("8 bytes"));
+    let doc = DocId::from_bytes(key[41..73].try_into().expect("32 bytes"));
+    let their_heads = decode_heads(value).map_err(|e| corrupt(key, e))?;
+    Ok(QueuedDoc { priority, doc, their_heads })
 }
 
 fn doc_id_of(key: &[u8]) -> Result<DocId, StoreError> {
@@ -218,6 +279,37 @@ impl Store for SledStore {
         self.scan(INVITATION, |v| serde_json::from_slice(v).map_err(|e| e.to_string()))
     }
 
+    fn queued(&self, peer: &NodeId, limit: usize) -> Result<Vec<QueuedDoc>, StoreError> {
+        self.tree
+            .scan_prefix(keys::prefixed(QUEUE, peer.as_bytes()))
+            .take(limit)
+            .map(|item| {
+                let (k, v) = item.map_err(backend)?;
+                decode_queued(&k, &v)
+            })
+            .collect()
+    }
+
+    fn queued_doc(&self, peer: &NodeId, doc: &DocId) -> Result<Option<QueuedDoc>, StoreError> {
+        let index = keys::queue_index(peer, doc);
+        let Some(p) = self.tree.get(&index).map_err(backend)? else { return Ok(None) };
+        let priority = u64::from_be_bytes(p.as_ref().try_into().map_err(|_| corrupt(&index, "not a priority"))?);
+        let key = keys::queued(peer, priority, doc);
+        match self.tree.get(&key).map_err(backend)? {
+            Some(v) => decode_queued(&key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn queue_len(&self, peer: &NodeId) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for item in self.tree.scan_prefix(keys::prefixed(QUEUE_INDEX, peer.as_bytes())).keys() {
+            item.map_err(backend)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for op in ops {
@@ -252,6 +344,14 @@ impl Store for SledStore {
                         keys::prefixed(INVITATION, &id),
                         serde_json::to_vec(&inv).map_err(|e| StoreError::Backend(e.to_string()))?,
                     )
+                }
+                WriteOp::Enqueue(peer, q) => {
+                    batch.insert(keys::queued(&peer, q.priority, &q.doc), encode_heads(q.their_heads.as_ref()));
+                    batch.insert(keys::queue_index(&peer, &q.doc), q.priority.to_be_bytes().to_vec());
+                }
+                WriteOp::Dequeue(peer, q) => {
+                    batch.remove(keys::queued(&peer, q.priority, &q.doc));
+                    batch.remove(keys::queue_index(&peer, &q.doc));
                 }
             }
         }

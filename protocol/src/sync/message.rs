@@ -1,4 +1,4 @@
-//! Wire messages of `/passerelle/sync/2` and their codec.
+//! Wire messages of `/passerelle/sync/3` and their codec.
 //!
 //! Every message is canonical bytes (tag `passerelle/sync`, version 1, a
 //! type byte, then fields) carried in one length-prefixed frame of at most
@@ -16,7 +16,7 @@ use crate::network::{Invitation, SignedStatement};
 use super::fingerprint::{BUCKETS, BucketPrint};
 
 /// The libp2p protocol name.
-pub const PROTOCOL: &str = "/passerelle/sync/2";
+pub const PROTOCOL: &str = "/passerelle/sync/3";
 const TAG: &str = "passerelle/sync";
 const VERSION: u8 = 1;
 /// Largest frame accepted, in bytes.
@@ -103,6 +103,10 @@ pub enum SyncMessage {
         roster_count: u64,
         /// XOR of the roster's short hashes.
         roster_fingerprint: [u8; 16],
+        /// Documents the sender still has queued for the receiver (a
+        /// transfer cut by a disconnection resumes first; no buckets are
+        /// compared while one is under way).
+        pending: u64,
     },
     /// Fingerprints of the 256 buckets of that set.
     Buckets {
@@ -184,8 +188,8 @@ impl SyncMessage {
             SyncMessage::JoinRefused { reason } => {
                 w.u8(10).str(&reason.chars().take(500).collect::<String>());
             }
-            SyncMessage::Summary { count, fingerprint, roster_count, roster_fingerprint } => {
-                w.u8(2).u64(*count).fixed(fingerprint).u64(*roster_count).fixed(roster_fingerprint);
+            SyncMessage::Summary { count, fingerprint, roster_count, roster_fingerprint, pending } => {
+                w.u8(2).u64(*count).fixed(fingerprint).u64(*roster_count).fixed(roster_fingerprint).u64(*pending);
             }
             SyncMessage::Buckets { buckets } => {
                 w.u8(3).u32(buckets.len() as u32);
@@ -282,6 +286,7 @@ impl SyncMessage {
                 fingerprint: r.fixed("fingerprint")?,
                 roster_count: r.u64("roster count")?,
                 roster_fingerprint: r.fixed("roster fingerprint")?,
+                pending: r.u64("pending")?,
             },
             3 => {
                 let n = count(&mut r, "buckets", BUCKETS)?;
@@ -444,7 +449,13 @@ mod tests {
                 addrs: vec!["/ip4/127.0.0.1/udp/7421/quic-v1".into()],
             },
             SyncMessage::JoinRefused { reason: "invitation already used".into() },
-            SyncMessage::Summary { count: 10_000, fingerprint: [7; 16], roster_count: 4, roster_fingerprint: [1; 16] },
+            SyncMessage::Summary {
+                count: 10_000,
+                fingerprint: [7; 16],
+                roster_count: 4,
+                roster_fingerprint: [1; 16],
+                pending: 0,
+            },
             SyncMessage::Buckets { buckets: vec![BucketPrint { count: 3, xor: [1; 8] }; BUCKETS] },
             SyncMessage::Items {
                 buckets: vec![(4, vec![(DocId::from_bytes([4; 32]), vec![[9; 32], [8; 32]])]), (5, vec![])],
@@ -470,10 +481,15 @@ mod tests {
 
     #[test]
     fn an_idle_summary_is_a_few_dozen_bytes() {
-        let len =
-            SyncMessage::Summary { count: 10_000, fingerprint: [7; 16], roster_count: 4, roster_fingerprint: [1; 16] }
-                .encode()
-                .len();
+        let len = SyncMessage::Summary {
+            count: 10_000,
+            fingerprint: [7; 16],
+            roster_count: 4,
+            roster_fingerprint: [1; 16],
+            pending: 0,
+        }
+        .encode()
+        .len();
         assert!(len < 96, "{len} bytes");
     }
 
@@ -502,7 +518,7 @@ mod tests {
 
         #[test]
         fn summaries_round_trip(count in any::<u64>(), fp in any::<[u8; 16]>()) {
-            let m = SyncMessage::Summary { count, fingerprint: fp, roster_count: count / 2, roster_fingerprint: fp };
+            let m = SyncMessage::Summary { count, fingerprint: fp, roster_count: count / 2, roster_fingerprint: fp, pending: count / 3 };
             prop_assert_eq!(SyncMessage::decode(&m.encode()).unwrap(), m);
         }
     }

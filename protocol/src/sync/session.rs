@@ -104,6 +104,10 @@ pub struct Session {
     items_sent: std::collections::HashSet<u8>,
     /// Whether this round already answered a repeated hello with ours.
     hello_answered: bool,
+    /// Documents this node still has queued for the peer (set by the
+    /// caller): while either side has a transfer under way, rounds compare
+    /// rosters only, so a resumed transfer is not re-listed after each cut.
+    pending_out: u64,
     /// Reconciliation rounds started.
     pub rounds: u64,
     /// Rounds that ended with equal summaries.
@@ -122,6 +126,7 @@ impl Session {
             early: Vec::new(),
             items_sent: std::collections::HashSet::new(),
             hello_answered: false,
+            pending_out: 0,
             rounds: 0,
             in_sync_rounds: 0,
         }
@@ -162,6 +167,12 @@ impl Session {
         out
     }
 
+    /// Tells the session how many documents this node has queued for the
+    /// peer; said in each summary.
+    pub fn set_pending(&mut self, pending: u64) {
+        self.pending_out = pending;
+    }
+
     /// Where the session stands.
     pub fn phase(&self) -> Phase {
         self.phase
@@ -198,6 +209,7 @@ impl Session {
                     fingerprint: total.xor,
                     roster_count: r.count,
                     roster_fingerprint: r.xor,
+                    pending: self.pending_out,
                 })]
             }
             _ => Vec::new(),
@@ -352,12 +364,17 @@ impl Session {
     fn on_sync(&mut self, msg: SyncMessage, local: &impl LocalSet, roster: &Roster) -> Vec<Effect> {
         let Some(peer) = self.commune else { return Vec::new() };
         match msg {
-            SyncMessage::Summary { count, fingerprint, roster_count, roster_fingerprint } => {
+            SyncMessage::Summary { count, fingerprint, roster_count, roster_fingerprint, pending } => {
                 let mut out = Vec::new();
                 let r = roster.fingerprint();
                 let rosters_agree = (r.count, r.xor) == (roster_count, roster_fingerprint);
                 if !rosters_agree {
                     out.push(Effect::Send(SyncMessage::RosterHave { hashes: roster.short_hashes() }));
+                }
+                if pending > 0 || self.pending_out > 0 {
+                    // A transfer is under way: it goes on where it stopped;
+                    // the round after it compares the sets.
+                    return out;
                 }
                 let mine = local.fingerprints(&peer).total();
                 if mine.count == count && mine.xor == fingerprint {
@@ -536,6 +553,7 @@ mod tests {
             fingerprint: total.xor,
             roster_count: fp.count,
             roster_fingerprint: fp.xor,
+            pending: 0,
         }
     }
 
@@ -583,6 +601,31 @@ mod tests {
         assert_eq!(out[1], Effect::Send(SyncMessage::Items { buckets: vec![(2, vec![moved.clone()])] }));
         let out = s.on_message(SyncMessage::Items { buckets: vec![(2, theirs.items(&ANY, 2))] }, &mine, &r);
         assert_eq!(out, vec![Effect::PushMissing(vec![(moved.0, vec![[9; 32]])])]);
+    }
+
+    #[test]
+    fn no_buckets_are_compared_while_a_transfer_is_under_way() {
+        let r = roster();
+        let mine = Set::new(vec![(DocId::from_bytes([1; 32]), vec![[1; 32]])]);
+        let theirs = Set::new(vec![]);
+        let (mut s, cert) = ready(1);
+        s.on_message(Session::hello(&cert, &r), &mine, &r);
+        // The peer still has documents queued for us: nothing to compare yet.
+        let SyncMessage::Summary { count, fingerprint, roster_count, roster_fingerprint, .. } = summary(&theirs, &r)
+        else {
+            unreachable!()
+        };
+        let busy = SyncMessage::Summary { count, fingerprint, roster_count, roster_fingerprint, pending: 3 };
+        assert!(s.on_message(busy, &mine, &r).is_empty());
+        // We have documents queued for the peer: the same, and our summary says so.
+        s.set_pending(5);
+        assert!(s.on_message(summary(&theirs, &r), &mine, &r).is_empty());
+        let out = s.start_round(&mine, &r);
+        assert!(matches!(&out[..], [Effect::Send(SyncMessage::Summary { pending: 5, .. })]), "{out:?}");
+        // Queues drained: the sets are compared again.
+        s.set_pending(0);
+        let out = s.on_message(summary(&theirs, &r), &mine, &r);
+        assert!(matches!(&out[..], [Effect::Send(SyncMessage::Buckets { .. })]), "{out:?}");
     }
 
     #[test]
