@@ -116,7 +116,9 @@ pub struct NetworkConfig {
     /// a partner's node with a public address): it stays reachable through
     /// each (a reservation), and dials through them the peers it cannot
     /// reach directly. A relayed connection is upgraded to a direct one by
-    /// hole punching (DCUtR) when the NATs allow it.
+    /// hole punching (DCUtR) when the NATs allow it. Nodes that use or
+    /// serve relays also run AutoNAT, which tells whether this node can be
+    /// dialled (`passerelle status`).
     #[serde(default)]
     pub relays: Vec<String>,
     /// Most bytes per second sent to any one peer, to leave room on a

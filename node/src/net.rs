@@ -1,7 +1,7 @@
 //! The peer-to-peer side: one task owns the libp2p swarm.
 //!
 //! Transports are TCP (Noise, Yamux) and QUIC; behaviours are identify,
-//! ping, optional mDNS, and request-response for `/passerelle/sync/2`. The
+//! ping, optional mDNS, and request-response for `/passerelle/sync/3`. The
 //! node key is the libp2p identity, so the Noise handshake authenticates the
 //! node; its commune certificate travels in the first sync message.
 //!
@@ -69,7 +69,8 @@ pub struct NetInfo {
     /// Peers connected now.
     pub connected: Vec<NodeId>,
     /// Whether other nodes can dial this one, as AutoNAT found out:
-    /// `public`, `private` (reach it through a relay) or `unknown`.
+    /// `public`, `private` (reach it through a relay) or `unknown`; `not
+    /// checked` on a node that neither uses nor serves relays.
     pub reachability: &'static str,
 }
 

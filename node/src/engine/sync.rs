@@ -119,7 +119,13 @@ impl<S: Store> Worker<S> {
     /// cuts on a poor link), between [`MIN_FRAME_BYTES`] and
     /// [`DOCS_FRAME_TARGET_BYTES`]; a middle size until a rate is known.
     pub(crate) fn frame_target(&self, to: &NodeId) -> usize {
-        match self.sync.peers.get(to).and_then(|p| p.link_bytes_per_s) {
+        let rate = self.sync.peers.get(to).and_then(|p| p.link_bytes_per_s);
+        // Under a send budget, a frame is at most a second of it.
+        let rate = match (rate, self.peer_budget) {
+            (Some(r), Some(b)) => Some(r.min(b)),
+            (r, b) => r.or(b),
+        };
+        match rate {
             Some(rate) => (rate as usize).clamp(MIN_FRAME_BYTES, DOCS_FRAME_TARGET_BYTES),
             None => DOCS_FRAME_TARGET_BYTES / 4,
         }
@@ -377,8 +383,7 @@ impl<S: Store> Worker<S> {
             }
             NetEvent::AntiEntropy { idle } => {
                 for peer in idle {
-                    // Nothing in flight: a transfer that lost frames goes on.
-                    self.sync.transfers.connection_lost(&peer);
+                    // A transfer whose frames were lost goes on.
                     self.fill(peer)?;
                     self.start_round(peer)?;
                 }

@@ -13,6 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use passerelle_protocol::automerge::ReadDoc;
 use passerelle_protocol::envelope::ChangeEnvelope;
 use passerelle_protocol::header::SignedHeader;
 use passerelle_protocol::ids::{DocId, NodeId};
@@ -53,10 +54,11 @@ struct PeerQueue {
     sending: HashMap<u64, Sending>,
 }
 
-/// One batch of queued documents on its way, in one or more frames.
+/// One batch of queued documents on its way, in one or more frames; for a
+/// document sent in chunks, the peer's heads once this chunk is in.
 #[derive(Debug)]
 struct Sending {
-    docs: Vec<QueuedDoc>,
+    docs: Vec<(QueuedDoc, Option<Vec<[u8; 32]>>)>,
     frames: usize,
 }
 
@@ -176,7 +178,7 @@ impl<S: Store> Worker<S> {
                 .transfers
                 .peers
                 .get(&peer)
-                .map(|q| q.sending.values().flat_map(|s| s.docs.iter().map(|d| d.doc)).collect())
+                .map(|q| q.sending.values().flat_map(|s| s.docs.iter().map(|(d, _)| d.doc)).collect())
                 .unwrap_or_default();
             let page: Vec<QueuedDoc> =
                 self.store.queued(&peer, busy.len() + PAGE)?.into_iter().filter(|q| !busy.contains(&q.doc)).collect();
@@ -186,22 +188,36 @@ impl<S: Store> Worker<S> {
             let target = self.frame_target(&peer);
             let (mut headers, mut changes, mut taken, mut size) = (Vec::new(), Vec::new(), Vec::new(), 0);
             for q in page {
-                if let Some((header, more)) = self.material(&q)? {
-                    size += 400 + more.iter().map(|c| c.change.len() + 140).sum::<usize>();
+                let Some((header, more)) = self.material(&q)? else {
+                    taken.push((q, None));
+                    continue;
+                };
+                let len = 400 + more.iter().map(|c| c.change.len() + 140).sum::<usize>();
+                if len > target {
+                    if size > 0 {
+                        // A large document goes alone, in chunks.
+                        break;
+                    }
+                    let (chunk, next_heads) = self.chunk(&q, more, target)?;
                     headers.push(header);
-                    changes.extend(more);
-                }
-                taken.push(q);
-                if size >= target {
+                    changes.extend(chunk);
+                    taken.push((q, next_heads));
                     break;
                 }
+                if size + len > target && size > 0 {
+                    break;
+                }
+                size += len;
+                headers.push(header);
+                changes.extend(more);
+                taken.push((q, None));
             }
             let tag = self.sync.transfers.next_tag;
             self.sync.transfers.next_tag += 1;
             let frames = self.send_docs(peer, headers, changes, Some(tag));
             if frames == 0 {
                 // Nothing of it may (or can) be sent any more: off the queue.
-                self.dequeue(peer, taken)?;
+                self.dequeue(peer, taken.into_iter().map(|(q, _)| (q, None)).collect())?;
                 continue;
             }
             self.sync.transfers.peers.entry(peer).or_default().sending.insert(tag, Sending { docs: taken, frames });
@@ -209,16 +225,70 @@ impl<S: Store> Worker<S> {
         Ok(())
     }
 
-    fn dequeue(&mut self, peer: NodeId, docs: Vec<QueuedDoc>) -> Result<(), EngineError> {
+    /// The first chunk of a document too large for one frame: its changes
+    /// the peer lacks in causal order, as many as fit in `target` (at least
+    /// one), and the peer's heads once they are in (`None` if this chunk is
+    /// all of it). The queue entry moves to those heads when the chunk is
+    /// acknowledged, so a cut resumes after the last chunk that arrived.
+    fn chunk(
+        &mut self,
+        q: &QueuedDoc,
+        all: Vec<ChangeEnvelope>,
+        target: usize,
+    ) -> Result<(Vec<ChangeEnvelope>, Option<Vec<[u8; 32]>>), EngineError> {
+        let node_id = self.node_id;
+        let Some(loaded) = self.cache.get_or_load(&self.store, &node_id, &q.doc)? else { return Ok((all, None)) };
+        let base: Vec<[u8; 32]> = q.their_heads.clone().unwrap_or_default();
+        let order = missing_changes(&loaded.doc, &base);
+        let mut taken = Vec::new();
+        let mut size = 0;
+        for hash in &order {
+            let Some(stored) = self.store.change_by_hash(&hash.0)? else { continue };
+            let len = stored.envelope.change.len() + 140;
+            if size + len > target && !taken.is_empty() {
+                break;
+            }
+            size += len;
+            taken.push((*hash, stored.envelope));
+        }
+        if taken.len() >= order.len() {
+            return Ok((taken.into_iter().map(|(_, e)| e).collect(), None));
+        }
+        // The peer's heads after this chunk: of its heads and the chunk's
+        // changes, those no change of the chunk depends on.
+        let chunk: HashSet<[u8; 32]> = taken.iter().map(|(h, _)| h.0).collect();
+        let deps: HashSet<[u8; 32]> = taken
+            .iter()
+            .filter_map(|(h, _)| loaded.doc.get_change_by_hash(h))
+            .flat_map(|c| c.deps().iter().map(|d| d.0).collect::<Vec<_>>())
+            .collect();
+        let mut heads: Vec<[u8; 32]> = base.into_iter().chain(chunk).filter(|h| !deps.contains(h)).collect();
+        heads.sort_unstable();
+        heads.dedup();
+        Ok((taken.into_iter().map(|(_, e)| e).collect(), Some(heads)))
+    }
+
+    /// Takes acknowledged documents off the queue, or, for a chunk of a
+    /// large one, moves its entry on to the peer's new heads.
+    fn dequeue(&mut self, peer: NodeId, docs: Vec<(QueuedDoc, Option<Vec<[u8; 32]>>)>) -> Result<(), EngineError> {
         let mut ops = Vec::new();
-        for d in docs {
+        let mut removed = 0;
+        for (d, next_heads) in docs {
             // Queued again since it left (with newer heads): that entry stays.
-            if self.store.queued_doc(&peer, &d.doc)?.as_ref() == Some(&d) {
-                ops.push(WriteOp::Dequeue(peer, d));
+            if self.store.queued_doc(&peer, &d.doc)?.as_ref() != Some(&d) {
+                continue;
+            }
+            let doc = d.doc;
+            let priority = d.priority;
+            ops.push(WriteOp::Dequeue(peer, d));
+            match next_heads {
+                Some(heads) => {
+                    ops.push(WriteOp::Enqueue(peer, QueuedDoc { priority, doc, their_heads: Some(heads) }));
+                }
+                None => removed += 1,
             }
         }
-        let removed = ops.len() as u64;
-        if removed > 0 {
+        if !ops.is_empty() {
             self.store.write(ops)?;
             self.sync.wrote = true;
             self.adjust_len(&peer, 0, removed);

@@ -54,6 +54,8 @@ pub(crate) struct Worker<S> {
     /// Relays are configured: a member without a contact address can still
     /// be dialled, through them.
     pub uses_relays: bool,
+    /// The per-peer send budget (bytes/s), which also bounds frame sizes.
+    pub peer_budget: Option<u64>,
     /// A join waiting for the issuing node's answer.
     pub joining: Option<super::membership::Joining>,
     /// Replies to send once the current batch is durable (from events).
@@ -88,6 +90,7 @@ impl<S: Store> Worker<S> {
             joining: None,
             auto_links: identity.config.network.auto_links,
             uses_relays: !identity.config.network.relays.is_empty(),
+            peer_budget: identity.config.network.peer_budget_bytes_per_s.filter(|b| *b > 0),
             later: Later::default(),
             language: identity.config.commune.language.clone(),
             book,

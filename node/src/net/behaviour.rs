@@ -26,7 +26,7 @@ pub(crate) struct Behaviour {
     pub relay_client: relay::client::Behaviour,
     pub relay: Toggle<relay::Behaviour>,
     pub dcutr: dcutr::Behaviour,
-    pub autonat: autonat::Behaviour,
+    pub autonat: Toggle<autonat::Behaviour>,
     pub sync: request_response::Behaviour<SyncCodec>,
 }
 
@@ -35,6 +35,10 @@ pub(crate) struct Behaviour {
 pub(crate) struct Options {
     pub mdns: bool,
     pub relay_server: bool,
+    /// AutoNAT probes (and answers probes): for nodes that use relays or
+    /// serve as one. Off otherwise, since a probe makes the prober dial the
+    /// other's listen addresses directly.
+    pub autonat: bool,
 }
 
 impl Behaviour {
@@ -66,7 +70,9 @@ impl Behaviour {
         });
         // Federations also run on private networks (and tests on
         // loopback): probes are not limited to global addresses.
-        let autonat = autonat::Behaviour::new(me, autonat::Config { only_global_ips: false, ..Default::default() });
+        let autonat = options
+            .autonat
+            .then(|| autonat::Behaviour::new(me, autonat::Config { only_global_ips: false, ..Default::default() }));
         Ok(Self {
             identify: identify::Behaviour::new(identify::Config::new("/passerelle/1.0.0".into(), key.public())),
             ping: ping::Behaviour::new(ping::Config::new()),
@@ -74,7 +80,7 @@ impl Behaviour {
             relay_client,
             relay: relay.into(),
             dcutr: dcutr::Behaviour::new(me),
-            autonat,
+            autonat: autonat.into(),
             sync,
         })
     }

@@ -90,12 +90,24 @@ struct Outgoing {
     samples: VecDeque<(Instant, f64)>,
     /// The rate last reported to the engine.
     reported: Option<f64>,
-    /// Bytes that may still leave under the per-peer budget (may go
-    /// below zero by one frame), and when it was last topped up.
+    /// Bytes that may still leave under the per-peer budget, and when it
+    /// was last topped up.
     budget: Option<(f64, Instant)>,
+    /// The budget's rate (bytes/s), when there is one.
+    budget_per_s: Option<f64>,
 }
 
 impl Outgoing {
+    /// A new connection's state, starting from the rate measured on the
+    /// previous one (if any).
+    fn starting_at(rate: Option<f64>) -> Self {
+        let mut out = Self { rate, ..Self::default() };
+        if let Some(r) = rate {
+            out.samples.push_back((Instant::now(), r));
+        }
+        out
+    }
+
     fn in_flight_bytes(&self) -> usize {
         self.in_flight.values().map(|f| f.bytes.len()).sum()
     }
@@ -106,7 +118,11 @@ impl Outgoing {
     /// flight, so a cut loses little and a slow link is not flooded with
     /// frames that cannot arrive in time.
     fn may_send(&self, len: usize) -> bool {
-        if self.budget.is_some_and(|(tokens, _)| tokens <= 0.0) {
+        // Under a budget, a frame waits until it fits (a frame larger than
+        // a second of budget waits for a full second's worth).
+        if let Some((tokens, per_s)) = self.budget.map(|(t, _)| t).zip(self.budget_per_s)
+            && tokens < (len as f64).min(per_s)
+        {
             return false;
         }
         // Two frames always: one crosses the link while the other's
@@ -124,8 +140,10 @@ impl Outgoing {
     fn refill(&mut self, per_s: Option<u64>) {
         let Some(per_s) = per_s.filter(|b| *b > 0).map(|b| b as f64) else {
             self.budget = None;
+            self.budget_per_s = None;
             return;
         };
+        self.budget_per_s = Some(per_s);
         let now = Instant::now();
         let (tokens, at) = self.budget.unwrap_or((per_s, now));
         self.budget = Some(((tokens + per_s * now.duration_since(at).as_secs_f64()).min(per_s), now));
@@ -166,7 +184,10 @@ pub const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How much data may be in flight to a peer, in seconds of its delivery rate.
-const IN_FLIGHT_TIME: std::time::Duration = std::time::Duration::from_millis(1500);
+/// Data queued at a slow link's bottleneck costs nothing at a cut (it was
+/// never delivered), while too little in flight leaves the link idle for
+/// a round trip after each frame.
+const IN_FLIGHT_TIME: std::time::Duration = std::time::Duration::from_secs(3);
 /// A connection that stays up this long resets the redial backoff; one that
 /// drops sooner counts as a failed attempt (a flapping link backs off).
 pub const HEALTHY_CONNECTION: std::time::Duration = std::time::Duration::from_secs(10);
@@ -215,6 +236,10 @@ struct EventLoop {
     reachability: &'static str,
     /// The per-peer send budget (bytes/s), if any.
     peer_budget: Option<u64>,
+    /// The delivery rate each peer had when its last connection closed: a
+    /// new connection starts from it (and forgets it after [`RATE_WINDOW`]
+    /// unless fresh samples confirm it).
+    last_rates: HashMap<PeerId, f64>,
     /// Reports the engine could not take yet (its inbox was full); sent
     /// again, in order, on the next tick: a lost delivery report would
     /// stall a transfer.
@@ -236,7 +261,11 @@ pub async fn spawn(
     peers: Vec<PeerRecord>,
 ) -> Result<(NetHandle, JoinHandle<()>), NetError> {
     let config = identity.config.network.clone();
-    let options = Options { mdns: config.mdns, relay_server: config.relay_server };
+    let options = Options {
+        mdns: config.mdns,
+        relay_server: config.relay_server,
+        autonat: config.relay_server || !config.relays.is_empty(),
+    };
     let relay_addrs = config.relays.iter().map(|r| relay_addr(r)).collect::<Result<Vec<_>, _>>()?;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair(&identity.node_key))
         .with_tokio()
@@ -325,8 +354,9 @@ pub async fn spawn(
         anti_entropy,
         redial,
         relays,
-        reachability: "unknown",
+        reachability: if options.autonat { "unknown" } else { "not checked" },
         peer_budget: config.peer_budget_bytes_per_s,
+        last_rates: HashMap::new(),
         unreported: VecDeque::new(),
     };
     let span = tracing::Span::current();
@@ -520,7 +550,12 @@ impl EventLoop {
                     }
                     return;
                 }
-                self.outgoing.entry(pid).or_default().queue.push_back(Queued { kind, bytes: bytes.into(), tag });
+                let last_rate = self.last_rates.get(&pid).copied();
+                self.outgoing.entry(pid).or_insert_with(|| Outgoing::starting_at(last_rate)).queue.push_back(Queued {
+                    kind,
+                    bytes: bytes.into(),
+                    tag,
+                });
                 self.pump(pid);
             }
             NetOut::Dial { node, addrs } => self.remember_and_dial(node, addrs),
@@ -626,7 +661,9 @@ impl EventLoop {
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id: pid, num_established: 0, cause, .. } => {
-                self.outgoing.remove(&pid);
+                if let Some(rate) = self.outgoing.remove(&pid).and_then(|o| o.rate) {
+                    self.last_rates.insert(pid, rate);
+                }
                 if let Some(k) = self.known.get_mut(&pid)
                     && let Some(since) = k.connected_at.take()
                     && since.elapsed() >= HEALTHY_CONNECTION
