@@ -27,6 +27,9 @@ use crate::store::{DocMeta, QueuedDoc, Store, WriteOp};
 /// a little more than it keeps in flight, so it never waits for the engine.
 pub(crate) const TRANSFER_WINDOW: usize = crate::net::SEND_WINDOW + 2;
 
+/// A document's heads, as a peer holds them.
+type Heads = Vec<[u8; 32]>;
+
 /// Queue entries read from the store at a time.
 const PAGE: usize = 64;
 
@@ -58,7 +61,7 @@ struct PeerQueue {
 /// document sent in chunks, the peer's heads once this chunk is in.
 #[derive(Debug)]
 struct Sending {
-    docs: Vec<(QueuedDoc, Option<Vec<[u8; 32]>>)>,
+    docs: Vec<(QueuedDoc, Option<Heads>)>,
     frames: usize,
 }
 
@@ -235,7 +238,7 @@ impl<S: Store> Worker<S> {
         q: &QueuedDoc,
         all: Vec<ChangeEnvelope>,
         target: usize,
-    ) -> Result<(Vec<ChangeEnvelope>, Option<Vec<[u8; 32]>>), EngineError> {
+    ) -> Result<(Vec<ChangeEnvelope>, Option<Heads>), EngineError> {
         let node_id = self.node_id;
         let Some(loaded) = self.cache.get_or_load(&self.store, &node_id, &q.doc)? else { return Ok((all, None)) };
         let base: Vec<[u8; 32]> = q.their_heads.clone().unwrap_or_default();
@@ -270,7 +273,7 @@ impl<S: Store> Worker<S> {
 
     /// Takes acknowledged documents off the queue, or, for a chunk of a
     /// large one, moves its entry on to the peer's new heads.
-    fn dequeue(&mut self, peer: NodeId, docs: Vec<(QueuedDoc, Option<Vec<[u8; 32]>>)>) -> Result<(), EngineError> {
+    fn dequeue(&mut self, peer: NodeId, docs: Vec<(QueuedDoc, Option<Heads>)>) -> Result<(), EngineError> {
         let mut ops = Vec::new();
         let mut removed = 0;
         for (d, next_heads) in docs {
