@@ -84,7 +84,8 @@ impl Proc {
         let child = Command::new(bin)
             .args(["run", "--home"])
             .arg(home.root())
-            .env("RUST_LOG", "warn")
+            // `PASSERELLE_BENCH_LOG` (a `RUST_LOG` filter) to see what the nodes did.
+            .env("RUST_LOG", std::env::var("PASSERELLE_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::OpenOptions::new().create(true).append(true).open(home.root().join("node.log"))?)

@@ -285,7 +285,15 @@ pub async fn spawn(
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(build_err)?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .with_swarm_config(|c| {
+            // Each request opens a stream; negotiating its protocol before
+            // sending (multistream-select V1) costs a round trip per frame,
+            // which on a 600 ms link halves what a window of frames carries.
+            // Both ends speak the same protocols, so the data follows the
+            // proposal at once (V1Lazy).
+            c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
+                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+        })
         .with_connection_timeout(CONNECTION_TIMEOUT)
         .build();
 
