@@ -8,6 +8,7 @@
 //! | method | path | what |
 //! |---|---|---|
 //! | GET | `/v1/status` | ids, addresses, document counts |
+//! | GET | `/metrics` | Prometheus text format, names prefixed `passerelle_` |
 //! | GET | `/v1/docs?kind=&status=` | list documents |
 //! | POST | `/v1/docs` | create a document |
 //! | GET | `/v1/docs/{id}?lang=` | one document |
@@ -21,6 +22,7 @@
 pub mod types;
 
 mod error;
+pub mod metrics;
 mod routes;
 
 pub use error::ApiError;

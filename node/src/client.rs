@@ -125,6 +125,23 @@ impl ApiClient {
         self.get("/v1/status")
     }
 
+    /// `GET /metrics`: the Prometheus text.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn metrics(&self) -> Result<String, ClientError> {
+        let mut resp = self
+            .agent
+            .get(format!("{}/metrics", self.base))
+            .call()
+            .map_err(|e| ClientError::NotReachable { home: self.home.clone(), reason: e.to_string() })?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            return Err(ClientError::Api { status, code: "http".into(), message: format!("HTTP {status}") });
+        }
+        resp.body_mut().read_to_string().map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     /// `GET /v1/docs`.
     ///
     /// # Errors

@@ -35,6 +35,7 @@ mod cache;
 pub(crate) mod docs;
 mod ingest;
 mod membership;
+mod metrics;
 mod peers;
 mod shared;
 mod sync;
@@ -47,6 +48,7 @@ pub use crate::api::types::PeerView;
 
 pub use bundles::{BundleSummary, ImportReport};
 pub use ingest::IngestReport;
+pub use metrics::{EngineMetrics, MetricsSnapshot};
 
 /// Commands waiting for the engine; senders wait (back-pressure) when full.
 pub const ENGINE_INBOX: usize = 256;
@@ -121,6 +123,7 @@ pub(crate) enum Command {
     History(DocId, Reply<Vec<HistoryEntry>>),
     Verify(Reply<VerifyReport>),
     Counts(Reply<Counts>),
+    Metrics(Reply<MetricsSnapshot>),
     Ingest(IngestBatch, Reply<IngestReport>),
     Net(NetEvent),
     AttachNet(mpsc::Sender<NetOut>),
@@ -303,6 +306,14 @@ impl EngineHandle {
     /// Store errors.
     pub async fn counts(&self) -> Result<Counts, EngineError> {
         self.ask(Command::Counts).await
+    }
+
+    /// The engine's counters, peers and document counts, for `GET /metrics`.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn metrics(&self) -> Result<MetricsSnapshot, EngineError> {
+        self.ask(Command::Metrics).await
     }
 
     /// Verifies and stores signed material from elsewhere; resolves once

@@ -106,6 +106,15 @@ fn bad_input_on_the_wire_is_refused_and_the_node_keeps_serving() -> anyhow::Resu
     {
         assert!(log.contains(reason), "the log names {reason:?}");
     }
+    // Counted by reason for Prometheus too.
+    let metrics = a.client()?.metrics()?;
+    for line in ["passerelle_changes_rejected_total{reason=\"bad_signature\"}", "passerelle_sync_faults_total"] {
+        let value: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line).map(|v| v.trim().parse().unwrap_or(0.0)))
+            .unwrap_or_else(|| panic!("{line} missing from:\n{metrics}"));
+        assert!(value >= 1.0, "{line} {value}");
+    }
     assert!(a.cli_json(&["verify"])?["failures"].as_array().unwrap().is_empty());
 
     // The node keeps serving honest peers (a new member joins and syncs).

@@ -37,6 +37,27 @@ fn two_nodes_exchange_what_each_wrote() -> anyhow::Result<()> {
     assert_eq!(peers[0]["commune"], b.commune_id()?);
     wait_until("a reconciliation in sync", DEADLINE, || b.cli_json(&["peers"]), |p| !p[0]["last_sync_ms"].is_null())?;
     assert!(a.cli_json(&["verify"])?["failures"].as_array().unwrap().is_empty());
+
+    // The same state in Prometheus's format.
+    let metrics = a.client()?.metrics()?;
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} missing from:\n{metrics}"))
+    };
+    assert!(value("passerelle_changes_applied_total{origin=\"remote\"}") >= 3.0);
+    assert!(value("passerelle_changes_applied_total{origin=\"local\"}") >= 2.0);
+    assert_eq!(value("passerelle_peers_connected"), 1.0);
+    assert_eq!(value("passerelle_documents{kind=\"offer\",status=\"proposed\"}"), 1.0);
+    let b_short = &b.node_id()?[..8];
+    assert!(value(&format!("passerelle_sync_bytes_total{{peer=\"{b_short}\",")) > 0.0);
+    assert!(metrics.lines().any(|l| l.starts_with(&format!("passerelle_peer_lag_seconds{{peer=\"{b_short}\""))));
+    for l in metrics.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        assert!(l.starts_with("passerelle_"), "{l}");
+    }
     Ok(())
 }
 

@@ -45,6 +45,7 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/v1/docs", get(list).post(create))
         .route("/v1/docs/{id}", get(show).patch(update))
         .route("/v1/docs/{id}/history", get(history))
@@ -98,6 +99,18 @@ fn doc_id(raw: &str) -> Result<DocId, ApiError> {
 
 fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     json.map(|Json(v)| v).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {}", e.body_text())))
+}
+
+async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let snapshot = state.engine.metrics().await?;
+    let net = state.net.info().await.map_err(stopping)?;
+    let facts =
+        super::metrics::NetFacts { peers_connected: net.connected.len(), uptime_s: state.started.elapsed().as_secs() };
+    let body = super::metrics::render(&snapshot, facts, crate::clock::now_ms());
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+        .body(axum::body::Body::from(body))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
 async fn status(State(state): State<ApiState>) -> Result<Json<NodeStatus>, ApiError> {

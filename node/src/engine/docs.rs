@@ -192,6 +192,7 @@ impl<S: Store> Worker<S> {
         let base = DocMeta::new(id, &signed.header);
         let meta = refreshed_meta(&base, &signed.header, &doc, 1, now);
         let op = change_op(&self.node_key, id, 0, &change, now);
+        self.metrics.changes_local += 1;
         let announced = announcement(&op, Some(signed.clone()));
         let ops = vec![WriteOp::Header(signed.clone()), op, WriteOp::Meta(meta.clone())];
         self.store.write(ops)?;
@@ -252,6 +253,7 @@ impl<S: Store> Worker<S> {
         let mut meta = refreshed_meta(&loaded.meta, &loaded.header.header, &loaded.doc, 1, now);
         let snapshot = snapshot_due(id, &mut meta, &loaded.doc);
         let op = change_op(&self.node_key, id, seq, &change, now);
+        self.metrics.changes_local += 1;
         let announced = announcement(&op, None);
         let mut ops = vec![op, WriteOp::Meta(meta.clone())];
         ops.extend(snapshot);

@@ -196,6 +196,11 @@ impl<S: Store> Worker<S> {
             });
             self.cache.insert(id, header, meta, doc);
         }
+        self.metrics.changes_remote += report.applied;
+        self.metrics.changes_duplicate += report.duplicates;
+        for r in &report.rejected {
+            *self.metrics.rejected.entry(r.code.clone()).or_default() += 1;
+        }
         Ok(report)
     }
 }

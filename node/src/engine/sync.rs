@@ -259,10 +259,12 @@ impl<S: Store> Worker<S> {
                     }
                 }
                 Effect::InSync => {
+                    self.metrics.rounds_in_sync += 1;
                     self.peer_mut(peer).last_sync_ms = Some(clock::now_ms());
                     tracing::debug!(peer = %peer.short(), "in sync");
                 }
                 Effect::Fault(reason) => {
+                    self.metrics.faults += 1;
                     tracing::warn!(peer = %peer.short(), %reason, "sync protocol fault: message dropped");
                     let record = self.peer_mut(peer);
                     record.rejected += 1;
@@ -285,6 +287,7 @@ impl<S: Store> Worker<S> {
         let hello = Session::hello(&self.certificate, roster);
         // The session starts its first round when the peer's hello arrives.
         self.sync.sessions.insert(node, Session::new(node));
+        self.metrics.sessions_opened += 1;
         self.send(node, &hello);
     }
 

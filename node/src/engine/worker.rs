@@ -56,6 +56,8 @@ pub(crate) struct Worker<S> {
     pub uses_relays: bool,
     /// The per-peer send budget (bytes/s), which also bounds frame sizes.
     pub peer_budget: Option<u64>,
+    /// Counters since start, for `GET /metrics`.
+    pub metrics: super::EngineMetrics,
     /// A join waiting for the issuing node's answer.
     pub joining: Option<super::membership::Joining>,
     /// Replies to send once the current batch is durable (from events).
@@ -91,6 +93,7 @@ impl<S: Store> Worker<S> {
             auto_links: identity.config.network.auto_links,
             uses_relays: !identity.config.network.relays.is_empty(),
             peer_budget: identity.config.network.peer_budget_bytes_per_s.filter(|b| *b > 0),
+            metrics: super::EngineMetrics::default(),
             later: Later::default(),
             language: identity.config.commune.language.clone(),
             book,
@@ -204,6 +207,20 @@ impl<S: Store> Worker<S> {
             }
             Command::Counts(reply) => {
                 let _ = reply.send(self.counts());
+            }
+            Command::Metrics(reply) => {
+                let snapshot = self.counts().map(|counts| super::MetricsSnapshot {
+                    counters: self.metrics.clone(),
+                    sessions_ready: self
+                        .sync
+                        .sessions
+                        .values()
+                        .filter(|s| s.phase() == passerelle_protocol::sync::session::Phase::Ready)
+                        .count() as u64,
+                    peers: self.peer_views(),
+                    counts,
+                });
+                let _ = reply.send(snapshot);
             }
             Command::Net(event) => {
                 if let Err(e) = self.on_net(event) {
