@@ -281,6 +281,14 @@ impl ApiClient {
         self.get("/v1/network")
     }
 
+    /// `GET /v1/network/heartbeats`: the latest heartbeat of every node.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn heartbeats(&self) -> Result<Vec<crate::api::types::HeartbeatView>, ClientError> {
+        self.get("/v1/network/heartbeats")
+    }
+
     /// `POST /v1/network`: found a network.
     ///
     /// # Errors

@@ -125,6 +125,17 @@ pub struct NetworkConfig {
     /// shared or metered link (absent: no cap).
     #[serde(default)]
     pub peer_budget_bytes_per_s: Option<u64>,
+    /// Seconds between two signed heartbeats of this node (its status, as
+    /// coordinators see it network-wide).
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u64,
+}
+
+/// A heartbeat a minute: a few hundred bytes per node and minute.
+pub const DEFAULT_HEARTBEAT_SECS: u64 = 60;
+
+fn default_heartbeat() -> u64 {
+    DEFAULT_HEARTBEAT_SECS
 }
 
 fn default_true() -> bool {
@@ -149,6 +160,7 @@ impl Default for NetworkConfig {
             relay_server: false,
             relays: Vec::new(),
             peer_budget_bytes_per_s: None,
+            heartbeat_secs: DEFAULT_HEARTBEAT_SECS,
         }
     }
 }

@@ -33,6 +33,7 @@ use passerelle_protocol::network::Invitation;
 mod bundles;
 mod cache;
 pub(crate) mod docs;
+mod heartbeats;
 mod ingest;
 mod membership;
 mod metrics;
@@ -124,6 +125,7 @@ pub(crate) enum Command {
     Verify(Reply<VerifyReport>),
     Counts(Reply<Counts>),
     Metrics(Reply<MetricsSnapshot>),
+    Heartbeats(Reply<Vec<crate::api::types::HeartbeatView>>),
     Ingest(IngestBatch, Reply<IngestReport>),
     Net(NetEvent),
     AttachNet(mpsc::Sender<NetOut>),
@@ -217,6 +219,8 @@ pub enum NetEvent {
         /// The frame's tag.
         tag: u64,
     },
+    /// Time for this node's heartbeat.
+    HeartbeatDue,
     /// Time for an anti-entropy round with these connected peers (those
     /// with nothing queued: a round during a transfer would resend it).
     AntiEntropy {
@@ -306,6 +310,14 @@ impl EngineHandle {
     /// Store errors.
     pub async fn counts(&self) -> Result<Counts, EngineError> {
         self.ask(Command::Counts).await
+    }
+
+    /// The latest heartbeat of every node heard of, newest first.
+    ///
+    /// # Errors
+    /// [`EngineError::Stopped`].
+    pub async fn heartbeats(&self) -> Result<Vec<crate::api::types::HeartbeatView>, EngineError> {
+        self.ask(Command::Heartbeats).await
     }
 
     /// The engine's counters, peers and document counts, for `GET /metrics`.

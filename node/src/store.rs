@@ -174,6 +174,44 @@ pub enum WriteOp {
     Enqueue(NodeId, QueuedDoc),
     /// Takes a document off a peer's queue: the peer acknowledged it.
     Dequeue(NodeId, QueuedDoc),
+    /// Keeps a node's latest heartbeat (replacing the one before).
+    Heartbeat(StoredHeartbeat),
+}
+
+/// The latest heartbeat of a node, as this node received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredHeartbeat {
+    /// The signed heartbeat.
+    pub beat: passerelle_protocol::heartbeat::SignedHeartbeat,
+    /// When it arrived here (ms, this node's clock).
+    pub received_ms: i64,
+    /// The peer it came from (`None`: made here).
+    pub via: Option<NodeId>,
+}
+
+impl StoredHeartbeat {
+    /// The stored bytes: received time, via (or zeros), the heartbeat.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = self.received_ms.to_be_bytes().to_vec();
+        v.extend_from_slice(self.via.as_ref().map_or(&[0u8; 32], |n| n.as_bytes()));
+        v.extend_from_slice(&self.beat.encode());
+        v
+    }
+
+    /// Reads stored bytes.
+    ///
+    /// # Errors
+    /// [`DecodeError`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() < 40 {
+            return Err(DecodeError::Truncated { field: "stored heartbeat", needed: 40 - bytes.len() });
+        }
+        let received_ms = i64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let via: [u8; 32] = bytes[8..40].try_into().expect("32 bytes");
+        let via = (via != [0; 32]).then(|| NodeId::from_bytes(via));
+        let beat = passerelle_protocol::heartbeat::SignedHeartbeat::decode(&bytes[40..])?;
+        Ok(Self { beat, received_ms, via })
+    }
 }
 
 /// A document waiting in a peer's transfer queue: what reconciliation
@@ -352,6 +390,16 @@ pub trait Store: Send + 'static {
     /// # Errors
     /// [`StoreError`].
     fn queued_doc(&self, peer: &NodeId, doc: &DocId) -> Result<Option<QueuedDoc>, StoreError>;
+    /// The latest heartbeat of every node this node heard of.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn heartbeats(&self) -> Result<Vec<StoredHeartbeat>, StoreError>;
+    /// Bytes the store takes on disk.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn disk_bytes(&self) -> Result<u64, StoreError>;
     /// How many documents a peer's queue holds.
     ///
     /// # Errors

@@ -40,6 +40,7 @@ pub mod codes;
 pub mod document;
 pub mod envelope;
 pub mod header;
+pub mod heartbeat;
 pub mod ids;
 pub mod keys;
 pub mod network;

@@ -230,6 +230,8 @@ impl SimNode {
         for effect in effects {
             match effect {
                 Effect::Send(m) => out.push((peer, m)),
+                // The simulation's nodes send no heartbeats.
+                Effect::Heartbeats(_) => {}
                 Effect::PushBuckets(buckets) => {
                     let ids: Vec<DocId> =
                         self.docs.keys().filter(|d| buckets.contains(&bucket_of(d))).copied().collect();

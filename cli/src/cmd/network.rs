@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use passerelle_node::api::types::{InviteRequest, NetworkView};
+use passerelle_node::api::types::{HeartbeatView, InviteRequest, NetworkView};
 use passerelle_node::home::Home;
 use passerelle_protocol::ids::NodeId;
 
@@ -23,6 +23,10 @@ pub enum NetworkCommand {
     },
     /// Show the network: id, name, members, partnerships, revoked keys.
     Show,
+    /// The network's state as heartbeats tell it: each node, when it was
+    /// last heard of and through which peer, its peers, what it has not
+    /// delivered yet, its documents.
+    Status,
     /// Remove a member (coordinators only). Its nodes are disconnected and
     /// its later changes refused everywhere.
     Remove {
@@ -143,6 +147,11 @@ pub fn run(home: &Home, command: NetworkCommand, out: &Output) -> anyhow::Result
     let client = super::client(home)?;
     let view = match command {
         NetworkCommand::Create { name } => client.create_network(&name)?,
+        NetworkCommand::Status => {
+            let beats = client.heartbeats()?;
+            out.print(&beats, || status_table(&beats, passerelle_node::clock::now_ms()));
+            return Ok(ExitCode::SUCCESS);
+        }
         NetworkCommand::Show => {
             let n = client.network()?;
             out.print(&n, || format!("{}\n\n{}\n\n{}", summary(&n), members_table(&n), partners_table(&n)));
@@ -225,4 +234,50 @@ pub fn partners(home: &Home, out: &Output) -> anyhow::Result<ExitCode> {
     let n = super::client(home)?.network()?;
     out.print(&n.partnerships, || partners_table(&n));
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long ago `ms` was, in words: "12 s", "3 min", "3 h", "2 d".
+fn ago(now_ms: i64, ms: i64) -> String {
+    let s = (now_ms - ms).max(0) / 1000;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86_400 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
+}
+
+fn status_table(beats: &[HeartbeatView], now_ms: i64) -> String {
+    if beats.is_empty() {
+        return "no heartbeat yet: nodes sign one a minute (network.heartbeat_secs)".into();
+    }
+    let mut text = format!(
+        "{:<20} {:<10} {:<14} {:<20} {:>7} {:>8} {:>7} {:>6}  VERSION",
+        "COMMUNE", "NODE", "LAST HEARD", "VIA", "PEERS", "UNACKED", "QUEUED", "DOCS"
+    );
+    for b in beats {
+        let connected = b.peers.iter().filter(|p| p.connected).count();
+        let unacked: u64 = b.peers.iter().map(|p| p.unacknowledged).sum();
+        let queued: u64 = b.peers.iter().map(|p| p.queued).sum();
+        let docs: u64 = b.documents.iter().map(|d| d.count).sum();
+        let via = match (&b.via, &b.via_name) {
+            (None, _) => "(this node)".to_owned(),
+            (Some(v), _) if *v == b.node => "direct".to_owned(),
+            (Some(_), Some(name)) => name.clone(),
+            (Some(v), None) => v.short(),
+        };
+        text.push_str(&format!(
+            "\n{:<20} {:<10} {:<14} {:<20} {:>7} {:>8} {:>7} {:>6}  {}",
+            b.name.as_deref().unwrap_or("?"),
+            b.node.short(),
+            format!("{} ago", ago(now_ms, b.time_ms as i64)),
+            via,
+            format!("{connected}/{}", b.peers.len()),
+            unacked,
+            queued,
+            docs,
+            b.version
+        ));
+    }
+    text
 }

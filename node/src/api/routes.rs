@@ -58,6 +58,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/bundles/export", post(export_bundle))
         .route("/v1/bundles/import", post(import_bundle))
         .route("/v1/network", get(network).post(create_network))
+        .route("/v1/network/heartbeats", get(heartbeats))
         .route("/v1/network/invitations", post(invite))
         .route("/v1/network/join", post(join))
         .route("/v1/network/partners", post(partner))
@@ -99,6 +100,10 @@ fn doc_id(raw: &str) -> Result<DocId, ApiError> {
 
 fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     json.map(|Json(v)| v).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {}", e.body_text())))
+}
+
+async fn heartbeats(State(state): State<ApiState>) -> Result<Json<Vec<super::types::HeartbeatView>>, ApiError> {
+    Ok(Json(state.engine.heartbeats().await?))
 }
 
 async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {

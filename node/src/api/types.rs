@@ -445,3 +445,64 @@ pub struct ImportBundle {
     /// The file to read (an absolute path on the node's machine).
     pub path: String,
 }
+
+/// What a node said of one of its peers in its latest heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerBeatView {
+    /// The peer.
+    pub node: NodeId,
+    /// Its commune's name, if this node knows the node.
+    pub name: Option<String>,
+    /// Connected then.
+    pub connected: bool,
+    /// Last connection (ms), if any.
+    pub last_contact_ms: Option<u64>,
+    /// Last round found in sync (ms), if any.
+    pub last_sync_ms: Option<u64>,
+    /// Shared documents it had not acknowledged.
+    pub unacknowledged: u64,
+    /// Documents queued for it.
+    pub queued: u64,
+}
+
+/// A node's latest heartbeat as this node holds it (`GET /v1/network/heartbeats`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HeartbeatView {
+    /// The node.
+    pub node: NodeId,
+    /// Its commune.
+    pub commune: CommuneId,
+    /// The commune's name in the roster.
+    pub name: Option<String>,
+    /// When the node made it (ms, its clock).
+    pub time_ms: u64,
+    /// When it arrived here (ms, this node's clock).
+    pub received_ms: i64,
+    /// The peer it came through (`None`: this node's own).
+    pub via: Option<NodeId>,
+    /// That peer's commune name.
+    pub via_name: Option<String>,
+    /// The node's software version.
+    pub version: String,
+    /// Its uptime then (s).
+    pub uptime_s: u64,
+    /// Its peers.
+    pub peers: Vec<PeerBeatView>,
+    /// Documents by kind and status.
+    pub documents: Vec<DocCount>,
+    /// Its store's size on disk.
+    pub disk_bytes: u64,
+    /// What it refused since it started, by reason.
+    pub rejected: BTreeMap<String, u64>,
+}
+
+/// How many documents of a kind and status a node holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DocCount {
+    /// The kind.
+    pub kind: String,
+    /// The status (empty for kinds without one).
+    pub status: String,
+    /// How many.
+    pub count: u64,
+}

@@ -201,7 +201,7 @@ impl<S: Store> Worker<S> {
         self.run_effects(peer, effects)
     }
 
-    fn run_effects(&mut self, peer: NodeId, effects: Vec<Effect>) -> Result<(), EngineError> {
+    pub(crate) fn run_effects(&mut self, peer: NodeId, effects: Vec<Effect>) -> Result<(), EngineError> {
         for effect in effects {
             match effect {
                 Effect::Send(msg) => self.send(peer, &msg),
@@ -258,6 +258,7 @@ impl<S: Store> Worker<S> {
                         }
                     }
                 }
+                Effect::Heartbeats(beats) => self.on_heartbeats(peer, beats)?,
                 Effect::InSync => {
                     self.metrics.rounds_in_sync += 1;
                     self.peer_mut(peer).last_sync_ms = Some(clock::now_ms());
@@ -376,9 +377,11 @@ impl<S: Store> Worker<S> {
                 if now_ready && !was_ready {
                     // A transfer cut by the last disconnection resumes now.
                     self.fill(from)?;
+                    self.send_heartbeats(from);
                 }
             }
             NetEvent::Delivered { node, tag } => self.frame_delivered(node, tag)?,
+            NetEvent::HeartbeatDue => self.heartbeat_due()?,
             NetEvent::Lost { node, tag } => self.frame_lost(node, tag),
             NetEvent::LinkRate { node, bytes_per_s } => {
                 tracing::debug!(peer = %node.short(), bytes_per_s, "delivery rate");

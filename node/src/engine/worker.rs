@@ -58,6 +58,10 @@ pub(crate) struct Worker<S> {
     pub peer_budget: Option<u64>,
     /// Counters since start, for `GET /metrics`.
     pub metrics: super::EngineMetrics,
+    /// Heartbeats known here.
+    pub heartbeats: super::heartbeats::Heartbeats,
+    /// When the engine started (uptime in heartbeats).
+    pub started: std::time::Instant,
     /// A join waiting for the issuing node's answer.
     pub joining: Option<super::membership::Joining>,
     /// Replies to send once the current batch is durable (from events).
@@ -94,6 +98,8 @@ impl<S: Store> Worker<S> {
             uses_relays: !identity.config.network.relays.is_empty(),
             peer_budget: identity.config.network.peer_budget_bytes_per_s.filter(|b| *b > 0),
             metrics: super::EngineMetrics::default(),
+            heartbeats: super::heartbeats::Heartbeats::default(),
+            started: std::time::Instant::now(),
             later: Later::default(),
             language: identity.config.commune.language.clone(),
             book,
@@ -106,6 +112,9 @@ impl<S: Store> Worker<S> {
         }
         for peer in worker.store.peers()? {
             worker.sync.peers.insert(peer.node, peer);
+        }
+        for h in worker.store.heartbeats()? {
+            worker.heartbeats.latest.insert(h.beat.heartbeat.node(), h);
         }
         worker.ensure_profile(&identity.config.commune.name, &identity.config.commune.country)?;
         Ok(worker)
@@ -207,6 +216,9 @@ impl<S: Store> Worker<S> {
             }
             Command::Counts(reply) => {
                 let _ = reply.send(self.counts());
+            }
+            Command::Heartbeats(reply) => {
+                let _ = reply.send(Ok(self.heartbeat_views()));
             }
             Command::Metrics(reply) => {
                 let snapshot = self.counts().map(|counts| super::MetricsSnapshot {

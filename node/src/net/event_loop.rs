@@ -230,6 +230,7 @@ struct EventLoop {
     listen: Vec<Multiaddr>,
     anti_entropy: tokio::time::Interval,
     redial: tokio::time::Interval,
+    heartbeat: tokio::time::Interval,
     /// Relays this node listens through.
     relays: Vec<RelayListen>,
     /// What AutoNAT found of this node's reachability.
@@ -349,6 +350,13 @@ pub async fn spawn(
     let every = std::time::Duration::from_secs(config.anti_entropy_secs);
     let mut anti_entropy = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     anti_entropy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first heartbeat a few seconds after start (peers are connecting).
+    let beat_every = std::time::Duration::from_secs(config.heartbeat_secs.max(1));
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + beat_every.min(std::time::Duration::from_secs(5)),
+        beat_every,
+    );
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut redial = tokio::time::interval(std::time::Duration::from_millis(250));
     redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let event_loop = EventLoop {
@@ -361,6 +369,7 @@ pub async fn spawn(
         listen,
         anti_entropy,
         redial,
+        heartbeat,
         relays,
         reachability: if options.autonat { "unknown" } else { "not checked" },
         peer_budget: config.peer_budget_bytes_per_s,
@@ -405,6 +414,11 @@ impl EventLoop {
                         .collect();
                     if self.engine.net_event(NetEvent::AntiEntropy { idle }).is_err() {
                         tracing::debug!("engine busy: anti-entropy round skipped");
+                    }
+                }
+                _ = self.heartbeat.tick() => {
+                    if self.engine.net_event(NetEvent::HeartbeatDue).is_err() {
+                        tracing::debug!("engine busy: heartbeat skipped");
                     }
                 }
                 _ = self.redial.tick() => {

@@ -17,6 +17,7 @@
 //! | `i` | invitation id | invitation record (JSON) |
 //! | `q` | peer node id, priority (u64 BE), doc id | the peer's heads (or none: whole document) |
 //! | `o` | peer node id, doc id | priority (u64 BE): finds a queued document |
+//! | `b` | node id | that node's latest heartbeat: received (i64 BE), via (node id or zeros), signed heartbeat |
 
 use std::path::Path;
 
@@ -27,7 +28,8 @@ use passerelle_protocol::ids::{DocId, NodeId};
 use passerelle_protocol::network::SignedStatement;
 
 use super::{
-    ChangeRecord, DocMeta, InvitationRecord, PeerRecord, QueuedDoc, Snapshot, Store, StoreError, StoredChange, WriteOp,
+    ChangeRecord, DocMeta, InvitationRecord, PeerRecord, QueuedDoc, Snapshot, Store, StoreError, StoredChange,
+    StoredHeartbeat, WriteOp,
 };
 
 const HEADER: u8 = b'h';
@@ -41,6 +43,7 @@ const STATEMENT: u8 = b'r';
 const INVITATION: u8 = b'i';
 const QUEUE: u8 = b'q';
 const QUEUE_INDEX: u8 = b'o';
+const HEARTBEAT: u8 = b'b';
 
 /// sled's page cache; its default (1 GiB) would let a node's memory grow
 /// with its store.
@@ -301,6 +304,14 @@ impl Store for SledStore {
         }
     }
 
+    fn heartbeats(&self) -> Result<Vec<StoredHeartbeat>, StoreError> {
+        self.scan(HEARTBEAT, |v| StoredHeartbeat::decode(v).map_err(|e| e.to_string()))
+    }
+
+    fn disk_bytes(&self) -> Result<u64, StoreError> {
+        self.db.size_on_disk().map_err(backend)
+    }
+
     fn queue_len(&self, peer: &NodeId) -> Result<u64, StoreError> {
         let mut n = 0;
         for item in self.tree.scan_prefix(keys::prefixed(QUEUE_INDEX, peer.as_bytes())).keys() {
@@ -348,6 +359,9 @@ impl Store for SledStore {
                 WriteOp::Enqueue(peer, q) => {
                     batch.insert(keys::queued(&peer, q.priority, &q.doc), encode_heads(q.their_heads.as_ref()));
                     batch.insert(keys::queue_index(&peer, &q.doc), q.priority.to_be_bytes().to_vec());
+                }
+                WriteOp::Heartbeat(h) => {
+                    batch.insert(keys::prefixed(HEARTBEAT, h.beat.heartbeat.node().as_bytes()), h.encode());
                 }
                 WriteOp::Dequeue(peer, q) => {
                     batch.remove(keys::queued(&peer, q.priority, &q.doc));

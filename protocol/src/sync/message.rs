@@ -9,6 +9,7 @@ use crate::canonical::{DecodeError, Reader, Writer};
 use crate::certificate::NodeCertificate;
 use crate::envelope::ChangeEnvelope;
 use crate::header::SignedHeader;
+use crate::heartbeat::{MAX_HEARTBEAT_BYTES, SignedHeartbeat};
 use crate::ids::{DocId, NetworkId};
 use crate::network::statement::MAX_STATEMENT_BYTES;
 use crate::network::{Invitation, SignedStatement};
@@ -35,6 +36,8 @@ pub const MAX_PROOF: usize = 64;
 pub const MAX_STATEMENTS: usize = 100_000;
 /// Target size of a `Roster` message when a node splits the roster.
 pub const ROSTER_FRAME_TARGET_BYTES: usize = 1024 * 1024;
+/// Most heartbeats in one message.
+pub const MAX_HEARTBEATS: usize = 256;
 
 /// One document in an `Items` list: its id and heads.
 pub type Item = (DocId, Vec<[u8; 32]>);
@@ -91,6 +94,12 @@ pub enum SyncMessage {
     JoinRefused {
         /// Why.
         reason: String,
+    },
+    /// The latest heartbeats the sender holds that the receiver may not
+    /// have (its own, or relayed).
+    Heartbeats {
+        /// Signed heartbeats.
+        beats: Vec<SignedHeartbeat>,
     },
     /// The fingerprint of the set of documents the sender shares with the receiver.
     Summary {
@@ -151,6 +160,7 @@ impl SyncMessage {
             SyncMessage::Join { .. } => "join",
             SyncMessage::Welcome { .. } => "welcome",
             SyncMessage::JoinRefused { .. } => "join-refused",
+            SyncMessage::Heartbeats { .. } => "heartbeats",
             SyncMessage::Summary { .. } => "summary",
             SyncMessage::Buckets { .. } => "buckets",
             SyncMessage::Items { .. } => "items",
@@ -187,6 +197,12 @@ impl SyncMessage {
             }
             SyncMessage::JoinRefused { reason } => {
                 w.u8(10).str(&reason.chars().take(500).collect::<String>());
+            }
+            SyncMessage::Heartbeats { beats } => {
+                w.u8(11).u32(beats.len() as u32);
+                for b in beats {
+                    w.bytes(&b.encode());
+                }
             }
             SyncMessage::Summary { count, fingerprint, roster_count, roster_fingerprint, pending } => {
                 w.u8(2).u64(*count).fixed(fingerprint).u64(*roster_count).fixed(roster_fingerprint).u64(*pending);
@@ -281,6 +297,15 @@ impl SyncMessage {
                 SyncMessage::Welcome { statements: read_statements(&mut r, n)? }
             }
             10 => SyncMessage::JoinRefused { reason: r.str("reason", 2048)?.to_owned() },
+            11 => {
+                let n = count(&mut r, "heartbeats", MAX_HEARTBEATS)?;
+                let mut beats = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let bytes = r.bytes("heartbeat", MAX_HEARTBEAT_BYTES)?;
+                    beats.push(SignedHeartbeat::decode(bytes).map_err(|e| invalid("heartbeat", e))?);
+                }
+                SyncMessage::Heartbeats { beats }
+            }
             2 => SyncMessage::Summary {
                 count: r.u64("count")?,
                 fingerprint: r.fixed("fingerprint")?,

@@ -70,6 +70,9 @@ pub enum Effect {
         /// Changes.
         changes: Vec<ChangeEnvelope>,
     },
+    /// Check and keep these heartbeats (the latest of each node), and pass
+    /// on those that are new.
+    Heartbeats(Vec<crate::heartbeat::SignedHeartbeat>),
     /// The peer's shared set equals ours.
     InSync,
     /// The peer broke the protocol: log the reason, count it.
@@ -463,6 +466,7 @@ impl Session {
             SyncMessage::Docs { certificates, headers, changes } => {
                 vec![Effect::Ingest { certificates, headers, changes }]
             }
+            SyncMessage::Heartbeats { beats } => vec![Effect::Heartbeats(beats)],
             // Handled before a session is ready.
             SyncMessage::Hello { .. }
             | SyncMessage::RosterHave { .. }

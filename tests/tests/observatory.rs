@@ -1,0 +1,130 @@
+//! Heartbeats on real nodes: every node signs its status each second here
+//! (`network.heartbeat_secs = 1`); the coordinator hears of a node it is
+//! not connected to, through the member in between, and shows through whom.
+//! Forged, foreign and future-dated heartbeats are refused, counted by
+//! reason, and never shown.
+//!
+//! ```text
+//!   Senneval (coordinator) ── Verbois ── Tala-n-Asif
+//!        ╲
+//!         rogue member (sends bad heartbeats)
+//! ```
+
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use passerelle_protocol::certificate::NodeCertificate;
+use passerelle_protocol::heartbeat::{Heartbeat, SignedHeartbeat};
+use passerelle_protocol::keys::SecretKey;
+use passerelle_protocol::sync::message::{SyncMessage, SyncReply};
+use passerelle_tests::rogue::RoguePeer;
+use passerelle_tests::{TestNode, disconnect_all, form_network, wait_until};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn node(name: &str, country: &str) -> anyhow::Result<TestNode> {
+    let mut n = TestNode::init_p2p(name, country)?;
+    n.set_network("heartbeat_secs", "1")?;
+    n.start()?;
+    Ok(n)
+}
+
+#[test]
+fn the_coordinator_hears_of_every_node_and_refuses_bad_heartbeats() -> anyhow::Result<()> {
+    let senneval = node("Senneval", "BE")?;
+    let verbois = node("Verbois", "BE")?;
+    let tala = node("Tala-n-Asif", "MA")?;
+    form_network(&senneval, &[&verbois, &tala])?;
+    // Tala-n-Asif reaches the network through Verbois only.
+    disconnect_all(&tala)?;
+    tala.connect_to(&verbois)?;
+
+    let tala_node = tala.node_id()?;
+    let verbois_node = verbois.node_id()?;
+    let beats = wait_until(
+        "Senneval to hear of Tala-n-Asif through Verbois",
+        DEADLINE,
+        || senneval.cli_json(&["network", "status"]),
+        |beats| {
+            beats.as_array().unwrap().iter().any(|b| {
+                b["node"] == tala_node.as_str()
+                    && b["via"] == verbois_node.as_str()
+                    && b["peers"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|p| p["node"] == verbois_node.as_str() && p["connected"] == true)
+            })
+        },
+    )?;
+    let tala_beat = beats.as_array().unwrap().iter().find(|b| b["node"] == tala_node.as_str()).unwrap();
+    assert_eq!(tala_beat["name"], "Tala-n-Asif");
+    assert_eq!(tala_beat["via_name"], "Verbois");
+    assert!(tala_beat["documents"].as_array().unwrap().iter().any(|d| d["kind"] == "profile"));
+    // Senneval's own heartbeat is there too, and every member's.
+    for n in [&senneval, &verbois] {
+        let id = n.node_id()?;
+        assert!(beats.as_array().unwrap().iter().any(|b| b["node"] == id.as_str()), "{} missing", n.name);
+    }
+    let table = senneval.cli(&["network", "status"]);
+    assert_eq!(table.code, 0);
+    assert!(table.stdout.contains("Tala-n-Asif") && table.stdout.contains("Verbois"), "{}", table.stdout);
+
+    // A rogue member sends forged, foreign and future-dated heartbeats.
+    let token =
+        senneval.cli_json(&["invite", "--name", "Rogue", "--country", "BE"])?["token"].as_str().unwrap().to_owned();
+    let rogue_commune = SecretKey::from_seed([66; 32]);
+    let rogue_key = SecretKey::from_seed([67; 32]);
+    let rogue_cert = NodeCertificate::issue(&rogue_commune, rogue_key.node_id(), 0);
+    let verbois_cert = passerelle_node::identity::load(&verbois.home())?.certificate;
+    let addr: Multiaddr = senneval.p2p_addr()?.parse()?;
+    let now = passerelle_node::clock::now_ms() as u64;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let reply = rt.block_on(async {
+        let mut rogue = RoguePeer::connect(&rogue_key, addr).await;
+        let roster = rogue.join(&token, &rogue_cert).await;
+        rogue.greet(&rogue_cert, &roster).await;
+        let beat = |cert: &NodeCertificate, time_ms: u64| Heartbeat {
+            network: roster.network(),
+            certificate: cert.clone(),
+            time_ms,
+            version: "forged".into(),
+            uptime_s: 999_999,
+            peers: vec![],
+            documents: vec![],
+            disk_bytes: 0,
+            rejected: vec![],
+        };
+        let stranger_commune = SecretKey::from_seed([70; 32]);
+        let stranger = SecretKey::from_seed([71; 32]);
+        let stranger_cert = NodeCertificate::issue(&stranger_commune, stranger.node_id(), 0);
+        let beats = vec![
+            // Verbois's status, signed by the rogue's key.
+            SignedHeartbeat::sign(beat(&verbois_cert, now + 1_000), &rogue_key),
+            // Its own, dated a day ahead.
+            SignedHeartbeat::sign(beat(&rogue_cert, now + 86_400_000), &rogue_key),
+            // A node of a commune that is not a member.
+            SignedHeartbeat::sign(beat(&stranger_cert, now), &stranger),
+        ];
+        rogue.ask(SyncMessage::Heartbeats { beats }.encode()).await
+    });
+    assert_eq!(reply, Some(SyncReply::Ok));
+
+    let metrics = wait_until(
+        "the refusals to be counted",
+        DEADLINE,
+        || Ok(senneval.client()?.metrics()?),
+        |m| {
+            ["heartbeat_bad_signature", "heartbeat_from_the_future", "heartbeat_not_a_member"]
+                .iter()
+                .all(|r| m.contains(&format!("passerelle_changes_rejected_total{{reason=\"{r}\"}} 1")))
+        },
+    )?;
+    assert!(metrics.contains("passerelle_sync_faults_total 1"), "the forged one is a fault of its sender");
+    let beats = senneval.cli_json(&["network", "status"])?;
+    for b in beats.as_array().unwrap() {
+        assert_ne!(b["version"], "forged", "a refused heartbeat is shown: {b}");
+    }
+    assert!(senneval.log().contains("heartbeat refused"));
+    Ok(())
+}
