@@ -10,6 +10,7 @@
 //! | GET | `/v1/status` | ids, addresses, document counts |
 //! | GET | `/metrics` | Prometheus text format, names prefixed `passerelle_` |
 //! | GET | `/v1/network/heartbeats` | the latest signed heartbeat of every node |
+//! | GET | `/v1/network/state` | members, nodes, links, requests board, response times, timeline |
 //! | GET | `/v1/docs?kind=&status=` | list documents |
 //! | POST | `/v1/docs` | create a document |
 //! | GET | `/v1/docs/{id}?lang=` | one document |

@@ -281,6 +281,14 @@ impl ApiClient {
         self.get("/v1/network")
     }
 
+    /// `GET /v1/network/state`: the network as this node sees it.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn network_state(&self) -> Result<crate::api::types::NetworkState, ClientError> {
+        self.get("/v1/network/state")
+    }
+
     /// `GET /v1/network/heartbeats`: the latest heartbeat of every node.
     ///
     /// # Errors

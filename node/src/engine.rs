@@ -37,6 +37,7 @@ mod heartbeats;
 mod ingest;
 mod membership;
 mod metrics;
+mod observatory;
 mod peers;
 mod shared;
 mod sync;
@@ -126,6 +127,7 @@ pub(crate) enum Command {
     Counts(Reply<Counts>),
     Metrics(Reply<MetricsSnapshot>),
     Heartbeats(Reply<Vec<crate::api::types::HeartbeatView>>),
+    NetworkState(Reply<crate::api::types::NetworkState>),
     Ingest(IngestBatch, Reply<IngestReport>),
     Net(NetEvent),
     AttachNet(mpsc::Sender<NetOut>),
@@ -318,6 +320,14 @@ impl EngineHandle {
     /// [`EngineError::Stopped`].
     pub async fn heartbeats(&self) -> Result<Vec<crate::api::types::HeartbeatView>, EngineError> {
         self.ask(Command::Heartbeats).await
+    }
+
+    /// The network's state as this node knows it.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn network_state(&self) -> Result<crate::api::types::NetworkState, EngineError> {
+        self.ask(Command::NetworkState).await
     }
 
     /// The engine's counters, peers and document counts, for `GET /metrics`.

@@ -70,6 +70,68 @@ fn the_coordinator_hears_of_every_node_and_refuses_bad_heartbeats() -> anyhow::R
     assert_eq!(table.code, 0);
     assert!(table.stdout.contains("Tala-n-Asif") && table.stdout.contains("Verbois"), "{}", table.stdout);
 
+    // The requests board: a network request of Tala-n-Asif, an offer of
+    // Verbois answering it, another matching it by dimension only.
+    let request = tala.cli_json(&[
+        "request",
+        "create",
+        "--title",
+        "Appui au tri des déchets",
+        "--scope",
+        "network",
+        "--theme",
+        "THEME:waste",
+        "--field",
+        "dimensions=[\"SPIRAL:B\"]",
+    ])?;
+    let request_id = request["id"].as_str().unwrap().to_owned();
+    wait_until(
+        "the request to reach Verbois",
+        DEADLINE,
+        || Ok(verbois.cli(&["request", "show", &request_id]).code),
+        |c| *c == 0,
+    )?;
+    let answer = verbois.cli_json(&[
+        "offer",
+        "create",
+        "--title",
+        "Deux agents de tri",
+        "--field",
+        &format!("request={request_id}"),
+    ])?;
+    let matching =
+        verbois.cli_json(&["offer", "create", "--title", "Cadre de vie", "--field", "dimensions=[\"SPIRAL:B\"]"])?;
+    let state = wait_until(
+        "Senneval to see the request and both offers",
+        DEADLINE,
+        || Ok(senneval.client()?.network_state()?),
+        |s| s.requests.iter().any(|r| r.id.to_string() == request_id && r.candidates.len() == 2),
+    )?;
+    let board = state.requests.iter().find(|r| r.id.to_string() == request_id).unwrap();
+    assert_eq!(board.owner, "Tala-n-Asif");
+    assert_eq!(board.candidates[0].id.to_string(), answer["id"].as_str().unwrap(), "the answering offer first");
+    assert!(board.candidates[0].answers);
+    assert_eq!(board.candidates[1].id.to_string(), matching["id"].as_str().unwrap());
+    assert_eq!(board.candidates[1].shared, vec!["SPIRAL:B".to_owned()]);
+    assert!(board.first_offer_s.is_some());
+    assert_eq!(state.response_times.with_offer, 1);
+    assert!(
+        state.timeline.iter().any(|e| e.doc.to_string() == request_id && e.what == "created" && e.by == "Tala-n-Asif")
+    );
+    let names: Vec<&str> = state.members.iter().map(|m| m.name.as_str()).collect();
+    for n in ["Senneval", "Verbois", "Tala-n-Asif"] {
+        assert!(names.contains(&n), "{names:?}");
+    }
+    let tala_member = state.members.iter().find(|m| m.name == "Tala-n-Asif").unwrap();
+    assert_eq!(tala_member.nodes[0].via.as_deref(), Some("Verbois"));
+    assert!(
+        state.links.iter().any(|l| l.from_name.as_deref() == Some("Tala-n-Asif")
+            && l.to_name.as_deref() == Some("Verbois")
+            && l.connected),
+        "{:?}",
+        state.links
+    );
+
     // A rogue member sends forged, foreign and future-dated heartbeats.
     let token =
         senneval.cli_json(&["invite", "--name", "Rogue", "--country", "BE"])?["token"].as_str().unwrap().to_owned();

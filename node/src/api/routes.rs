@@ -59,6 +59,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/bundles/import", post(import_bundle))
         .route("/v1/network", get(network).post(create_network))
         .route("/v1/network/heartbeats", get(heartbeats))
+        .route("/v1/network/state", get(network_state))
         .route("/v1/network/invitations", post(invite))
         .route("/v1/network/join", post(join))
         .route("/v1/network/partners", post(partner))
@@ -100,6 +101,10 @@ fn doc_id(raw: &str) -> Result<DocId, ApiError> {
 
 fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     json.map(|Json(v)| v).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {}", e.body_text())))
+}
+
+async fn network_state(State(state): State<ApiState>) -> Result<Json<super::types::NetworkState>, ApiError> {
+    Ok(Json(state.engine.network_state().await?))
 }
 
 async fn heartbeats(State(state): State<ApiState>) -> Result<Json<Vec<super::types::HeartbeatView>>, ApiError> {

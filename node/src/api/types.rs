@@ -506,3 +506,173 @@ pub struct DocCount {
     /// How many.
     pub count: u64,
 }
+
+/// The network as this node sees it (`GET /v1/network/state`): members and
+/// their nodes as heartbeats describe them, partnerships, links, the
+/// requests board with candidate offers, response times and a timeline.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NetworkState {
+    /// The network's name, if this node is in one.
+    pub network: Option<String>,
+    /// When this view was computed (ms).
+    pub generated_ms: i64,
+    /// Members and their nodes.
+    pub members: Vec<MemberState>,
+    /// Partnerships, active or proposed.
+    pub partnerships: Vec<PartnershipState>,
+    /// Links between nodes, as their heartbeats report them.
+    pub links: Vec<LinkState>,
+    /// Requests this node holds, newest first, with candidate offers.
+    pub requests: Vec<RequestState>,
+    /// Requests by status.
+    pub requests_by_status: BTreeMap<String, u64>,
+    /// Medians of the time to a first offer and to an answer.
+    pub response_times: ResponseTimes,
+    /// The latest events, newest first.
+    pub timeline: Vec<TimelineEvent>,
+}
+
+/// A member and its nodes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberState {
+    /// Its commune.
+    pub commune: CommuneId,
+    /// Its name.
+    pub name: String,
+    /// Its country.
+    pub country: String,
+    /// Its role.
+    pub role: String,
+    /// Its nodes heard of through heartbeats.
+    pub nodes: Vec<NodeState>,
+}
+
+/// A node, as its latest heartbeat describes it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeState {
+    /// The node.
+    pub node: NodeId,
+    /// When its latest heartbeat was made (ms).
+    pub last_heard_ms: u64,
+    /// The commune of the peer it came through (`None`: this node; the
+    /// node's own name when it came directly).
+    pub via: Option<String>,
+    /// Its software version.
+    pub version: String,
+    /// Peers connected / known.
+    pub peers_connected: u64,
+    /// Peers known.
+    pub peers_known: u64,
+    /// Shared documents its peers have not acknowledged, summed.
+    pub unacknowledged: u64,
+    /// Documents in its transfer queues.
+    pub queued: u64,
+}
+
+/// A partnership between two members.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartnershipState {
+    /// One side.
+    pub a: CommuneId,
+    /// Its name.
+    pub a_name: String,
+    /// The other side.
+    pub b: CommuneId,
+    /// Its name.
+    pub b_name: String,
+    /// Both sides signed.
+    pub active: bool,
+}
+
+/// A link between two nodes, as the first one's heartbeat reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LinkState {
+    /// The reporting node.
+    pub from: NodeId,
+    /// Its commune's name.
+    pub from_name: Option<String>,
+    /// Its peer.
+    pub to: NodeId,
+    /// The peer's commune name.
+    pub to_name: Option<String>,
+    /// Connected when reported.
+    pub connected: bool,
+    /// Seconds between the last in-sync round and the report (`None`: never in sync).
+    pub lag_s: Option<u64>,
+    /// `ok` (connected, in sync within 5 min), `lagging`, `down`.
+    pub health: String,
+}
+
+/// A request and the offers that may answer it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RequestState {
+    /// The request.
+    pub id: DocId,
+    /// Its title.
+    pub title: Option<String>,
+    /// Its owner's name.
+    pub owner: String,
+    /// Its status.
+    pub status: Option<String>,
+    /// Its scope.
+    pub scope: String,
+    /// Its theme, if set.
+    pub theme: Option<String>,
+    /// Its dimensions.
+    pub dimensions: Vec<String>,
+    /// Created (ms).
+    pub created_ms: i64,
+    /// Time to its first offer (s).
+    pub first_offer_s: Option<u64>,
+    /// Time to its answer (s).
+    pub answered_s: Option<u64>,
+    /// Offers naming it, then offers matching its theme or dimensions.
+    pub candidates: Vec<Candidate>,
+}
+
+/// An offer that may answer a request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Candidate {
+    /// The offer.
+    pub id: DocId,
+    /// Its title.
+    pub title: Option<String>,
+    /// Its owner's name.
+    pub owner: String,
+    /// Its status.
+    pub status: Option<String>,
+    /// It names the request itself.
+    pub answers: bool,
+    /// Themes and dimensions it shares with the request.
+    pub shared: Vec<String>,
+}
+
+/// How fast requests get offers and answers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ResponseTimes {
+    /// Median time to a first offer (s), over the requests that have one.
+    pub first_offer_median_s: Option<u64>,
+    /// How many requests have an offer.
+    pub with_offer: u64,
+    /// Median time to an answer (s).
+    pub answer_median_s: Option<u64>,
+    /// How many requests were answered.
+    pub answered: u64,
+}
+
+/// Something that happened to a document.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TimelineEvent {
+    /// When (ms).
+    pub at_ms: i64,
+    /// The document.
+    pub doc: DocId,
+    /// Its kind.
+    pub kind: String,
+    /// Its title.
+    pub title: Option<String>,
+    /// `created`, or the status it moved to.
+    pub what: String,
+    /// The commune that did it.
+    pub by: String,
+}

@@ -217,6 +217,9 @@ impl<S: Store> Worker<S> {
             Command::Counts(reply) => {
                 let _ = reply.send(self.counts());
             }
+            Command::NetworkState(reply) => {
+                let _ = reply.send(self.network_state());
+            }
             Command::Heartbeats(reply) => {
                 let _ = reply.send(Ok(self.heartbeat_views()));
             }
