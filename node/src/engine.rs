@@ -248,9 +248,30 @@ pub struct IngestBatch {
 #[derive(Debug, Clone)]
 pub struct EngineHandle {
     tx: mpsc::Sender<Command>,
+    events: tokio::sync::broadcast::Sender<LiveEvent>,
 }
 
+/// Something changed that a live view (the dashboard) may want to show:
+/// sent to `GET /v1/events` subscribers after it is durable.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LiveEvent {
+    /// `doc` (a document changed), `heartbeat` (a node's status arrived)
+    /// or `peer` (a connection came up or went down).
+    pub kind: &'static str,
+    /// The document or node id.
+    pub id: String,
+}
+
+/// Live events kept for a subscriber that reads slowly; beyond, it is told
+/// it lagged.
+pub const LIVE_EVENTS: usize = 256;
+
 impl EngineHandle {
+    /// Live events from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<LiveEvent> {
+        self.events.subscribe()
+    }
+
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(make(tx)).await.map_err(|_| EngineError::Stopped)?;
@@ -518,7 +539,9 @@ impl EngineHandle {
 /// Store errors while loading certificates or recording the node's own.
 pub fn spawn<S: Store>(store: S, identity: &Identity) -> Result<(EngineHandle, JoinHandle<()>), EngineError> {
     let (tx, rx) = mpsc::channel(ENGINE_INBOX);
-    let worker = worker::Worker::new(store, identity)?;
+    let (events, _) = tokio::sync::broadcast::channel(LIVE_EVENTS);
+    let mut worker = worker::Worker::new(store, identity)?;
+    worker.events = Some(events.clone());
     let span = tracing::Span::current();
     let join = std::thread::Builder::new()
         .name("passerelle-engine".into())
@@ -527,7 +550,7 @@ pub fn spawn<S: Store>(store: S, identity: &Identity) -> Result<(EngineHandle, J
             worker.run(rx);
         })
         .map_err(|e| EngineError::Store(StoreError::Backend(format!("cannot start the engine thread: {e}"))))?;
-    Ok((EngineHandle { tx }, join))
+    Ok((EngineHandle { tx, events }, join))
 }
 
 #[cfg(test)]

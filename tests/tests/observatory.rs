@@ -132,6 +132,26 @@ fn the_coordinator_hears_of_every_node_and_refuses_bad_heartbeats() -> anyhow::R
         state.links
     );
 
+    // Live updates: a subscriber to /v1/events hears of a new document.
+    let api = std::fs::read_to_string(senneval.home().api_addr())?.trim().to_owned();
+    let api = api.trim_start_matches("http://").to_owned();
+    let mut sse = std::net::TcpStream::connect(&api)?;
+    sse.set_read_timeout(Some(Duration::from_secs(30)))?;
+    std::io::Write::write_all(&mut sse, format!("GET /v1/events HTTP/1.1\r\nHost: {api}\r\n\r\n").as_bytes())?;
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let n = std::io::Read::read(&mut sse, &mut buf)?;
+    seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    assert!(seen.contains("text/event-stream"), "{seen}");
+    let live = tala.cli_json(&["offer", "create", "--title", "Annoncée en direct", "--scope", "network"])?;
+    let live_id = live["id"].as_str().unwrap().to_owned();
+    while !seen.contains(&format!("\"id\":\"{live_id}\"")) {
+        let n = std::io::Read::read(&mut sse, &mut buf)?;
+        anyhow::ensure!(n > 0, "the event stream ended: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("event: doc"), "{seen}");
+
     // A rogue member sends forged, foreign and future-dated heartbeats.
     let token =
         senneval.cli_json(&["invite", "--name", "Rogue", "--country", "BE"])?["token"].as_str().unwrap().to_owned();

@@ -60,6 +60,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/network", get(network).post(create_network))
         .route("/v1/network/heartbeats", get(heartbeats))
         .route("/v1/network/state", get(network_state))
+        .route("/v1/events", get(events))
         .route("/v1/network/invitations", post(invite))
         .route("/v1/network/join", post(join))
         .route("/v1/network/partners", post(partner))
@@ -101,6 +102,26 @@ fn doc_id(raw: &str) -> Result<DocId, ApiError> {
 
 fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     json.map(|Json(v)| v).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {}", e.body_text())))
+}
+
+/// Server-sent events: one `doc`, `heartbeat` or `peer` event (data: the
+/// JSON `{kind, id}`) whenever something changed, `lagged` when this
+/// client read too slowly and missed some, a comment every 15 s.
+async fn events(
+    State(state): State<ApiState>,
+) -> axum::response::sse::Sse<impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let rx = state.engine.subscribe();
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        let event = match rx.recv().await {
+            Ok(e) => Event::default().event(e.kind).data(serde_json::to_string(&e).unwrap_or_default()),
+            Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(event), rx))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
 }
 
 async fn network_state(State(state): State<ApiState>) -> Result<Json<super::types::NetworkState>, ApiError> {

@@ -125,6 +125,7 @@ impl<S: Store> Worker<S> {
     fn keep(&mut self, stored: StoredHeartbeat) -> Result<(), EngineError> {
         self.store.write(vec![WriteOp::Heartbeat(stored.clone())])?;
         self.sync.wrote = true;
+        self.live("heartbeat", stored.beat.heartbeat.node().to_string());
         self.heartbeats.latest.insert(stored.beat.heartbeat.node(), stored);
         Ok(())
     }

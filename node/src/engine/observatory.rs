@@ -184,7 +184,7 @@ impl<S: Store> Worker<S> {
                     })
                 })
                 .collect();
-            candidates.sort_by(|a, b| b.0.cmp(&a.0));
+            candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
             board.push(RequestState {
                 id: r.id,
                 title: r.title.clone(),

@@ -300,6 +300,7 @@ impl<S: Store> Worker<S> {
                 self.sync.connected.insert(node);
                 // Whatever was on its way over an earlier connection is not.
                 self.sync.transfers.connection_lost(&node);
+                self.live("peer", node.to_string());
                 let record = self.peer_mut(node);
                 record.last_connected_ms = Some(clock::now_ms());
                 record.last_addr = Some(addr);
@@ -315,6 +316,7 @@ impl<S: Store> Worker<S> {
                 self.open_session(node);
             }
             NetEvent::Disconnected { node, error } => {
+                self.live("peer", node.to_string());
                 self.sync.sessions.remove(&node);
                 self.sync.transfers.connection_lost(&node);
                 self.sync.early_hellos.remove(&node);
@@ -413,6 +415,12 @@ impl<S: Store> Worker<S> {
             for peer in ready.iter().filter(|p| Some(**p) != exclude) {
                 self.send(*peer, &SyncMessage::Roster { statements: statements.clone(), complete: false });
             }
+        }
+        let mut changed: Vec<String> = announcements.iter().flat_map(|a| a.changes.iter().map(|c| c.doc.to_string())).collect();
+        changed.sort();
+        changed.dedup();
+        for doc in changed {
+            self.live("doc", doc);
         }
         for a in announcements {
             for peer in ready.iter().filter(|p| Some(**p) != a.exclude) {

@@ -62,6 +62,8 @@ pub(crate) struct Worker<S> {
     pub heartbeats: super::heartbeats::Heartbeats,
     /// When the engine started (uptime in heartbeats).
     pub started: std::time::Instant,
+    /// Live events for `GET /v1/events`.
+    pub events: Option<tokio::sync::broadcast::Sender<super::LiveEvent>>,
     /// A join waiting for the issuing node's answer.
     pub joining: Option<super::membership::Joining>,
     /// Replies to send once the current batch is durable (from events).
@@ -72,6 +74,13 @@ pub(crate) struct Worker<S> {
 }
 
 impl<S: Store> Worker<S> {
+    /// Tells live views something changed (no subscriber: nothing happens).
+    pub(crate) fn live(&self, kind: &'static str, id: String) {
+        if let Some(events) = &self.events {
+            let _ = events.send(super::LiveEvent { kind, id });
+        }
+    }
+
     pub fn new(store: S, identity: &Identity) -> Result<Self, EngineError> {
         let mut book = CertificateBook::new();
         for cert in store.certificates()? {
@@ -100,6 +109,7 @@ impl<S: Store> Worker<S> {
             metrics: super::EngineMetrics::default(),
             heartbeats: super::heartbeats::Heartbeats::default(),
             started: std::time::Instant::now(),
+            events: None,
             later: Later::default(),
             language: identity.config.commune.language.clone(),
             book,
