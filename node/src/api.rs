@@ -7,6 +7,7 @@
 //!
 //! | method | path | what |
 //! |---|---|---|
+//! | GET | `/` | the coordinators' dashboard (HTML, `?lang=fr\|en\|nl\|ar`) |
 //! | GET | `/v1/status` | ids, addresses, document counts |
 //! | GET | `/metrics` | Prometheus text format, names prefixed `passerelle_` |
 //! | GET | `/v1/network/heartbeats` | the latest signed heartbeat of every node |
@@ -23,8 +24,10 @@
 
 pub mod types;
 
+mod dashboard;
 mod error;
 pub mod metrics;
+pub mod openapi;
 mod routes;
 
 pub use error::ApiError;

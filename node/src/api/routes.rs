@@ -44,8 +44,11 @@ pub struct ApiState {
 /// The API router.
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .route("/", get(super::dashboard::index))
+        .route("/assets/{file}", get(super::dashboard::assets))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .route("/v1/docs", get(list).post(create))
         .route("/v1/docs/{id}", get(show).patch(update))
         .route("/v1/docs/{id}/history", get(history))
@@ -109,7 +112,8 @@ fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 /// client read too slowly and missed some, a comment every 15 s.
 async fn events(
     State(state): State<ApiState>,
-) -> axum::response::sse::Sse<impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>> {
+) -> axum::response::sse::Sse<impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>>
+{
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
     let rx = state.engine.subscribe();
@@ -122,6 +126,10 @@ async fn events(
         Some((Ok(event), rx))
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(super::openapi::document())
 }
 
 async fn network_state(State(state): State<ApiState>) -> Result<Json<super::types::NetworkState>, ApiError> {

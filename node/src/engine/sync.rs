@@ -416,7 +416,8 @@ impl<S: Store> Worker<S> {
                 self.send(*peer, &SyncMessage::Roster { statements: statements.clone(), complete: false });
             }
         }
-        let mut changed: Vec<String> = announcements.iter().flat_map(|a| a.changes.iter().map(|c| c.doc.to_string())).collect();
+        let mut changed: Vec<String> =
+            announcements.iter().flat_map(|a| a.changes.iter().map(|c| c.doc.to_string())).collect();
         changed.sort();
         changed.dedup();
         for doc in changed {
