@@ -174,6 +174,8 @@ pub async fn start(root: Option<PathBuf>, poor_link: bool) -> Result<Demo, Box<d
             let config = std::fs::read_to_string(home.config())?;
             // The story decides who links with whom and when: no automatic links.
             let config = config.replace("anti_entropy_secs = 30", "anti_entropy_secs = 2");
+            // Heartbeats often enough for the dashboard to follow the story.
+            let config = config.replace("heartbeat_secs = 60", "heartbeat_secs = 5");
             std::fs::write(home.config(), config.replace("auto_links = true", "auto_links = false"))?;
         }
         nodes.push(runtime::start(&home).await?);
@@ -181,6 +183,10 @@ pub async fn start(root: Option<PathBuf>, poor_link: bool) -> Result<Demo, Box<d
     }
     let mut demo = Demo { root, nodes, homes, started, poor_link: None, deadline: TRAVEL_DEADLINE };
     demo.say(&format!("5 nodes running on loopback, homes in {}", demo.root.display()));
+    demo.say(&format!(
+        "watch it live: the coordinators' dashboard at http://{}/ (English: http://{}/?lang=en)",
+        demo.nodes[SECRETARIAT].api_addr, demo.nodes[SECRETARIAT].api_addr
+    ));
     if poor_link {
         use crate::bench::sync::{POOR_LINK_CUT_EVERY, POOR_LINK_KBIT_S, POOR_LINK_RTT};
         let listen = demo.nodes[1].net.info().await?.listen;

@@ -201,8 +201,13 @@ for (const b of document.querySelectorAll("#langs button")) {
     render();
   });
 }
-if ("EventSource" in window) {
+// Live by default (server-sent events); `?live=0` polls once a minute
+// instead, for a very poor link (and for headless snapshots).
+const live = new URLSearchParams(location.search).get("live") !== "0";
+if (live && "EventSource" in window) {
   const events = new EventSource("/v1/events");
   for (const kind of ["doc", "heartbeat", "peer", "lagged"]) events.addEventListener(kind, soon);
+} else {
+  setInterval(refresh, 60000);
 }
 refresh();

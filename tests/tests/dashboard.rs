@@ -1,0 +1,167 @@
+//! The dashboard in a real browser: Debian's Chromium, headless, loads the
+//! page a node serves at `/`, runs its script against the node's API, and
+//! the page shows what the API says — the communes, the request and the
+//! offer answering it — in French by default, in English with `?lang=en`,
+//! right to left in Arabic. Screenshots are kept in
+//! `target/test-artifacts/`. The page runs with `?live=0` (polling instead
+//! of server-sent events): Chromium's virtual time, which lets the script
+//! run before the dump, never ends while a stream is open. The event
+//! stream itself is tested in `observatory.rs`.
+//!
+//! Chromium is `PASSERELLE_CHROMIUM` or `/usr/bin/chromium` (`.ci/run`
+//! installs Debian's package when it is missing).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use passerelle_tests::{TestNode, form_network, make_partners, wait_until};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn chromium() -> PathBuf {
+    let path =
+        std::env::var_os("PASSERELLE_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    assert!(
+        path.exists(),
+        "{} not found: install Debian's chromium package (./.ci/run does) or set PASSERELLE_CHROMIUM",
+        path.display()
+    );
+    path
+}
+
+fn artifacts() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&dir).expect("artifact directory");
+    dir
+}
+
+/// Runs headless Chromium on `url`: dumps the DOM once the page has run,
+/// or takes a screenshot when `extra` asks for one; returns stdout.
+fn browse(url: &str, extra: &[&str]) -> anyhow::Result<String> {
+    let profile = tempfile::tempdir()?;
+    let dump: &[&str] = if extra.iter().any(|a| a.starts_with("--screenshot")) { &[] } else { &["--dump-dom"] };
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1280,1100",
+            // Let the page fetch the state and draw before the dump.
+            "--virtual-time-budget=15000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .args(dump)
+        .arg(url)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn the_dashboard_shows_what_the_api_says_in_each_language() -> anyhow::Result<()> {
+    let mut senneval = TestNode::init_p2p("Senneval", "BE")?;
+    let mut tala = TestNode::init_p2p("Tala-n-Asif", "MA")?;
+    for n in [&senneval, &tala] {
+        n.set_network("heartbeat_secs", "1")?;
+    }
+    senneval.start()?;
+    tala.start()?;
+    form_network(&senneval, &[&tala])?;
+    make_partners(&senneval, &tala)?;
+    let request = tala.cli_json(&[
+        "request",
+        "create",
+        "--title",
+        "Formation au compostage collectif",
+        "--scope",
+        "network",
+        "--theme",
+        "THEME:waste",
+    ])?;
+    let request_id = request["id"].as_str().unwrap().to_owned();
+    wait_until(
+        "the request to reach Senneval",
+        DEADLINE,
+        || Ok(senneval.cli(&["request", "show", &request_id]).code),
+        |c| *c == 0,
+    )?;
+    let offer = senneval.cli_json(&[
+        "offer",
+        "create",
+        "--title",
+        "Maître-composteur disponible",
+        "--field",
+        &format!("request={request_id}"),
+    ])?;
+    let offer_id = offer["id"].as_str().unwrap().to_owned();
+    let state = wait_until(
+        "Senneval's state to show both nodes and the offer",
+        DEADLINE,
+        || Ok(senneval.client()?.network_state()?),
+        |s| {
+            s.members.iter().all(|m| !m.nodes.is_empty())
+                && s.requests.iter().any(|r| r.id.to_string() == request_id && r.candidates.iter().any(|c| c.answers))
+        },
+    )?;
+
+    let api = std::fs::read_to_string(senneval.home().api_addr())?.trim().to_owned();
+    let base = if api.starts_with("http") { api } else { format!("http://{api}") };
+    let shots = artifacts();
+
+    // French, by default.
+    let dom = browse(&format!("{base}/?live=0"), &[])?;
+    assert!(dom.contains("data-ready=\"1\""), "the script drew the page:\n{dom}");
+    assert!(dom.contains("lang=\"fr\"") && dom.contains("Observatoire du réseau") && dom.contains(">Demandes<"));
+    for m in &state.members {
+        assert!(dom.contains(&format!("data-commune=\"{}\"", m.name)), "{} missing from the graph", m.name);
+    }
+    assert_eq!(dom.matches("class=\"request\"").count(), state.requests.len(), "one card per request of the API");
+    assert!(dom.contains("Formation au compostage collectif"));
+    assert!(dom.contains(&format!("data-request-id=\"{request_id}\"")));
+    assert!(dom.contains(&format!("data-offer-id=\"{offer_id}\"")), "the answering offer is listed under the request");
+    assert!(dom.contains("y répond"));
+    let rows: usize = state.members.iter().map(|m| m.nodes.len().max(1)).sum();
+    let tbody = dom.split("<tbody>").nth(1).and_then(|s| s.split("</tbody>").next()).unwrap_or_default();
+    assert_eq!(tbody.matches("<tr").count(), rows, "one row per node of the API");
+
+    // English.
+    let dom = browse(&format!("{base}/?lang=en&live=0"), &[])?;
+    assert!(dom.contains("lang=\"en\"") && dom.contains("Network observatory") && dom.contains(">Requests<"));
+    assert!(dom.contains("answers it"));
+    assert!(!dom.contains("Observatoire du réseau"));
+
+    // Arabic: right to left.
+    let dom = browse(&format!("{base}/?lang=ar&live=0"), &[])?;
+    assert!(dom.contains("dir=\"rtl\"") && dom.contains("lang=\"ar\""));
+
+    // Screenshots, kept as test artifacts.
+    for (lang, file) in [("fr", "dashboard-fr.png"), ("en", "dashboard-en.png"), ("ar", "dashboard-ar.png")] {
+        let path = shots.join(file);
+        let _ = std::fs::remove_file(&path);
+        browse(&format!("{base}/?lang={lang}&live=0"), &[&format!("--screenshot={}", path.display())])?;
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 10_000, "{} is {size} bytes", path.display());
+    }
+
+    // An unknown asset is a 404 with a reason.
+    let host = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host)?;
+    std::io::Write::write_all(
+        &mut s,
+        format!("GET /assets/nope.js HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut s, &mut answer)?;
+    assert!(answer.starts_with("HTTP/1.1 404") && answer.contains("no asset"), "{answer}");
+    senneval.terminate()?;
+    tala.terminate()?;
+    Ok(())
+}
