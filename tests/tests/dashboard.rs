@@ -11,9 +11,13 @@
 //! Chromium is `PASSERELLE_CHROMIUM` or `/usr/bin/chromium` (`.ci/run`
 //! installs Debian's package when it is missing).
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
 
 use passerelle_tests::{TestNode, form_network, make_partners, wait_until};
 
@@ -63,6 +67,128 @@ fn browse(url: &str, extra: &[&str]) -> anyhow::Result<String> {
         .output()?;
     anyhow::ensure!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Chromium driven over the DevTools protocol on a pipe (its fds 3 and 4,
+/// `--remote-debugging-pipe`): to click the language buttons and to watch
+/// the page follow the event stream in real time.
+struct Devtools {
+    child: Child,
+    to: std::fs::File,
+    from: BufReader<std::fs::File>,
+    next: u64,
+    session: Option<String>,
+    _profile: tempfile::TempDir,
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    #[allow(unsafe_code)]
+    // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+    let r = unsafe { libc::pipe(fds.as_mut_ptr()) };
+    assert_eq!(r, 0, "pipe");
+    #[allow(unsafe_code)]
+    // SAFETY: pipe(2) returned two fresh descriptors that nothing else owns.
+    unsafe {
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    }
+}
+
+impl Devtools {
+    fn launch() -> anyhow::Result<Self> {
+        let profile = tempfile::tempdir()?;
+        let (chrome_reads, we_write) = pipe();
+        let (we_read, chrome_writes) = pipe();
+        let (r, w) = (chrome_reads.as_raw_fd(), chrome_writes.as_raw_fd());
+        let mut cmd = Command::new(chromium());
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--remote-debugging-pipe",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("about:blank")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        #[allow(unsafe_code)]
+        // SAFETY: only dup2(2), which is async-signal-safe, runs between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                if libc::dup2(r, 3) < 0 || libc::dup2(w, 4) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        drop((chrome_reads, chrome_writes));
+        Ok(Self {
+            child,
+            to: std::fs::File::from(we_write),
+            from: BufReader::new(std::fs::File::from(we_read)),
+            next: 0,
+            session: None,
+            _profile: profile,
+        })
+    }
+
+    /// Sends a command and waits for its answer (events are skipped).
+    fn call(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
+        self.next += 1;
+        let mut msg = json!({"id": self.next, "method": method, "params": params});
+        if let Some(s) = &self.session {
+            msg["sessionId"] = json!(s);
+        }
+        self.to.write_all(msg.to_string().as_bytes())?;
+        self.to.write_all(&[0])?;
+        loop {
+            let mut buf = Vec::new();
+            anyhow::ensure!(self.from.read_until(0, &mut buf)? > 0, "chromium closed the pipe");
+            buf.pop();
+            let answer: Value = serde_json::from_slice(&buf)?;
+            if answer["id"] == self.next {
+                anyhow::ensure!(answer.get("error").is_none(), "{method}: {}", answer["error"]);
+                return Ok(answer["result"].clone());
+            }
+        }
+    }
+
+    /// Opens `url` in a new page and talks to that page from then on.
+    fn open(&mut self, url: &str) -> anyhow::Result<()> {
+        let target = self.call("Target.createTarget", json!({"url": url}))?;
+        let attached = self.call("Target.attachToTarget", json!({"targetId": target["targetId"], "flatten": true}))?;
+        self.session = attached["sessionId"].as_str().map(str::to_owned);
+        Ok(())
+    }
+
+    /// Evaluates an expression in the page; its value.
+    fn eval(&mut self, expression: &str) -> anyhow::Result<Value> {
+        let r = self.call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true}))?;
+        Ok(r["result"]["value"].clone())
+    }
+
+    /// Waits until the expression is true in the page.
+    fn wait_for(&mut self, what: &str, expression: &str) -> anyhow::Result<()> {
+        let end = Instant::now() + DEADLINE;
+        while self.eval(expression)? != json!(true) {
+            anyhow::ensure!(Instant::now() < end, "{what}: not within {DEADLINE:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Devtools {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
@@ -150,6 +276,35 @@ fn the_dashboard_shows_what_the_api_says_in_each_language() -> anyhow::Result<()
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         assert!(size > 10_000, "{} is {size} bytes", path.display());
     }
+
+    // In a live page: the language buttons switch the page, and a new
+    // offer appears on its own (server-sent events).
+    let mut browser = Devtools::launch()?;
+    browser.open(&format!("{base}/"))?;
+    browser.wait_for("the live page to draw", "document.body.dataset.ready === '1'")?;
+    assert_eq!(browser.eval("document.documentElement.lang")?, "fr");
+    browser.eval("document.querySelector('#langs button[data-lang=en]').click()")?;
+    assert_eq!(browser.eval("document.documentElement.lang")?, "en");
+    assert_eq!(browser.eval("document.querySelector('h2[data-i18n=requests]').textContent")?, "Requests");
+    assert_eq!(browser.eval("new URLSearchParams(location.search).get('lang')")?, "en");
+    browser.eval("document.querySelector('#langs button[data-lang=ar]').click()")?;
+    assert_eq!(browser.eval("document.documentElement.dir")?, "rtl");
+    browser.eval("document.querySelector('#langs button[data-lang=fr]').click()")?;
+    assert_eq!(browser.eval("document.querySelector('h2[data-i18n=requests]').textContent")?, "Demandes");
+    let late = senneval.cli_json(&[
+        "offer",
+        "create",
+        "--title",
+        "Offre arrivée en direct",
+        "--field",
+        &format!("request={request_id}"),
+    ])?;
+    let late_id = late["id"].as_str().unwrap().to_owned();
+    browser.wait_for(
+        "the new offer to appear without a reload",
+        &format!("!!document.querySelector('[data-offer-id=\"{late_id}\"]')"),
+    )?;
+    drop(browser);
 
     // An unknown asset is a 404 with a reason.
     let host = base.trim_start_matches("http://");

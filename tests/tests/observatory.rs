@@ -44,7 +44,7 @@ fn the_coordinator_hears_of_every_node_and_refuses_bad_heartbeats() -> anyhow::R
     let beats = wait_until(
         "Senneval to hear of Tala-n-Asif through Verbois",
         DEADLINE,
-        || senneval.cli_json(&["network", "status"]),
+        || Ok(serde_json::to_value(senneval.client()?.heartbeats()?)?),
         |beats| {
             beats.as_array().unwrap().iter().any(|b| {
                 b["node"] == tala_node.as_str()
@@ -69,6 +69,7 @@ fn the_coordinator_hears_of_every_node_and_refuses_bad_heartbeats() -> anyhow::R
     let table = senneval.cli(&["network", "status"]);
     assert_eq!(table.code, 0);
     assert!(table.stdout.contains("Tala-n-Asif") && table.stdout.contains("Verbois"), "{}", table.stdout);
+    assert!(table.stdout.lines().any(|l| l.starts_with("Tala-n-Asif") && l.contains("Verbois")), "{}", table.stdout);
 
     // The requests board: a network request of Tala-n-Asif, an offer of
     // Verbois answering it, another matching it by dimension only.
@@ -188,9 +189,15 @@ fn the_coordinator_hears_of_every_node_and_refuses_bad_heartbeats() -> anyhow::R
             // A node of a commune that is not a member.
             SignedHeartbeat::sign(beat(&stranger_cert, now), &stranger),
         ];
-        rogue.ask(SyncMessage::Heartbeats { beats }.encode()).await
+        let first = rogue.ask(SyncMessage::Heartbeats { beats }.encode()).await;
+        // A heartbeat over the 16 KiB limit: the frame is refused unread.
+        let mut w = passerelle_protocol::canonical::Writer::new("passerelle/sync", 1);
+        w.u8(11).u32(1).bytes(&vec![7u8; passerelle_protocol::heartbeat::MAX_HEARTBEAT_BYTES + 1]);
+        let huge = rogue.ask(w.finish()).await;
+        (first, huge)
     });
-    assert_eq!(reply, Some(SyncReply::Ok));
+    assert_eq!(reply.0, Some(SyncReply::Ok));
+    assert!(matches!(reply.1, Some(SyncReply::Refused(ref r)) if r.contains("heartbeat")), "{:?}", reply.1);
 
     let metrics = wait_until(
         "the refusals to be counted",
@@ -202,10 +209,12 @@ fn the_coordinator_hears_of_every_node_and_refuses_bad_heartbeats() -> anyhow::R
                 .all(|r| m.contains(&format!("passerelle_changes_rejected_total{{reason=\"{r}\"}} 1")))
         },
     )?;
-    assert!(metrics.contains("passerelle_sync_faults_total 1"), "the forged one is a fault of its sender");
-    let beats = senneval.cli_json(&["network", "status"])?;
-    for b in beats.as_array().unwrap() {
-        assert_ne!(b["version"], "forged", "a refused heartbeat is shown: {b}");
+    assert!(
+        metrics.contains("passerelle_sync_faults_total 2"),
+        "the forged and the oversized ones are faults of their sender:\n{metrics}"
+    );
+    for b in senneval.client()?.heartbeats()? {
+        assert_ne!(b.version, "forged", "a refused heartbeat is shown: {b:?}");
     }
     assert!(senneval.log().contains("heartbeat refused"));
     Ok(())

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use passerelle_node::api::types::{HeartbeatView, InviteRequest, NetworkView};
+use passerelle_node::api::types::{InviteRequest, NetworkState, NetworkView};
 use passerelle_node::home::Home;
 use passerelle_protocol::ids::NodeId;
 
@@ -23,9 +23,10 @@ pub enum NetworkCommand {
     },
     /// Show the network: id, name, members, partnerships, revoked keys.
     Show,
-    /// The network's state as heartbeats tell it: each node, when it was
-    /// last heard of and through which peer, its peers, what it has not
-    /// delivered yet, its documents.
+    /// The network's state, as the dashboard shows it: each node (last
+    /// heard of, through whom, sync lag, peers, what it has not delivered),
+    /// links that lag or are down, the requests board with candidate
+    /// offers, response times.
     Status,
     /// Remove a member (coordinators only). Its nodes are disconnected and
     /// its later changes refused everywhere.
@@ -148,8 +149,8 @@ pub fn run(home: &Home, command: NetworkCommand, out: &Output) -> anyhow::Result
     let view = match command {
         NetworkCommand::Create { name } => client.create_network(&name)?,
         NetworkCommand::Status => {
-            let beats = client.heartbeats()?;
-            out.print(&beats, || status_table(&beats, passerelle_node::clock::now_ms()));
+            let state = client.network_state()?;
+            out.print(&state, || status_text(&state));
             return Ok(ExitCode::SUCCESS);
         }
         NetworkCommand::Show => {
@@ -247,37 +248,82 @@ fn ago(now_ms: i64, ms: i64) -> String {
     }
 }
 
-fn status_table(beats: &[HeartbeatView], now_ms: i64) -> String {
-    if beats.is_empty() {
-        return "no heartbeat yet: nodes sign one a minute (network.heartbeat_secs)".into();
+fn status_text(s: &NetworkState) -> String {
+    let now = s.generated_ms;
+    let mut text = format!("{}\n", s.network.as_deref().unwrap_or("(no network)"));
+    text.push_str(&format!(
+        "\n{:<20} {:<3} {:<10} {:<14} {:<20} {:>8} {:>7} {:>8} {:>7}",
+        "COMMUNE", "", "NODE", "LAST HEARD", "VIA", "LAG", "PEERS", "UNACKED", "QUEUED"
+    ));
+    for m in &s.members {
+        if m.nodes.is_empty() {
+            text.push_str(&format!("\n{:<20} {:<3} {:<10} {:<14}", m.name, m.country, "-", "never"));
+        }
+        for n in &m.nodes {
+            let via = match &n.via {
+                None => "(this node)".to_owned(),
+                Some(v) if *v == m.name => "direct".to_owned(),
+                Some(v) => v.clone(),
+            };
+            let lag = n.lag_s.map_or_else(|| "-".to_owned(), |l| format!("{l} s"));
+            text.push_str(&format!(
+                "\n{:<20} {:<3} {:<10} {:<14} {:<20} {:>8} {:>7} {:>8} {:>7}",
+                m.name,
+                m.country,
+                n.node.short(),
+                format!("{} ago", ago(now, n.last_heard_ms as i64)),
+                via,
+                lag,
+                format!("{}/{}", n.peers_connected, n.peers_known),
+                n.unacknowledged,
+                n.queued
+            ));
+        }
     }
-    let mut text = format!(
-        "{:<20} {:<10} {:<14} {:<20} {:>7} {:>8} {:>7} {:>6}  VERSION",
-        "COMMUNE", "NODE", "LAST HEARD", "VIA", "PEERS", "UNACKED", "QUEUED", "DOCS"
-    );
-    for b in beats {
-        let connected = b.peers.iter().filter(|p| p.connected).count();
-        let unacked: u64 = b.peers.iter().map(|p| p.unacknowledged).sum();
-        let queued: u64 = b.peers.iter().map(|p| p.queued).sum();
-        let docs: u64 = b.documents.iter().map(|d| d.count).sum();
-        let via = match (&b.via, &b.via_name) {
-            (None, _) => "(this node)".to_owned(),
-            (Some(v), _) if *v == b.node => "direct".to_owned(),
-            (Some(_), Some(name)) => name.clone(),
-            (Some(v), None) => v.short(),
-        };
+    let troubled: Vec<String> = s
+        .links
+        .iter()
+        .filter(|l| l.health != "ok")
+        .map(|l| {
+            format!(
+                "{} → {}: {}",
+                l.from_name.as_deref().unwrap_or("?"),
+                l.to_name.clone().unwrap_or_else(|| l.to.short()),
+                l.health
+            )
+        })
+        .collect();
+    if !troubled.is_empty() {
+        text.push_str(&format!("\n\nlinks not in sync: {}", troubled.join("; ")));
+    }
+    let secs = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |s| format!("{s} s"));
+    let statuses: Vec<String> = s.requests_by_status.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    text.push_str(&format!(
+        "\n\nrequests: {} ({}); median time to a first offer {} ({} with one), to an answer {} ({} answered)",
+        s.requests.len(),
+        statuses.join(", "),
+        secs(s.response_times.first_offer_median_s),
+        s.response_times.with_offer,
+        secs(s.response_times.answer_median_s),
+        s.response_times.answered
+    ));
+    for r in s.requests.iter().take(20) {
         text.push_str(&format!(
-            "\n{:<20} {:<10} {:<14} {:<20} {:>7} {:>8} {:>7} {:>6}  {}",
-            b.name.as_deref().unwrap_or("?"),
-            b.node.short(),
-            format!("{} ago", ago(now_ms, b.time_ms as i64)),
-            via,
-            format!("{connected}/{}", b.peers.len()),
-            unacked,
-            queued,
-            docs,
-            b.version
+            "\n  {} {} [{}] by {}",
+            r.id.short(),
+            r.title.as_deref().unwrap_or("(untitled)"),
+            r.status.as_deref().unwrap_or("-"),
+            r.owner
         ));
+        for c in &r.candidates {
+            let why = if c.answers { "answers it".to_owned() } else { c.shared.join(", ") };
+            text.push_str(&format!(
+                "\n      offer {} {} by {} ({why})",
+                c.id.short(),
+                c.title.as_deref().unwrap_or(""),
+                c.owner
+            ));
+        }
     }
     text
 }

@@ -567,6 +567,9 @@ pub struct NodeState {
     pub unacknowledged: u64,
     /// Documents in its transfer queues.
     pub queued: u64,
+    /// The longest time since one of its connected peers was last found in
+    /// sync, when it reported (s): its sync lag.
+    pub lag_s: Option<u64>,
 }
 
 /// A partnership between two members.

@@ -93,6 +93,12 @@ impl<S: Store> Worker<S> {
                         peers_known: b.peers.len() as u64,
                         unacknowledged: b.peers.iter().map(|p| p.unacknowledged).sum(),
                         queued: b.peers.iter().map(|p| p.queued).sum(),
+                        lag_s: b
+                            .peers
+                            .iter()
+                            .filter(|p| p.connected)
+                            .filter_map(|p| p.last_sync_ms.map(|t| b.time_ms.saturating_sub(t) / 1000))
+                            .max(),
                     })
                     .collect();
                 members.push(MemberState {

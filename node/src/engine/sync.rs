@@ -249,6 +249,7 @@ impl<S: Store> Worker<S> {
                             format!("refused {} item(s), last {}: {}", report.rejected.len(), r.code, r.reason);
                         record.last_error = Some(reason.clone());
                         // Sending what does not verify is a fault of the sender.
+                        self.metrics.faults += 1;
                         if let Some(mut session) = self.sync.sessions.remove(&peer) {
                             let effects = session.penalise(reason);
                             self.sync.sessions.insert(peer, session);
@@ -329,6 +330,7 @@ impl<S: Store> Worker<S> {
                 self.peer_mut(node).last_error = Some(format!("dial failed: {error}"));
             }
             NetEvent::Refused { from, reason } => {
+                self.metrics.faults += 1;
                 let record = self.peer_mut(from);
                 record.rejected += 1;
                 record.last_error = Some(reason.clone());

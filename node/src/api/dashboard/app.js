@@ -7,7 +7,7 @@ const I18N = {
   fr: {
     title: "Observatoire du réseau", graph: "Communes et partenariats", nodes: "Nœuds", requests: "Demandes",
     timeline: "Activité", commune: "Commune", country: "Pays", last_heard: "Dernières nouvelles", via: "Par",
-    peers: "Pairs", unacked: "Non reçus", queued: "En file", health_ok: "lien sain", health_lagging: "en retard",
+    lag: "Retard", peers: "Pairs", unacked: "Non reçus", queued: "En file", health_ok: "lien sain", health_lagging: "en retard",
     health_down: "coupé", partnership: "partenariat", updated: "Mis à jour", ago: "il y a {t}", never: "jamais",
     direct: "direct", this_node: "ce nœud", candidates: "Offres possibles", answers: "y répond",
     no_requests: "Aucune demande pour l’instant.", first_offer: "première offre en {t}", answered_in: "répondue en {t}",
@@ -17,7 +17,7 @@ const I18N = {
   en: {
     title: "Network observatory", graph: "Communes and partnerships", nodes: "Nodes", requests: "Requests",
     timeline: "Activity", commune: "Commune", country: "Country", last_heard: "Last heard", via: "Via",
-    peers: "Peers", unacked: "Not received", queued: "Queued", health_ok: "healthy link", health_lagging: "lagging",
+    lag: "Lag", peers: "Peers", unacked: "Not received", queued: "Queued", health_ok: "healthy link", health_lagging: "lagging",
     health_down: "down", partnership: "partnership", updated: "Updated", ago: "{t} ago", never: "never",
     direct: "direct", this_node: "this node", candidates: "Possible offers", answers: "answers it",
     no_requests: "No requests yet.", first_offer: "first offer after {t}", answered_in: "answered after {t}",
@@ -121,7 +121,7 @@ function drawNodes(s) {
       const via = !n ? t("unknown") : n.via == null ? t("this_node") : n.via === m.name ? t("direct") : n.via;
       body.append(el("tr", { "data-commune": m.name },
         el("td", {}, el("bdi", {}, m.name)), el("td", {}, m.country), el("td", {}, heard), el("td", {}, el("bdi", {}, via)),
-        el("td", {}, n ? `${n.peers_connected}/${n.peers_known}` : "—"), el("td", {}, n ? n.unacknowledged : "—"),
+        el("td", {}, n ? duration(n.lag_s) : "—"), el("td", {}, n ? `${n.peers_connected}/${n.peers_known}` : "—"), el("td", {}, n ? n.unacknowledged : "—"),
         el("td", {}, n ? n.queued : "—")));
     }
   }
