@@ -23,6 +23,19 @@ use passerelle_tests::{TestNode, form_network, make_partners, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// Headless, as root, on a machine whose only network is loopback: no
+/// sandbox, no GPU, none of Chromium's own background connections.
+const HEADLESS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
 fn chromium() -> PathBuf {
     let path =
         std::env::var_os("PASSERELLE_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
@@ -46,15 +59,8 @@ fn browse(url: &str, extra: &[&str]) -> anyhow::Result<String> {
     let profile = tempfile::tempdir()?;
     let dump: &[&str] = if extra.iter().any(|a| a.starts_with("--screenshot")) { &[] } else { &["--dump-dom"] };
     let out = Command::new(chromium())
+        .args(HEADLESS)
         .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
             "--hide-scrollbars",
             "--window-size=1280,1100",
             // Let the page fetch the state and draw before the dump.
@@ -101,21 +107,12 @@ impl Devtools {
         let (we_read, chrome_writes) = pipe();
         let (r, w) = (chrome_reads.as_raw_fd(), chrome_writes.as_raw_fd());
         let mut cmd = Command::new(chromium());
-        cmd.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--remote-debugging-pipe",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("about:blank")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        cmd.args(HEADLESS)
+            .arg("--remote-debugging-pipe")
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
         #[allow(unsafe_code)]
         // SAFETY: only dup2(2), which is async-signal-safe, runs between fork and exec.
         unsafe {
