@@ -100,7 +100,12 @@ impl<S: Store> Worker<S> {
     pub(crate) fn remove_peer(&mut self, node: NodeId) -> Result<bool, EngineError> {
         let known = self.sync.peers.remove(&node).is_some();
         self.sync.dirty_peers.remove(&node);
-        self.store.write(vec![WriteOp::RemovePeer(node)])?;
+        // Its transfer queue goes too: a peer added again is reconciled anew.
+        let mut ops: Vec<WriteOp> =
+            self.store.queued(&node, usize::MAX)?.into_iter().map(|q| WriteOp::Dequeue(node, q)).collect();
+        ops.push(WriteOp::RemovePeer(node));
+        self.store.write(ops)?;
+        self.sync.transfers.forget(&node);
         Ok(known)
     }
 }

@@ -71,6 +71,11 @@ impl Transfers {
         self.peers.get(peer).map_or(0, |q| q.sending.values().map(|s| s.frames).sum())
     }
 
+    /// The peer was removed: nothing more is kept of its transfer.
+    pub(crate) fn forget(&mut self, peer: &NodeId) {
+        self.peers.remove(peer);
+    }
+
     /// The connection dropped: whatever was on its way is sent again.
     pub(crate) fn connection_lost(&mut self, peer: &NodeId) {
         if let Some(q) = self.peers.get_mut(peer) {
@@ -114,6 +119,8 @@ impl<S: Store> Worker<S> {
         peer: NodeId,
         docs: Vec<(DocId, Option<Vec<[u8; 32]>>)>,
     ) -> Result<(), EngineError> {
+        // Counted before anything is written, so the count stays exact.
+        self.queue_len(&peer);
         let mut ops = Vec::new();
         let mut seen = HashSet::new();
         let mut added = 0;
@@ -274,6 +281,7 @@ impl<S: Store> Worker<S> {
     /// Takes acknowledged documents off the queue, or, for a chunk of a
     /// large one, moves its entry on to the peer's new heads.
     fn dequeue(&mut self, peer: NodeId, docs: Vec<(QueuedDoc, Option<Heads>)>) -> Result<(), EngineError> {
+        self.queue_len(&peer);
         let mut ops = Vec::new();
         let mut removed = 0;
         for (d, next_heads) in docs {
@@ -327,5 +335,66 @@ impl<S: Store> Worker<S> {
         if let Some(q) = self.sync.transfers.peers.get_mut(&peer) {
             q.sending.remove(&tag);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use passerelle_protocol::ids::NodeId;
+    use serde_json::json;
+
+    use super::super::worker::Worker;
+    use crate::api::types::{CreateDoc, UpdateDoc};
+    use crate::home::Home;
+    use crate::store::{SledStore, Store};
+
+    fn worker(dir: &tempfile::TempDir) -> Worker<SledStore> {
+        let home = Home::new(dir.path());
+        let identity = crate::identity::init(&home, "Senneval", "BE", 0).unwrap();
+        Worker::new(SledStore::open(&home.store()).unwrap(), &identity).unwrap()
+    }
+
+    fn create(w: &mut Worker<SledStore>, title: &str) -> passerelle_protocol::ids::DocId {
+        let fields = json!({"title": title}).as_object().unwrap().clone();
+        w.create(CreateDoc { kind: "offer".into(), fields, ..Default::default() }).unwrap().id
+    }
+
+    /// Small documents first, then the most recent; one entry per document
+    /// however often it is queued; the queue survives a restart and goes
+    /// with the peer.
+    #[test]
+    fn the_queue_orders_dedupes_persists_and_is_forgotten_with_the_peer() {
+        let dir = tempfile::tempdir().unwrap();
+        let peer = NodeId::from_bytes([9; 32]);
+        let mut w = worker(&dir);
+        let old_small = create(&mut w, "petite, ancienne");
+        let big = create(&mut w, "grande");
+        for v in 0..8 {
+            let fields = json!({"description": format!("v{v}")}).as_object().unwrap().clone();
+            w.update(big, UpdateDoc { fields, ..Default::default() }).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let new_small = create(&mut w, "petite, récente");
+        w.enqueue(peer, vec![(big, None), (old_small, None), (new_small, None), (old_small, Some(vec![[1; 32]]))])
+            .unwrap();
+        assert_eq!(w.queue_len(&peer), 3);
+        let order: Vec<_> = w.store.queued(&peer, 10).unwrap().into_iter().map(|q| q.doc).collect();
+        assert_eq!(order, vec![new_small, old_small, big]);
+        // Queued whole once: a later request for part of it keeps it whole.
+        assert_eq!(w.store.queued_doc(&peer, &old_small).unwrap().unwrap().their_heads, None);
+        w.store.flush().unwrap();
+        drop(w);
+
+        let mut w = worker_again(&dir);
+        assert_eq!(w.queue_len(&peer), 3, "the queue is on disk");
+        w.remove_peer(peer).unwrap();
+        assert_eq!(w.queue_len(&peer), 0);
+        assert!(w.store.queued(&peer, 10).unwrap().is_empty());
+    }
+
+    fn worker_again(dir: &tempfile::TempDir) -> Worker<SledStore> {
+        let home = Home::new(dir.path());
+        let identity = crate::identity::load(&home).unwrap();
+        Worker::new(SledStore::open(&home.store()).unwrap(), &identity).unwrap()
     }
 }
