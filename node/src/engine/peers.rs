@@ -14,8 +14,13 @@ fn view(record: &PeerRecord, connected: bool) -> PeerView {
 
 impl<S: Store> Worker<S> {
     /// The documents shared with `record`'s commune that it has not
-    /// acknowledged: stored here after its last in-sync round.
-    fn unacknowledged(&self, record: &PeerRecord) -> Result<Option<(u64, Vec<PendingDoc>)>, EngineError> {
+    /// acknowledged: stored here after its last in-sync round. `metas` are
+    /// every document's metadata, read once for all peers.
+    fn unacknowledged(
+        &self,
+        record: &PeerRecord,
+        metas: &[crate::store::DocMeta],
+    ) -> Result<Option<(u64, Vec<PendingDoc>)>, EngineError> {
         let (Some(roster), Some(commune)) =
             (&self.roster, record.commune.as_deref().and_then(|c| c.parse::<CommuneId>().ok()))
         else {
@@ -24,13 +29,18 @@ impl<S: Store> Worker<S> {
         let synced = record.last_sync_ms.unwrap_or(i64::MIN);
         let mut shared = 0;
         let mut pending = Vec::new();
-        for meta in self.store.metas()? {
+        for meta in metas {
             if !self.sync.index.may_share(&meta.id, &commune, roster) {
                 continue;
             }
             shared += 1;
             if meta.stored_ms > synced || record.last_sync_ms.is_none() {
-                pending.push(PendingDoc { id: meta.id, kind: meta.kind, title: meta.title, stored_ms: meta.stored_ms });
+                pending.push(PendingDoc {
+                    id: meta.id,
+                    kind: meta.kind.clone(),
+                    title: meta.title.clone(),
+                    stored_ms: meta.stored_ms,
+                });
             }
         }
         pending.sort_by_key(|p| std::cmp::Reverse(p.stored_ms));
@@ -42,10 +52,12 @@ impl<S: Store> Worker<S> {
         let record = self.sync.peers.get(&node).ok_or_else(|| {
             EngineError::Invalid(FieldError::Invalid { field: "node".into(), reason: format!("no peer {node}") })
         })?;
-        Ok(self.unacknowledged(record)?.map(|(_, p)| p).unwrap_or_default())
+        Ok(self.unacknowledged(record, &self.store.metas()?)?.map(|(_, p)| p).unwrap_or_default())
     }
 
     pub(crate) fn peer_views(&self) -> Vec<PeerView> {
+        // Read once for every peer's receipts (none if unreadable).
+        let metas = self.store.metas().inspect_err(|e| tracing::warn!(error = %e, "no receipts")).ok();
         let mut out: Vec<PeerView> = self
             .sync
             .peers
@@ -58,8 +70,8 @@ impl<S: Store> Worker<S> {
                     .is_some_and(|s| s.phase() == passerelle_protocol::sync::session::Phase::Ready);
                 let mut v = view(r, connected);
                 v.queued = self.queued_for(&r.node);
-                v.receipts = match self.unacknowledged(r) {
-                    Ok(Some((shared, pending))) => Some(Receipts {
+                v.receipts = match metas.as_deref().map(|m| self.unacknowledged(r, m)) {
+                    Some(Ok(Some((shared, pending)))) => Some(Receipts {
                         shared,
                         acknowledged: shared - pending.len() as u64,
                         pending: pending.len() as u64,
