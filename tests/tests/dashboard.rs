@@ -251,6 +251,7 @@ fn the_dashboard_shows_what_the_api_says_in_each_language() -> anyhow::Result<()
     assert!(dom.contains(&format!("data-request-id=\"{request_id}\"")));
     assert!(dom.contains(&format!("data-offer-id=\"{offer_id}\"")), "the answering offer is listed under the request");
     assert!(dom.contains("y répond"));
+    assert!(dom.contains("ouverte"), "statuses in French on the board");
     let rows: usize = state.members.iter().map(|m| m.nodes.len().max(1)).sum();
     let tbody = dom.split("<tbody>").nth(1).and_then(|s| s.split("</tbody>").next()).unwrap_or_default();
     assert_eq!(tbody.matches("<tr").count(), rows, "one row per node of the API");
@@ -259,6 +260,7 @@ fn the_dashboard_shows_what_the_api_says_in_each_language() -> anyhow::Result<()
     let dom = browse(&format!("{base}/?lang=en&live=0"), &[])?;
     assert!(dom.contains("lang=\"en\"") && dom.contains("Network observatory") && dom.contains(">Requests<"));
     assert!(dom.contains("answers it"));
+    assert!(dom.contains("Tala-n-Asif · open"), "statuses in English on the board");
     assert!(!dom.contains("Observatoire du réseau"));
 
     // Arabic: right to left.

@@ -530,6 +530,18 @@ pub struct NetworkState {
     pub response_times: ResponseTimes,
     /// The latest events, newest first.
     pub timeline: Vec<TimelineEvent>,
+    /// Labels of the statuses shown, by `kind/status` (`request/open`).
+    #[serde(default)]
+    pub status_labels: BTreeMap<String, StatusLabel>,
+}
+
+/// A status's name in the languages the schema gives.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatusLabel {
+    /// French.
+    pub fr: String,
+    /// English.
+    pub en: String,
 }
 
 /// A member and its nodes.

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::EngineError;
 use super::worker::Worker;
+use crate::api::types::StatusLabel;
 use crate::api::types::{
     Candidate, DocView, LinkState, MemberState, NetworkState, NodeState, PartnershipState, RequestState, ResponseTimes,
     TimelineEvent,
@@ -238,6 +239,16 @@ impl<S: Store> Worker<S> {
         timeline.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
         timeline.truncate(TIMELINE);
 
+        let mut status_labels = BTreeMap::new();
+        for (kind, lifecycle) in
+            [("request", &passerelle_protocol::status::REQUEST), ("offer", &passerelle_protocol::status::OFFER)]
+        {
+            for st in lifecycle.stages {
+                status_labels
+                    .insert(format!("{kind}/{}", st.code), StatusLabel { fr: st.fr.to_owned(), en: st.en.to_owned() });
+            }
+        }
+
         Ok(NetworkState {
             network,
             generated_ms: now,
@@ -248,6 +259,7 @@ impl<S: Store> Worker<S> {
             requests_by_status: by_status,
             response_times,
             timeline,
+            status_labels,
         })
     }
 }

@@ -50,6 +50,14 @@ function t(key, vars) {
   return text.replace(/\{(\w+)\}/g, (_, k) => (vars && k in vars ? vars[k] : ""));
 }
 
+// A status in the page's language (the schema names them in French and
+// English; other languages show the English name).
+function statusLabel(kind, code) {
+  const l = state && state.status_labels && state.status_labels[`${kind}/${code}`];
+  if (!l) return code;
+  return l[lang] ?? l.en ?? code;
+}
+
 function duration(seconds) {
   if (seconds == null) return t("unknown");
   if (seconds < 60) return `${seconds} s`;
@@ -136,7 +144,8 @@ function drawBoard(s) {
   board.replaceChildren();
   if (!s.requests.length) board.append(el("p", {}, t("no_requests")));
   for (const r of s.requests) {
-    const meta = [r.owner, r.status ?? "", r.theme ?? "", ...r.dimensions].filter(Boolean).join(" · ");
+    const meta = [r.owner, r.status ? statusLabel("request", r.status) : "", r.theme ?? "", ...r.dimensions]
+      .filter(Boolean).join(" · ");
     const times = [r.first_offer_s != null ? t("first_offer", { t: duration(r.first_offer_s) }) : "",
       r.answered_s != null ? t("answered_in", { t: duration(r.answered_s) }) : ""].filter(Boolean).join(" · ");
     const card = el("article", { class: "request", "data-request-id": r.id },
@@ -159,7 +168,7 @@ function drawTimeline(s) {
   for (const e of s.timeline) {
     const when = new Date(e.at_ms).toLocaleString(lang);
     const kind = (t("kind") || {})[e.kind] ?? e.kind;
-    const what = e.what === "created" ? t("created") : e.what;
+    const what = e.what === "created" ? t("created") : statusLabel(e.kind, e.what);
     ol.append(el("li", {}, `${when} — ${kind} `, el("bdi", {}, e.title ?? e.doc), ` ${what} ${t("by")} `, el("bdi", {}, e.by)));
   }
 }
