@@ -30,6 +30,17 @@ fn route_through(rt: &tokio::runtime::Runtime, a: &TestNode, b: &TestNode, shape
     Ok(link)
 }
 
+/// Writes `count` practice sheets on `node`, each with `topic` repeated
+/// `repeat` times as its steps (a backlog of a known size).
+fn write_sheets(node: &TestNode, count: u64, topic: &str, repeat: usize) -> anyhow::Result<()> {
+    for i in 0..count {
+        let text = format!("Fiche {i} : {topic} ");
+        let steps = format!("steps={}", text.repeat(repeat));
+        node.cli_json(&["practice", "create", "--title", &format!("Fiche {i}"), "--field", &steps])?;
+    }
+    Ok(())
+}
+
 #[test]
 fn sync_survives_latency_cuts_and_a_partition() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
@@ -40,17 +51,7 @@ fn sync_survives_latency_cuts_and_a_partition() -> anyhow::Result<()> {
     wait_converged(&[&senneval, &tala], 2, DEADLINE)?;
 
     // A backlog on each side; the link is cut twice during the transfer.
-    for i in 0..25 {
-        let text = format!("Fiche {i} : compostage, tri, réemploi et sensibilisation des habitants du quartier. ");
-        senneval.cli_json(&[
-            "practice",
-            "create",
-            "--title",
-            &format!("Fiche {i}"),
-            "--field",
-            &format!("steps={}", text.repeat(8)),
-        ])?;
-    }
+    write_sheets(&senneval, 25, "compostage, tri, réemploi et sensibilisation des habitants du quartier.", 8)?;
     for i in 0..5 {
         tala.cli_json(&["request", "create", "--title", &format!("Demande {i}")])?;
     }
@@ -126,17 +127,7 @@ fn a_transfer_resumes_after_the_sender_is_killed() -> anyhow::Result<()> {
     // A backlog written while the link is down, found missing on reconnection.
     link.partition(true);
     const SHEETS: u64 = 40;
-    for i in 0..SHEETS {
-        let text = format!("Fiche {i} : accueil des nouveaux arrivants, cours de langue, permanence sociale. ");
-        senneval.cli_json(&[
-            "practice",
-            "create",
-            "--title",
-            &format!("Fiche {i}"),
-            "--field",
-            &format!("steps={}", text.repeat(30)),
-        ])?;
-    }
+    write_sheets(&senneval, SHEETS, "accueil des nouveaux arrivants, cours de langue, permanence sociale.", 30)?;
     link.partition(false);
     let tala_node = tala.node_id()?;
     let queued = |node: &TestNode| -> anyhow::Result<u64> {
@@ -185,17 +176,7 @@ fn a_per_peer_budget_caps_the_sending_rate() -> anyhow::Result<()> {
     wait_converged(&[&senneval, &tala], 2, DEADLINE)?;
 
     link.partition(true);
-    for i in 0..30 {
-        let text = format!("Fiche {i} : jardins partagés, récupération de l'eau de pluie, compost collectif. ");
-        senneval.cli_json(&[
-            "practice",
-            "create",
-            "--title",
-            &format!("Fiche {i}"),
-            "--field",
-            &format!("steps={}", text.repeat(60)),
-        ])?;
-    }
+    write_sheets(&senneval, 30, "jardins partagés, récupération de l'eau de pluie, compost collectif.", 60)?;
     link.reset_counters();
     let start = std::time::Instant::now();
     link.partition(false);
