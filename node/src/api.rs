@@ -22,7 +22,9 @@
 //! | POST | `/v1/peers` | add a peer (`{node, addr}`) and dial it |
 //! | DELETE | `/v1/peers/{node}` | forget a peer |
 
-pub mod types;
+/// The request and response bodies, defined beside the engine that fills
+/// them ([`crate::views`]) and named here as the API serves them.
+pub use crate::views as types;
 
 mod dashboard;
 mod error;

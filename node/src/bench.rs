@@ -15,11 +15,11 @@ use passerelle_protocol::keys::SecretKey;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::api::types::{CreateDoc, UpdateDoc};
 use crate::engine::{self, EngineError, IngestBatch};
 use crate::home::Home;
 use crate::identity;
 use crate::store::SledStore;
+use crate::views::{CreateDoc, UpdateDoc};
 
 pub mod sync;
 pub mod workload;

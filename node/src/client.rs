@@ -10,13 +10,13 @@ use passerelle_protocol::ids::{DocId, NodeId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::types::{
+use crate::engine::{BundleSummary, ImportReport};
+use crate::home::Home;
+use crate::views::{
     AcceptOffer, AddPeer, ApiErrorBody, CreateDoc, CreateNetwork, DocSummary, DocView, ExportBundle, HistoryEntry,
     ImportBundle, InviteRequest, InviteView, JoinRequest, NetworkView, NodeStatus, PartnerRequest, PeerView,
     RelayRequest, RemoveRequest, RevokeRequest, UpdateDoc, VerifyReport,
 };
-use crate::engine::{BundleSummary, ImportReport};
-use crate::home::Home;
 
 /// How long a request may take before the node counts as unreachable.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -207,7 +207,7 @@ impl ApiClient {
     ///
     /// # Errors
     /// [`ClientError`].
-    pub fn pending(&self, node: &NodeId) -> Result<Vec<crate::api::types::PendingDoc>, ClientError> {
+    pub fn pending(&self, node: &NodeId) -> Result<Vec<crate::views::PendingDoc>, ClientError> {
         self.get(&format!("/v1/peers/{node}/pending"))
     }
 
@@ -285,7 +285,7 @@ impl ApiClient {
     ///
     /// # Errors
     /// [`ClientError`].
-    pub fn network_state(&self) -> Result<crate::api::types::NetworkState, ClientError> {
+    pub fn network_state(&self) -> Result<crate::views::NetworkState, ClientError> {
         self.get("/v1/network/state")
     }
 
@@ -293,7 +293,7 @@ impl ApiClient {
     ///
     /// # Errors
     /// [`ClientError`].
-    pub fn heartbeats(&self) -> Result<Vec<crate::api::types::HeartbeatView>, ClientError> {
+    pub fn heartbeats(&self) -> Result<Vec<crate::views::HeartbeatView>, ClientError> {
         self.get("/v1/network/heartbeats")
     }
 

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use passerelle_protocol::ids::DocId;
 use serde_json::{Map, Value, json};
 
-use crate::api::types::{CreateDoc, UpdateDoc};
 use crate::home::Home;
 use crate::identity;
 use crate::runtime::{self, RunningNode};
+use crate::views::{CreateDoc, UpdateDoc};
 
 /// The communes of the story: name, country.
 pub const COMMUNES: [(&str, &str); 5] =
@@ -76,7 +76,7 @@ impl Demo {
     }
 
     /// Waits until node `i` holds `doc` and `check` holds on it.
-    async fn wait_for(&self, i: usize, doc: DocId, check: impl Fn(&crate::api::types::DocView) -> bool) -> bool {
+    async fn wait_for(&self, i: usize, doc: DocId, check: impl Fn(&crate::views::DocView) -> bool) -> bool {
         let end = Instant::now() + self.deadline;
         while Instant::now() < end {
             if let Ok(view) = self.nodes[i].engine.get(doc, None).await
@@ -89,7 +89,7 @@ impl Demo {
         false
     }
 
-    async fn arrives(&self, i: usize, doc: DocId, what: &str, check: impl Fn(&crate::api::types::DocView) -> bool) {
+    async fn arrives(&self, i: usize, doc: DocId, what: &str, check: impl Fn(&crate::views::DocView) -> bool) {
         if self.wait_for(i, doc, check).await {
             self.say(&format!("   ✓ {what} on {}", COMMUNES[i].0));
         } else {
@@ -108,7 +108,7 @@ impl Demo {
         let listen = sec.net.info().await?.listen;
         for i in [1, 2, 3, 0] {
             let (name, country) = COMMUNES[i];
-            let req = crate::api::types::InviteRequest {
+            let req = crate::views::InviteRequest {
                 name: name.into(),
                 country: country.into(),
                 role: None,

@@ -22,12 +22,12 @@ use passerelle_protocol::ids::{DocId, NodeId};
 use passerelle_protocol::schema::FieldError;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::types::{
-    CreateDoc, DocSummary, DocView, HistoryEntry, InviteRequest, InviteView, NetworkView, UpdateDoc, VerifyReport,
-};
 use crate::identity::Identity;
 use crate::net::NetOut;
 use crate::store::{Store, StoreError};
+use crate::views::{
+    CreateDoc, DocSummary, DocView, HistoryEntry, InviteRequest, InviteView, NetworkView, UpdateDoc, VerifyReport,
+};
 use passerelle_protocol::network::Invitation;
 
 mod bundles;
@@ -39,14 +39,13 @@ mod membership;
 mod metrics;
 mod observatory;
 mod peers;
-mod shared;
 mod sync;
 mod transfers;
 mod verify;
 mod worker;
 mod workflow;
 
-pub use crate::api::types::PeerView;
+pub use crate::views::PeerView;
 
 pub use bundles::{BundleSummary, ImportReport};
 pub use ingest::IngestReport;
@@ -126,15 +125,15 @@ pub(crate) enum Command {
     Verify(Reply<VerifyReport>),
     Counts(Reply<Counts>),
     Metrics(Reply<MetricsSnapshot>),
-    Heartbeats(Reply<Vec<crate::api::types::HeartbeatView>>),
-    NetworkState(Reply<crate::api::types::NetworkState>),
+    Heartbeats(Reply<Vec<crate::views::HeartbeatView>>),
+    NetworkState(Reply<crate::views::NetworkState>),
     Ingest(IngestBatch, Reply<IngestReport>),
     Net(NetEvent),
     AttachNet(mpsc::Sender<NetOut>),
     Peers(Reply<Vec<PeerView>>),
     AddPeer(NodeId, Vec<String>, Reply<PeerView>),
     RemovePeer(NodeId, Reply<bool>),
-    Pending(NodeId, Reply<Vec<crate::api::types::PendingDoc>>),
+    Pending(NodeId, Reply<Vec<crate::views::PendingDoc>>),
     Network(NetworkCommand),
     Relay(DocId, Option<String>, Reply<DocView>),
     Accept(DocId, DocId, Reply<DocView>),
@@ -339,7 +338,7 @@ impl EngineHandle {
     ///
     /// # Errors
     /// [`EngineError::Stopped`].
-    pub async fn heartbeats(&self) -> Result<Vec<crate::api::types::HeartbeatView>, EngineError> {
+    pub async fn heartbeats(&self) -> Result<Vec<crate::views::HeartbeatView>, EngineError> {
         self.ask(Command::Heartbeats).await
     }
 
@@ -347,7 +346,7 @@ impl EngineHandle {
     ///
     /// # Errors
     /// Store errors.
-    pub async fn network_state(&self) -> Result<crate::api::types::NetworkState, EngineError> {
+    pub async fn network_state(&self) -> Result<crate::views::NetworkState, EngineError> {
         self.ask(Command::NetworkState).await
     }
 
@@ -418,7 +417,7 @@ impl EngineHandle {
     ///
     /// # Errors
     /// [`EngineError::Invalid`] for an unknown peer.
-    pub async fn pending(&self, node: NodeId) -> Result<Vec<crate::api::types::PendingDoc>, EngineError> {
+    pub async fn pending(&self, node: NodeId) -> Result<Vec<crate::views::PendingDoc>, EngineError> {
         self.ask(|r| Command::Pending(node, r)).await
     }
 

@@ -14,7 +14,8 @@
 //!   documents; commands in on a bounded channel, writes acknowledged after
 //!   one flush per batch.
 //! - [`api`]: the local HTTP API (axum) and its request/response
-//!   [`api::types`], shared with the CLI; [`client`] is the CLI's side.
+//!   types, [`views`] (the engine fills them, the API serves them, the CLI
+//!   renders them); [`client`] is the CLI's side.
 //! - [`net`]: the libp2p swarm task; the sync logic itself is the sans-IO
 //!   core in `passerelle_protocol::sync`, driven by the engine.
 //! - [`runtime`]: starts and stops a whole node.
@@ -44,3 +45,4 @@ pub mod net;
 pub mod netem;
 pub mod runtime;
 pub mod store;
+pub mod views;

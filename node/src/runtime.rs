@@ -235,7 +235,7 @@ pub async fn join(
     engine: &EngineHandle,
     net: &NetHandle,
     invitation: passerelle_protocol::network::Invitation,
-) -> Result<crate::api::types::NetworkView, JoinError> {
+) -> Result<crate::views::NetworkView, JoinError> {
     let addrs: Vec<libp2p::Multiaddr> = invitation.addrs.iter().filter_map(|a| a.parse().ok()).collect();
     if addrs.is_empty() {
         return Err(JoinError::NoAddress);

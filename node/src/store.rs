@@ -112,6 +112,26 @@ pub struct DocMeta {
 }
 
 impl DocMeta {
+    /// Who may receive the document (from its scope and owner).
+    pub fn audience(&self) -> passerelle_protocol::sync::audience::Audience {
+        use passerelle_protocol::sync::audience::Audience;
+        match (self.scope.parse::<passerelle_protocol::header::Scope>(), self.owner.parse()) {
+            (Ok(scope), Ok(owner)) => Audience::of(&scope, owner),
+            _ => Audience::Nobody,
+        }
+    }
+
+    /// Its heads as bytes (hex that does not decode is left out).
+    pub fn head_bytes(&self) -> Vec<[u8; 32]> {
+        self.heads
+            .iter()
+            .filter_map(|h| {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(h, &mut out).ok().map(|()| out)
+            })
+            .collect()
+    }
+
     /// The metadata of a document with no change stored yet.
     pub fn new(id: DocId, header: &passerelle_protocol::header::DocHeader) -> Self {
         Self {

@@ -20,6 +20,10 @@ use crate::keys::{self, SIGNATURE_LEN, SecretKey};
 const TAG: &str = "passerelle/doc-header";
 const SIGNED_TAG: &str = "passerelle/signed-header";
 const VERSION: u8 = 1;
+
+/// The content schema version this release writes.
+pub const CONTENT_SCHEMA: u32 = 1;
+
 /// At most this many writers per document.
 pub const MAX_WRITERS: usize = 64;
 const MAX_NAME_BYTES: usize = 32;
@@ -179,7 +183,7 @@ impl DocHeader {
     /// A header written by this release: current content schema, the owner
     /// as its only writer.
     pub fn new(kind: DocKind, owner: CommuneId, scope: Scope, created_ms: u64, nonce: [u8; 16]) -> Self {
-        Self { kind, schema: crate::schema::CONTENT_SCHEMA, owner, writers: vec![owner], scope, created_ms, nonce }
+        Self { kind, schema: CONTENT_SCHEMA, owner, writers: vec![owner], scope, created_ms, nonce }
     }
 
     /// The canonical bytes the id and signature are computed over.

@@ -20,7 +20,8 @@
 //!   edits as Automerge operations, per-kind fields and their checks,
 //!   status lifecycles that converge, code lists.
 //! - [`sync`]: reconciliation between two nodes as a sans-IO state machine:
-//!   fingerprints, bounded wire messages, per-peer sessions.
+//!   fingerprints, bounded wire messages, per-peer sessions, audiences.
+//! - [`xorset`]: a set's count-and-XOR fingerprint (documents, statements).
 //!
 //! ## Typical flow
 //!
@@ -47,5 +48,6 @@ pub mod network;
 pub mod schema;
 pub mod status;
 pub mod sync;
+pub mod xorset;
 
 pub use automerge;

@@ -15,8 +15,7 @@ use crate::header::{DocKind, Scope};
 use crate::ids::{CommuneId, DocId};
 use crate::status::{self, Lifecycle};
 
-/// The content schema version this release writes.
-pub const CONTENT_SCHEMA: u32 = 1;
+pub use crate::header::CONTENT_SCHEMA;
 /// Longest text accepted in one language of a text field, in characters.
 pub const MAX_TEXT_CHARS: usize = 20_000;
 /// Longest plain string field, in characters.

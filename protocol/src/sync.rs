@@ -8,6 +8,8 @@
 //! - [`message`]: the wire messages and their bounded codec.
 //! - [`fingerprint`]: per-document item hashes, set and bucket fingerprints.
 //! - [`session`]: the per-peer state machine: inputs in, [`session::Effect`]s out.
+//! - [`audience`]: who may receive each document (scopes), and the
+//!   fingerprints of what two peers share, kept per audience.
 //!
 //! ## Reconciliation in brief
 //!
@@ -28,6 +30,7 @@
 //! bounded frames. New local changes are pushed to connected peers at once,
 //! and changes received from one peer are pushed on to the others (relay).
 
+pub mod audience;
 pub mod fingerprint;
 pub mod message;
 pub mod session;

@@ -16,12 +16,12 @@ use serde_json::json;
 use super::{signed_workload_by, workload};
 use passerelle_protocol::network::{Role, SignedStatement, Statement};
 
-use crate::api::types::UpdateDoc;
 use crate::client::ApiClient;
 use crate::home::Home;
 use crate::identity;
 use crate::netem::{Link, LinkShape};
 use crate::store::{SledStore, Store};
+use crate::views::UpdateDoc;
 
 /// How long any one scenario may take before the benchmark gives up.
 const SCENARIO_DEADLINE: Duration = Duration::from_secs(600);

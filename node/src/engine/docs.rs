@@ -11,9 +11,9 @@ use passerelle_protocol::schema::{self, CONTENT_SCHEMA, FieldError, InputContext
 use super::sync::Announcement;
 use super::worker::Worker;
 use super::{Counts, EngineError, ListFilter};
-use crate::api::types::{CreateDoc, DocSummary, DocView, HistoryEntry, UpdateDoc};
 use crate::clock;
 use crate::store::{DocMeta, Snapshot, Store, StoredChange, WriteOp};
+use crate::views::{CreateDoc, DocSummary, DocView, HistoryEntry, UpdateDoc};
 
 /// A snapshot is saved every this many changes, so loading a long history
 /// replays at most this many changes after the snapshot.
@@ -196,7 +196,7 @@ impl<S: Store> Worker<S> {
         let announced = announcement(&op, Some(signed.clone()));
         let ops = vec![WriteOp::Header(signed.clone()), op, WriteOp::Meta(meta.clone())];
         self.store.write(ops)?;
-        self.sync.index.set(&meta);
+        self.sync.index.set(meta.id, meta.audience(), meta.head_bytes());
         self.sync.announcements.push(announced);
         let loaded = self.cache.insert(id, signed, meta, doc);
         tracing::info!(doc = %id.short(), %kind, "document created");
@@ -261,7 +261,7 @@ impl<S: Store> Worker<S> {
             self.cache.evict(&id);
             return Err(e.into());
         }
-        self.sync.index.set(&meta);
+        self.sync.index.set(meta.id, meta.audience(), meta.head_bytes());
         self.sync.announcements.push(announced);
         loaded.meta = meta;
         tracing::info!(doc = %id.short(), seq, "document updated");

@@ -14,9 +14,9 @@ use passerelle_protocol::sync::session::Phase;
 
 use super::EngineError;
 use super::worker::Worker;
-use crate::api::types::{DocCount, HeartbeatView, PeerBeatView};
 use crate::clock;
 use crate::store::{Store, StoredHeartbeat, WriteOp};
+use crate::views::{DocCount, HeartbeatView, PeerBeatView};
 
 /// Heartbeats known here and what each peer was sent.
 #[derive(Debug, Default)]

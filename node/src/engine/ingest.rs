@@ -187,7 +187,7 @@ impl<S: Store> Worker<S> {
             ops.push(WriteOp::Meta(meta.clone()));
             self.store.write(ops)?;
             report.applied += added;
-            self.sync.index.set(&meta);
+            self.sync.index.set(meta.id, meta.audience(), meta.head_bytes());
             // Relay: what is new here goes on to the other peers once durable.
             self.sync.announcements.push(Announcement {
                 exclude: batch.from,

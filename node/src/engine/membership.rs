@@ -17,9 +17,9 @@ use passerelle_protocol::sync::message::SyncMessage;
 
 use super::worker::{Worker, defer};
 use super::{EngineError, Reply};
-use crate::api::types::{InviteRequest, InviteView, MemberView, NetworkView, NodeKeyView, PartnershipView};
 use crate::clock;
 use crate::store::{InvitationRecord, PeerRecord, Store, WriteOp};
+use crate::views::{InviteRequest, InviteView, MemberView, NetworkView, NodeKeyView, PartnershipView};
 
 /// Default lifetime of an invitation.
 pub const DEFAULT_INVITATION_HOURS: u64 = 7 * 24;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::Counts;
-use crate::api::types::PeerView;
+use crate::views::PeerView;
 
 /// What the engine counted since it started.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

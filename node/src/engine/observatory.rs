@@ -10,13 +10,13 @@ use serde_json::Value;
 
 use super::EngineError;
 use super::worker::Worker;
-use crate::api::types::StatusLabel;
-use crate::api::types::{
+use crate::clock;
+use crate::store::Store;
+use crate::views::StatusLabel;
+use crate::views::{
     Candidate, DocView, LinkState, MemberState, NetworkState, NodeState, PartnershipState, RequestState, ResponseTimes,
     TimelineEvent,
 };
-use crate::clock;
-use crate::store::Store;
 
 /// Most requests and offers looked at (the most recently changed).
 const MAX_DOCS: usize = 500;

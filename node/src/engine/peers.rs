@@ -2,7 +2,7 @@
 
 use passerelle_protocol::ids::{CommuneId, NodeId};
 
-use crate::api::types::{PeerView, PendingDoc, Receipts};
+use crate::views::{PeerView, PendingDoc, Receipts};
 
 use super::worker::Worker;
 use super::{EngineError, FieldError};

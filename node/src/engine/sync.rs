@@ -13,11 +13,11 @@ use passerelle_protocol::envelope::ChangeEnvelope;
 use passerelle_protocol::header::SignedHeader;
 use passerelle_protocol::ids::{DocId, NodeId};
 use passerelle_protocol::network::SignedStatement;
+use passerelle_protocol::sync::audience::SyncIndex;
 use passerelle_protocol::sync::message::{DOCS_FRAME_TARGET_BYTES, SyncMessage};
-use passerelle_protocol::sync::session::{Effect, Phase, Session};
+use passerelle_protocol::sync::session::{Effect, Phase, Session, refusal_is_fault};
 use tokio::sync::mpsc;
 
-use super::shared::SyncIndex;
 use super::transfers::Transfers;
 use super::worker::Worker;
 use super::{EngineError, IngestBatch, NetEvent};
@@ -25,29 +25,8 @@ use crate::clock;
 use crate::net::NetOut;
 use crate::store::{PeerRecord, Store, WriteOp};
 
-/// Whether a refusal is the sender's fault: forged or unauthorised data.
-/// A change for a document not known yet, or from a clock slightly ahead,
-/// can come from an honest peer and is only dropped.
-/// Membership refusals depend on what each node knows of the roster (a
-/// relay may not have heard of a revocation yet), so they are not counted
-/// against the relay either.
-fn is_fault(code: &str) -> bool {
-    !matches!(code, "unknown_document" | "from_the_future" | "not_a_member" | "revoked" | "role_forbids_kind")
-}
-
 /// Smallest `Docs` frame built on purpose (a single change may be larger).
 pub(crate) const MIN_FRAME_BYTES: usize = 4 * 1024;
-
-/// Parses hex heads from metadata.
-pub(crate) fn heads_of(hex_heads: &[String]) -> Vec<[u8; 32]> {
-    hex_heads
-        .iter()
-        .filter_map(|h| {
-            let mut out = [0u8; 32];
-            hex::decode_to_slice(h, &mut out).ok().map(|()| out)
-        })
-        .collect()
-}
 
 /// Something to push to connected peers once it is durable.
 #[derive(Debug, Clone, Default)]
@@ -244,7 +223,7 @@ impl<S: Store> Worker<S> {
                     let record = self.peer_mut(peer);
                     record.changes_in += report.applied;
                     record.rejected += report.rejected.len() as u64;
-                    if let Some(r) = report.rejected.iter().rev().find(|r| is_fault(&r.code)) {
+                    if let Some(r) = report.rejected.iter().rev().find(|r| refusal_is_fault(&r.code)) {
                         let reason =
                             format!("refused {} item(s), last {}: {}", report.rejected.len(), r.code, r.reason);
                         record.last_error = Some(reason.clone());

@@ -8,9 +8,9 @@ use passerelle_protocol::keys::SecretKey;
 use serde_json::json;
 
 use super::*;
-use crate::api::types::{CreateDoc, UpdateDoc};
 use crate::home::Home;
 use crate::store::SledStore;
+use crate::views::{CreateDoc, UpdateDoc};
 
 struct Fixture {
     _dir: tempfile::TempDir,

@@ -344,9 +344,9 @@ mod tests {
     use serde_json::json;
 
     use super::super::worker::Worker;
-    use crate::api::types::{CreateDoc, UpdateDoc};
     use crate::home::Home;
     use crate::store::{SledStore, Store};
+    use crate::views::{CreateDoc, UpdateDoc};
 
     fn worker(dir: &tempfile::TempDir) -> Worker<SledStore> {
         let home = Home::new(dir.path());

@@ -6,8 +6,8 @@ use passerelle_protocol::automerge::Change;
 
 use super::EngineError;
 use super::worker::Worker;
-use crate::api::types::{VerifyFailure, VerifyReport};
 use crate::store::{Store, StoreError};
+use crate::views::{VerifyFailure, VerifyReport};
 
 impl<S: Store> Worker<S> {
     pub(crate) fn verify(&self) -> Result<VerifyReport, EngineError> {

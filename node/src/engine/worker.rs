@@ -118,7 +118,7 @@ impl<S: Store> Worker<S> {
         };
         worker.roster = super::membership::load_roster(&worker.store)?;
         for meta in worker.store.metas()? {
-            worker.sync.index.set(&meta);
+            worker.sync.index.set(meta.id, meta.audience(), meta.head_bytes());
         }
         for peer in worker.store.peers()? {
             worker.sync.peers.insert(peer.node, peer);

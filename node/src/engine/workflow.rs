@@ -15,9 +15,9 @@ use serde_json::{Map, Value, json};
 
 use super::worker::Worker;
 use super::{EngineError, FieldError};
-use crate::api::types::{CreateDoc, DocView, UpdateDoc};
 use crate::clock;
 use crate::store::Store;
+use crate::views::{CreateDoc, DocView, UpdateDoc};
 
 /// Fields a relay copies from the original request.
 const RELAYED_FIELDS: [&str; 8] =

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::statement::{Role, SignedStatement, Statement, network_id};
 use crate::ids::{CommuneId, NetworkId, NodeId};
-use crate::sync::fingerprint::Fingerprint;
+use crate::xorset::Fingerprint;
 
 /// Rounds of the coordinator fixpoint before giving up on a cycle of
 /// coordinators removing each other (the last round's answer is kept).

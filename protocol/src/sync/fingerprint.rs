@@ -3,6 +3,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::ids::DocId;
+pub use crate::xorset::Fingerprint;
 
 /// Number of buckets documents are split into (by the first byte of their id).
 pub const BUCKETS: usize = 256;
@@ -25,40 +26,6 @@ pub fn item_hash(doc: &DocId, heads: &[[u8; 32]]) -> [u8; 16] {
 /// The bucket a document falls in.
 pub fn bucket_of(doc: &DocId) -> u8 {
     doc.as_bytes()[0]
-}
-
-/// A set fingerprint: count and XOR of item hashes. XOR lets a node update
-/// it in O(1) when one document's heads change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Fingerprint {
-    /// Number of documents.
-    pub count: u64,
-    /// XOR of their item hashes.
-    pub xor: [u8; 16],
-}
-
-impl Fingerprint {
-    /// Adds (or, applied again, removes) an item.
-    pub fn toggle(&mut self, item: &[u8; 16], add: bool) {
-        for (a, b) in self.xor.iter_mut().zip(item) {
-            *a ^= b;
-        }
-        if add {
-            self.count += 1;
-        } else {
-            self.count -= 1;
-        }
-    }
-}
-
-impl Fingerprint {
-    /// Adds a disjoint set's fingerprint.
-    pub fn merge(&mut self, other: &Fingerprint) {
-        for (a, b) in self.xor.iter_mut().zip(&other.xor) {
-            *a ^= b;
-        }
-        self.count += other.count;
-    }
 }
 
 /// A bucket's fingerprint as it travels: a 32-bit count and the first 8

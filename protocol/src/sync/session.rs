@@ -22,6 +22,16 @@ use crate::network::{Invitation, Role, Roster, SignedStatement};
 
 /// Protocol faults tolerated from a peer before it is disconnected.
 pub const MAX_FAULTS: u32 = 3;
+/// Whether a refusal (by its reason code) is the sender's fault: forged or
+/// unauthorised data. A change for a document not known yet, or from a
+/// clock slightly ahead, can come from an honest peer and is only dropped.
+/// Membership refusals depend on what each node knows of the roster (a
+/// relay may not have heard of a revocation yet), so they are not counted
+/// against the relay either.
+pub fn refusal_is_fault(code: &str) -> bool {
+    !matches!(code, "unknown_document" | "from_the_future" | "not_a_member" | "revoked" | "role_forbids_kind")
+}
+
 /// Messages kept while waiting for the peer's hello: messages travel on
 /// separate streams, so one may overtake the hello.
 pub const MAX_EARLY_MESSAGES: usize = 16;

@@ -10,18 +10,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use passerelle_protocol::ids::{CommuneId, DocId};
-use passerelle_protocol::network::Roster;
-use passerelle_protocol::sync::fingerprint::{SetFingerprints, item_hash};
-use passerelle_protocol::sync::message::Item;
-use passerelle_protocol::sync::session::LocalSet;
-
-use super::sync::heads_of;
-use crate::store::DocMeta;
+use super::fingerprint::{SetFingerprints, item_hash};
+use super::message::Item;
+use super::session::LocalSet;
+use crate::header::Scope;
+use crate::ids::{CommuneId, DocId};
+use crate::network::Roster;
 
 /// Who may receive a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Audience {
+pub enum Audience {
     /// Every member.
     Network,
     /// The owner and its active partners.
@@ -31,11 +29,12 @@ pub(crate) enum Audience {
 }
 
 impl Audience {
-    fn of(meta: &DocMeta) -> Self {
-        match (meta.scope.as_str(), meta.owner.parse::<CommuneId>()) {
-            ("network", _) => Audience::Network,
-            ("partnership", Ok(owner)) => Audience::Partners(owner),
-            _ => Audience::Nobody,
+    /// The audience of a document of `owner` with `scope`.
+    pub fn of(scope: &Scope, owner: CommuneId) -> Self {
+        match scope {
+            Scope::Network => Audience::Network,
+            Scope::Partnership => Audience::Partners(owner),
+            Scope::Unknown(_) => Audience::Nobody,
         }
     }
 
@@ -52,7 +51,7 @@ impl Audience {
 /// Every document's heads and audience, with fingerprints kept up to date
 /// incrementally per audience.
 #[derive(Debug, Default)]
-pub(crate) struct SyncIndex {
+pub struct SyncIndex {
     heads: BTreeMap<DocId, Vec<[u8; 32]>>,
     items: HashMap<DocId, ([u8; 16], Audience)>,
     network: SetFingerprints,
@@ -60,11 +59,8 @@ pub(crate) struct SyncIndex {
 }
 
 impl SyncIndex {
-    /// Records a document's current heads (from its metadata).
-    pub fn set(&mut self, meta: &DocMeta) {
-        let heads = heads_of(&meta.heads);
-        let doc = meta.id;
-        let audience = Audience::of(meta);
+    /// Records a document's audience and current heads.
+    pub fn set(&mut self, doc: DocId, audience: Audience, heads: Vec<[u8; 32]>) {
         let item = item_hash(&doc, &heads);
         let old = self.items.insert(doc, (item, audience));
         if old != Some((item, audience)) {
@@ -123,7 +119,7 @@ impl SyncIndex {
 /// The index seen from one peer's side: the documents both sides may hold
 /// (two honest nodes compute the same set for each other).
 #[derive(Debug)]
-pub(crate) struct PeerView<'a> {
+pub struct PeerView<'a> {
     index: &'a SyncIndex,
     me: CommuneId,
     roster: &'a Roster,
@@ -162,9 +158,9 @@ impl LocalSet for PeerView<'_> {
 
 #[cfg(test)]
 mod tests {
-    use passerelle_protocol::header::{DocHeader, DocKind, Scope};
-    use passerelle_protocol::keys::SecretKey;
-    use passerelle_protocol::network::{Role, SignedStatement, Statement};
+    use crate::header::{DocHeader, DocKind, Scope};
+    use crate::keys::SecretKey;
+    use crate::network::{Role, SignedStatement, Statement};
 
     use super::*;
 
@@ -195,11 +191,10 @@ mod tests {
     }
 
     fn doc(index: &mut SyncIndex, owner: u8, scope: Scope, n: u8) -> DocId {
-        let header = DocHeader::new(DocKind::Request, key(owner).commune_id(), scope, 1, [n; 16]);
+        let owner = key(owner).commune_id();
+        let header = DocHeader::new(DocKind::Request, owner, scope.clone(), 1, [n; 16]);
         let id = header.id();
-        let mut meta = DocMeta::new(id, &header);
-        meta.heads = vec![hex::encode([n; 32])];
-        index.set(&meta);
+        index.set(id, Audience::of(&scope, owner), vec![[n; 32]]);
         id
     }
 
@@ -231,10 +226,7 @@ mod tests {
         assert!(!ids.contains(&p_b));
 
         // Heads move: the item moves with them, the count stays.
-        let header = DocHeader::new(DocKind::Request, key(2).commune_id(), Scope::Network, 1, [1; 16]);
-        let mut meta = DocMeta::new(n1, &header);
-        meta.heads = vec![hex::encode([9; 32])];
-        index.set(&meta);
+        index.set(n1, Audience::Network, vec![[9; 32]]);
         let moved = index.view(a, &r).fingerprints(&m);
         assert_eq!(moved.total().count, 3);
         assert_ne!(moved.total(), a_for_m.total());
