@@ -103,9 +103,9 @@ impl Demo {
     /// in the story it reaches the network through Senneval only.
     async fn form_network(&self) -> Result<(), Box<dyn std::error::Error>> {
         let sec = &self.nodes[SECRETARIAT];
-        let network = sec.engine.create_network("Réseau TOGETHER Belgique–Maroc".into()).await?;
-        self.say(&format!("The secretariat founds « {} » (network {})", network.name, &network.network[..16]));
         let listen = sec.net.info().await?.listen;
+        let network = sec.engine.create_network("Réseau TOGETHER Belgique–Maroc".into(), listen.clone()).await?;
+        self.say(&format!("The secretariat founds « {} » (network {})", network.name, &network.network[..16]));
         for i in [1, 2, 3, 0] {
             let (name, country) = COMMUNES[i];
             let req = crate::views::InviteRequest {

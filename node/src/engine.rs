@@ -39,8 +39,7 @@ mod membership;
 mod metrics;
 mod observatory;
 mod peers;
-mod sync;
-mod transfers;
+mod replication;
 mod verify;
 mod worker;
 mod workflow;
@@ -114,6 +113,20 @@ pub type Counts = (
     std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
 );
 
+/// Counts of the documents a store holds, by kind and by kind and status.
+pub(crate) fn counts_of<S: Store>(store: &S) -> Result<Counts, EngineError> {
+    let mut by_kind = std::collections::BTreeMap::new();
+    let mut by_status: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> =
+        std::collections::BTreeMap::new();
+    for m in store.metas()? {
+        *by_kind.entry(m.kind.clone()).or_insert(0) += 1;
+        if let Some(s) = m.status {
+            *by_status.entry(m.kind).or_default().entry(s).or_insert(0) += 1;
+        }
+    }
+    Ok((by_kind, by_status))
+}
+
 /// What the engine can be asked.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -145,7 +158,7 @@ pub(crate) enum Command {
 /// Membership commands.
 #[derive(Debug)]
 pub(crate) enum NetworkCommand {
-    Create(String, Reply<NetworkView>),
+    Create(String, Vec<String>, Reply<NetworkView>),
     Show(Reply<NetworkView>),
     Invite(InviteRequest, Vec<String>, Reply<InviteView>),
     Join(Invitation, Vec<String>, Reply<NetworkView>),
@@ -220,14 +233,9 @@ pub enum NetEvent {
         /// The frame's tag.
         tag: u64,
     },
-    /// Time for this node's heartbeat.
-    HeartbeatDue,
-    /// Time for an anti-entropy round with these connected peers (those
-    /// with nothing queued: a round during a transfer would resend it).
-    AntiEntropy {
-        /// Peers to reconcile with.
-        idle: Vec<NodeId>,
-    },
+    /// Time passes: the replica core starts what is due (anti-entropy
+    /// rounds, heartbeats).
+    Tick,
 }
 
 /// Signed material received from elsewhere, to verify and store.
@@ -466,12 +474,13 @@ impl EngineHandle {
         self.ask(|r| Command::ImportBundle(bytes, r)).await
     }
 
-    /// Founds a network with this commune as its coordinator.
+    /// Founds a network with this commune as its coordinator, reachable
+    /// at `addrs` (the founder's contact addresses in the roster).
     ///
     /// # Errors
     /// [`EngineError::Conflict`] when the node is already in a network.
-    pub async fn create_network(&self, name: String) -> Result<NetworkView, EngineError> {
-        self.ask(|r| Command::Network(NetworkCommand::Create(name, r))).await
+    pub async fn create_network(&self, name: String, addrs: Vec<String>) -> Result<NetworkView, EngineError> {
+        self.ask(|r| Command::Network(NetworkCommand::Create(name, addrs, r))).await
     }
 
     /// The network: members, partnerships, revocations.

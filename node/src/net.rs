@@ -33,8 +33,19 @@ pub const NET_OUTBOX: usize = 1024;
 pub const SEND_WINDOW: usize = 4;
 /// How long a request may take before it counts as failed.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Connections idle this long are closed (anti-entropy keeps peers busy).
-pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
+/// Connections idle this long are closed: longer than the longest
+/// interval between two anti-entropy rounds with a peer in sync (30
+/// minutes, and a tenth of jitter), so a quiet link stays up.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(45 * 60);
+/// How often a connection is pinged (and closed when a ping goes
+/// unanswered for [`PING_TIMEOUT`]): often enough to find a dead link
+/// within the half hour, rarely enough to cost about 20 KB a day.
+pub const PING_INTERVAL: Duration = Duration::from_secs(20 * 60);
+/// How long a ping may go unanswered.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often identify asks a peer again (it also pushes changes of this
+/// node's addresses as they happen).
+pub const IDENTIFY_INTERVAL: Duration = Duration::from_secs(6 * 60 * 60);
 /// First redial delay; doubles up to [`MAX_REDIAL_DELAY`], with jitter.
 pub const MIN_REDIAL_DELAY: Duration = Duration::from_secs(1);
 /// Longest redial delay, so a peer away for days is retried often enough.

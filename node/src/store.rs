@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 
 mod sled_store;
 
+pub use passerelle_protocol::heartbeat::StoredHeartbeat;
+pub use passerelle_protocol::replica::{PeerRecord, QueuedDoc};
+
 pub use sled_store::keys as sled_keys;
 
 pub use sled_store::SledStore;
@@ -196,57 +199,10 @@ pub enum WriteOp {
     Dequeue(NodeId, QueuedDoc),
     /// Keeps a node's latest heartbeat (replacing the one before).
     Heartbeat(StoredHeartbeat),
-}
-
-/// The latest heartbeat of a node, as this node received it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredHeartbeat {
-    /// The signed heartbeat.
-    pub beat: passerelle_protocol::heartbeat::SignedHeartbeat,
-    /// When it arrived here (ms, this node's clock).
-    pub received_ms: i64,
-    /// The peer it came from (`None`: made here).
-    pub via: Option<NodeId>,
-}
-
-impl StoredHeartbeat {
-    /// The stored bytes: received time, via (or zeros), the heartbeat.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut v = self.received_ms.to_be_bytes().to_vec();
-        v.extend_from_slice(self.via.as_ref().map_or(&[0u8; 32], |n| n.as_bytes()));
-        v.extend_from_slice(&self.beat.encode());
-        v
-    }
-
-    /// Reads stored bytes.
-    ///
-    /// # Errors
-    /// [`DecodeError`].
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        if bytes.len() < 40 {
-            return Err(DecodeError::Truncated { field: "stored heartbeat", needed: 40 - bytes.len() });
-        }
-        let received_ms = i64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
-        let via: [u8; 32] = bytes[8..40].try_into().expect("32 bytes");
-        let via = (via != [0; 32]).then(|| NodeId::from_bytes(via));
-        let beat = passerelle_protocol::heartbeat::SignedHeartbeat::decode(&bytes[40..])?;
-        Ok(Self { beat, received_ms, via })
-    }
-}
-
-/// A document waiting in a peer's transfer queue: what reconciliation
-/// found the peer lacks, kept on disk until the peer acknowledges the
-/// frame that carried it, so a transfer cut halfway resumes where it
-/// stopped (after a reconnection or a restart) instead of starting over.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueuedDoc {
-    /// Sending order: smaller first (small and recent documents first).
-    pub priority: u64,
-    /// The document.
-    pub doc: DocId,
-    /// The heads the peer said it has (send what they do not cover), or
-    /// `None` to send the whole document.
-    pub their_heads: Option<Vec<[u8; 32]>>,
+    /// Forgets a node's heartbeat (and pulse chain).
+    ForgetHeartbeat(NodeId),
+    /// Keeps a node's pulse chain (replacing the one before).
+    PulseChain(passerelle_protocol::heartbeat::PulseChain),
 }
 
 /// An invitation this node issued, and whether it was redeemed: what makes
@@ -269,63 +225,6 @@ pub struct InvitationRecord {
     pub used_by: Option<CommuneId>,
     /// When (ms).
     pub used_ms: Option<u64>,
-}
-
-/// What this node remembers of a peer: how to reach it and how syncing
-/// with it went. Persisted, so it survives restarts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerRecord {
-    /// The peer's node id.
-    pub node: NodeId,
-    /// Addresses to dial (multiaddrs); empty for peers that only dial us.
-    pub addrs: Vec<String>,
-    /// Whether an operator added it (`peer add`): such peers are redialled.
-    pub configured: bool,
-    /// The peer's commune, once its certificate was seen.
-    pub commune: Option<String>,
-    /// Last time a connection came up (ms).
-    pub last_connected_ms: Option<i64>,
-    /// Last time a reconciliation found both sides in sync (ms).
-    pub last_sync_ms: Option<i64>,
-    /// Sync payload bytes received from it, all time.
-    pub bytes_in: u64,
-    /// Sync payload bytes sent to it, all time.
-    pub bytes_out: u64,
-    /// Changes received from it and stored.
-    pub changes_in: u64,
-    /// Items it sent that were refused.
-    pub rejected: u64,
-    /// The last error seen with it.
-    pub last_error: Option<String>,
-    /// The delivery rate last measured towards it (bytes/s): frames for a
-    /// slow peer are small from the first message of the next connection.
-    #[serde(default)]
-    pub link_bytes_per_s: Option<u64>,
-    /// The address of the last connection with it (a `/p2p-circuit`
-    /// address when it went through a relay).
-    #[serde(default)]
-    pub last_addr: Option<String>,
-}
-
-impl PeerRecord {
-    /// A record for a peer seen for the first time.
-    pub fn new(node: NodeId) -> Self {
-        Self {
-            node,
-            addrs: Vec::new(),
-            configured: false,
-            commune: None,
-            last_connected_ms: None,
-            last_sync_ms: None,
-            bytes_in: 0,
-            bytes_out: 0,
-            changes_in: 0,
-            rejected: 0,
-            last_error: None,
-            link_bytes_per_s: None,
-            last_addr: None,
-        }
-    }
 }
 
 /// A stored change, or why it could not be decoded.
@@ -415,6 +314,11 @@ pub trait Store: Send + 'static {
     /// # Errors
     /// [`StoreError`].
     fn heartbeats(&self) -> Result<Vec<StoredHeartbeat>, StoreError>;
+    /// The pulse chain of every node this node checks pulses of.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn pulse_chains(&self) -> Result<Vec<passerelle_protocol::heartbeat::PulseChain>, StoreError>;
     /// Bytes the store takes on disk.
     ///
     /// # Errors

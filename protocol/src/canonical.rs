@@ -90,6 +90,12 @@ impl Writer {
         self
     }
 
+    /// Appends a big-endian `u16`.
+    pub fn u16(&mut self, v: u16) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+
     /// Appends a big-endian `u32`.
     pub fn u32(&mut self, v: u32) -> &mut Self {
         self.buf.extend_from_slice(&v.to_be_bytes());
@@ -184,6 +190,14 @@ impl<'a> Reader<'a> {
     /// [`DecodeError::Truncated`].
     pub fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
         Ok(self.take(field, 1)?[0])
+    }
+
+    /// Reads a big-endian `u16`.
+    ///
+    /// # Errors
+    /// [`DecodeError::Truncated`].
+    pub fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(self.fixed(field)?))
     }
 
     /// Reads a big-endian `u32`.

@@ -243,6 +243,252 @@ impl SignedHeartbeat {
     }
 }
 
+/// Tag of the bytes a pulse chain's signature covers.
+const CHAIN_TAG: &str = "passerelle/pulse-chain";
+/// Bytes of a pulse on the wire.
+pub const PULSE_BYTES: usize = 8 + 4 + 2 + 16;
+/// Bytes of a pulse chain on the wire.
+pub const CHAIN_BYTES: usize = 32 + 8 + 4 + 2 + 16 + SIGNATURE_LEN;
+/// Most pulses one chain covers.
+pub const MAX_CHAIN: u16 = 1_024;
+
+/// One step of a pulse chain: the first 16 bytes of SHA-256 of the tag
+/// and the previous step.
+fn step(value: &[u8; 16]) -> [u8; 16] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"passerelle/pulse-step");
+    h.update(value);
+    let full: [u8; 32] = h.finalize().into();
+    full[..16].try_into().expect("16 of 32 bytes")
+}
+
+/// A node's commitment to the pulses it will send: the last value of a
+/// hash chain (its *anchor*), signed with the node key, and the times the
+/// pulses are due: pulse `i` (1 to `count`) is due at `start_ms + i ×
+/// period_ms` and reveals the chain's value `count − i` steps from the
+/// seed. Anyone holding the chain checks a pulse by hashing it back to the
+/// anchor (or to the last pulse it checked); nobody but the node can make
+/// the next one. A pulse is 30 bytes instead of a 100-byte signed message
+/// (the TESLA / PayWord idea), which is what lets coordinators hear from
+/// every node every few minutes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PulseChain {
+    /// The node.
+    pub node: NodeId,
+    /// When the chain starts (ms).
+    pub start_ms: u64,
+    /// The interval between two pulses (ms).
+    pub period_ms: u32,
+    /// How many pulses it covers.
+    pub count: u16,
+    /// The chain's last value.
+    pub anchor: [u8; 16],
+    /// The node key's signature (the network id is in the signed bytes).
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+fn chain_body(
+    network: &NetworkId,
+    node: &NodeId,
+    start_ms: u64,
+    period_ms: u32,
+    count: u16,
+    anchor: &[u8; 16],
+) -> Vec<u8> {
+    let mut w = Writer::new(CHAIN_TAG, VERSION);
+    w.fixed(network.as_bytes()).fixed(node.as_bytes()).u64(start_ms).u32(period_ms).u16(count).fixed(anchor);
+    w.finish()
+}
+
+impl PulseChain {
+    /// A new chain of `node_key`'s node and its values, seed first (the
+    /// seed comes from the node key's signature over the start, so it
+    /// needs no storage and no one else can compute it).
+    pub fn make(
+        network: &NetworkId,
+        node_key: &SecretKey,
+        start_ms: u64,
+        period_ms: u32,
+        count: u16,
+    ) -> (Self, Vec<[u8; 16]>) {
+        use sha2::Digest;
+        let count = count.clamp(1, MAX_CHAIN);
+        let mut seed_input = Writer::new("passerelle/pulse-seed", VERSION);
+        seed_input.fixed(network.as_bytes()).u64(start_ms);
+        let sig = node_key.sign(&seed_input.finish());
+        let full: [u8; 32] = sha2::Sha256::digest(sig).into();
+        let mut values = vec![<[u8; 16]>::try_from(&full[..16]).expect("16 of 32 bytes")];
+        for _ in 0..count {
+            let next = step(values.last().expect("the seed is there"));
+            values.push(next);
+        }
+        let anchor = values[count as usize];
+        let node = node_key.node_id();
+        let signature = node_key.sign(&chain_body(network, &node, start_ms, period_ms, count, &anchor));
+        (Self { node, start_ms, period_ms, count, anchor, signature }, values)
+    }
+
+    /// Checks the signature for `network`.
+    ///
+    /// # Errors
+    /// [`HeartbeatError::BadSignature`] (also for another network's chain).
+    pub fn verify(&self, network: &NetworkId) -> Result<(), HeartbeatError> {
+        let body = chain_body(network, &self.node, self.start_ms, self.period_ms, self.count, &self.anchor);
+        keys::verify(self.node.as_bytes(), &body, &self.signature).map_err(|_| HeartbeatError::BadSignature)?;
+        if self.count == 0 || self.count > MAX_CHAIN || self.period_ms == 0 {
+            return Err(HeartbeatError::BadSignature);
+        }
+        Ok(())
+    }
+
+    /// When pulse `index` is due (ms).
+    pub fn due(&self, index: u16) -> u64 {
+        self.start_ms + u64::from(index) * u64::from(self.period_ms)
+    }
+
+    /// Whether `pulse` belongs to this chain, given the last value known
+    /// (`(index, value)`, or the anchor at index 0).
+    pub fn admits(&self, pulse: &Pulse, known: (u16, [u8; 16])) -> bool {
+        if pulse.index == 0 || pulse.index > self.count || pulse.index <= known.0 {
+            return false;
+        }
+        if u64::from(pulse.time_s) * 1000 != self.due(pulse.index) / 1000 * 1000 {
+            return false;
+        }
+        let mut v = pulse.token;
+        for _ in known.0..pulse.index {
+            v = step(&v);
+        }
+        v == known.1
+    }
+
+    /// Writes the chain's wire bytes.
+    pub fn write(&self, w: &mut Writer) {
+        w.fixed(self.node.as_bytes()).u64(self.start_ms).u32(self.period_ms).u16(self.count);
+        w.fixed(&self.anchor).fixed(&self.signature);
+    }
+
+    /// Reads a chain's wire bytes.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when truncated.
+    pub fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            node: NodeId::from_bytes(r.fixed("chain node")?),
+            start_ms: r.u64("chain start")?,
+            period_ms: r.u32("chain period")?,
+            count: r.u16("chain count")?,
+            anchor: r.fixed("chain anchor")?,
+            signature: r.fixed("chain signature")?,
+        })
+    }
+}
+
+/// A node's compact "still here": the value of its pulse chain due at
+/// `time_s`. It names its node by the first 8 bytes of the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulse {
+    /// The first 8 bytes of the node key.
+    pub node: [u8; 8],
+    /// When it was due (seconds since the Unix epoch).
+    pub time_s: u32,
+    /// Its place in the chain (1 to the chain's count).
+    pub index: u16,
+    /// The chain's value at that place.
+    pub token: [u8; 16],
+}
+
+impl Pulse {
+    /// Pulse `index` of a chain whose values `values` are (seed first).
+    pub fn of(chain: &PulseChain, values: &[[u8; 16]], index: u16) -> Option<Self> {
+        let token = *values.get(usize::from(chain.count.checked_sub(index)?))?;
+        let mut node = [0u8; 8];
+        node.copy_from_slice(&chain.node.as_bytes()[..8]);
+        Some(Self { node, time_s: (chain.due(index) / 1000) as u32, index, token })
+    }
+
+    /// When it was due (ms).
+    pub fn time_ms(&self) -> u64 {
+        u64::from(self.time_s) * 1000
+    }
+
+    /// Writes the pulse's wire bytes.
+    pub fn write(&self, w: &mut Writer) {
+        w.fixed(&self.node).u32(self.time_s).u16(self.index).fixed(&self.token);
+    }
+
+    /// Reads a pulse's wire bytes.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when truncated.
+    pub fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            node: r.fixed("pulse node")?,
+            time_s: r.u32("pulse time")?,
+            index: r.u16("pulse index")?,
+            token: r.fixed("pulse token")?,
+        })
+    }
+}
+
+/// The latest heartbeat of a node, as this node received it, with the
+/// pulse chain that came with it (what checks its later pulses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredHeartbeat {
+    /// The signed heartbeat.
+    pub beat: SignedHeartbeat,
+    /// When it arrived here (ms, this node's clock).
+    pub received_ms: i64,
+    /// The peer it came from (`None`: made here).
+    pub via: Option<NodeId>,
+}
+
+impl StoredHeartbeat {
+    /// The stored bytes: received time, via (or zeros), the heartbeat.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = self.received_ms.to_be_bytes().to_vec();
+        v.extend_from_slice(self.via.as_ref().map_or(&[0u8; 32], |n| n.as_bytes()));
+        v.extend_from_slice(&self.beat.encode());
+        v
+    }
+
+    /// Reads stored bytes.
+    ///
+    /// # Errors
+    /// [`DecodeError`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() < 40 {
+            return Err(DecodeError::Truncated { field: "stored heartbeat", needed: 40 - bytes.len() });
+        }
+        let received_ms = i64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let via: [u8; 32] = bytes[8..40].try_into().expect("32 bytes");
+        let via = (via != [0; 32]).then(|| NodeId::from_bytes(via));
+        let beat = SignedHeartbeat::decode(&bytes[40..])?;
+        Ok(Self { beat, received_ms, via })
+    }
+}
+
+impl PulseChain {
+    /// The chain's bytes on its own (to store it).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new(CHAIN_TAG, VERSION);
+        self.write(&mut w);
+        w.finish()
+    }
+
+    /// Reads a stored chain.
+    ///
+    /// # Errors
+    /// [`DecodeError`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (mut r, _) = Reader::open(bytes, CHAIN_TAG, "pulse chain", VERSION)?;
+        let chain = Self::read(&mut r)?;
+        r.end()?;
+        Ok(chain)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,11 @@
 //!   status lifecycles that converge, code lists.
 //! - [`sync`]: reconciliation between two nodes as a sans-IO state machine:
 //!   fingerprints, bounded wire messages, per-peer sessions, audiences.
+//! - [`replica`]: the replica core: every replication decision of a node
+//!   (sessions, transfers, relay, links, heartbeats, membership) as inputs
+//!   and outputs, driven by the node and by the simulator.
+//! - [`sim`]: a deterministic simulator of many nodes over the real
+//!   replica core (virtual time, latency, bandwidth, loss, cuts, churn).
 //! - [`xorset`]: a set's count-and-XOR fingerprint (documents, statements).
 //!
 //! ## Typical flow
@@ -45,7 +50,9 @@ pub mod heartbeat;
 pub mod ids;
 pub mod keys;
 pub mod network;
+pub mod replica;
 pub mod schema;
+pub mod sim;
 pub mod status;
 pub mod sync;
 pub mod xorset;

@@ -27,6 +27,22 @@ pub enum BenchCommand {
         #[arg(long)]
         poor_link: bool,
     },
+    /// The replica core at the network's size, in the deterministic
+    /// simulator (virtual time): links per node, idle bytes and messages
+    /// per node per day, how old the coordinators' view of each node gets,
+    /// how fast one change spreads and how often it arrives twice, memory
+    /// per simulated node. One JSON line per size.
+    Scale {
+        /// Network sizes to simulate (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "50,100,300,1000")]
+        nodes: Vec<usize>,
+        /// Idle hours measured (after an hour to settle).
+        #[arg(long, default_value_t = 6.0)]
+        idle_hours: f64,
+        /// Seed of the simulation.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 /// Runs a benchmark; each figure is one JSON line on stdout.
@@ -34,6 +50,18 @@ pub fn run(command: BenchCommand, _out: &Output) -> anyhow::Result<ExitCode> {
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     match command {
+        BenchCommand::Scale { nodes, idle_hours, seed } => {
+            if nodes.iter().any(|n| *n < 5) || !(0.1..=48.0).contains(&idle_hours) {
+                return Err(super::UsageError("--nodes: 5 or more each; --idle-hours: 0.1 to 48".into()).into());
+            }
+            for n in &nodes {
+                eprintln!("bench scale: simulating {n} nodes ({idle_hours} h idle)…");
+                passerelle_node::bench::scale::run(&[*n], idle_hours, seed, |f| {
+                    write_stdout(&serde_json::to_string(f).expect("figures serialize"));
+                });
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         BenchCommand::Ingest { docs } => {
             if docs == 0 {
                 return Err(super::UsageError("--docs must be at least 1".into()).into());

@@ -275,10 +275,10 @@ async fn pending(
 async fn remove_peer(State(state): State<ApiState>, Path(node): Path<String>) -> Result<StatusCode, ApiError> {
     let node: NodeId =
         node.parse().map_err(|e: passerelle_protocol::ids::IdParseError| ApiError::bad_request(e.to_string()))?;
+    // The engine tells the peer, then has the swarm task forget it.
     if !state.engine.remove_peer(node).await? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no peer {node}")));
     }
-    state.net.forget(node).await.map_err(stopping)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -295,7 +295,8 @@ async fn create_network(
     json: Result<Json<CreateNetwork>, JsonRejection>,
 ) -> Result<(StatusCode, Json<NetworkView>), ApiError> {
     let req = body(json)?;
-    Ok((StatusCode::CREATED, Json(state.engine.create_network(req.name).await?)))
+    let listen = state.net.info().await.map_err(stopping)?.listen;
+    Ok((StatusCode::CREATED, Json(state.engine.create_network(req.name, listen).await?)))
 }
 
 async fn invite(

@@ -66,7 +66,7 @@ impl<S: Store> Worker<S> {
         all: bool,
     ) -> Result<(Vec<u8>, BundleSummary), EngineError> {
         let recipient = self.find_member(recipient)?;
-        let roster = self.roster.as_ref().ok_or(EngineError::NoNetwork)?;
+        let roster = self.replica.roster().ok_or(EngineError::NoNetwork)?;
         if recipient == self.commune {
             return Err(refused("a bundle is for another commune"));
         }
@@ -74,9 +74,8 @@ impl<S: Store> Worker<S> {
         let since_ms = if all {
             0
         } else {
-            self.sync
-                .peers
-                .values()
+            self.replica
+                .peers()
                 .filter(|p| p.commune.as_deref() == Some(recipient_hex.as_str()))
                 .filter_map(|p| p.last_sync_ms)
                 .max()
@@ -88,7 +87,7 @@ impl<S: Store> Worker<S> {
         let mut authors = BTreeSet::new();
         let mut documents = BTreeMap::<DocId, usize>::new();
         for id in self.store.doc_ids()? {
-            if !self.sync.index.may_share(&id, &recipient, roster) {
+            if !self.replica.index().may_share(&id, &recipient, roster) {
                 continue;
             }
             let mut picked = Vec::new();
@@ -108,7 +107,7 @@ impl<S: Store> Worker<S> {
             headers.push(header);
             changes.extend(picked);
         }
-        let certificates = authors.iter().filter_map(|a| self.book.get(a).cloned()).collect();
+        let certificates = authors.iter().filter_map(|a| self.replica.book().get(a).cloned()).collect();
         let contents = BundleContents {
             network: roster.network(),
             recipient,
@@ -136,7 +135,7 @@ impl<S: Store> Worker<S> {
     /// Verifies a bundle and applies it like a sync.
     pub(crate) fn import_bundle(&mut self, bytes: &[u8]) -> Result<ImportReport, EngineError> {
         let bundle = Bundle::decode_verified(bytes).map_err(|e| refused(e.to_string()))?;
-        let roster = self.roster.as_ref().ok_or(EngineError::NoNetwork)?;
+        let roster = self.replica.roster().ok_or(EngineError::NoNetwork)?;
         let c = bundle.contents;
         if c.network != roster.network() {
             return Err(refused(format!(
@@ -157,12 +156,14 @@ impl<S: Store> Worker<S> {
             return Err(refused(format!("the bundle was made by a node that may not speak here: {reason}")));
         }
         let before = roster.len();
-        self.add_statements(c.statements, None)?;
-        let statements = self.roster.as_ref().map_or(0, |r| r.len() - before);
+        let now = clock::now_ms();
+        self.replicate(|r, docs| r.add_statements(now, c.statements, None, docs));
+        let statements = self.replica.roster().map_or(0, |r| r.len() - before);
         let mut certificates = c.certificates;
         certificates.push(bundle.signer.clone());
         let ingest = self.ingest(IngestBatch { certificates, headers: c.headers, changes: c.changes, from: None })?;
-        self.sync.wrote = true;
+        self.drive()?;
+        self.wrote = true;
         tracing::info!(
             signer = %bundle.signer.node.short(),
             applied = ingest.applied,

@@ -8,12 +8,12 @@ use passerelle_protocol::ids::DocId;
 use passerelle_protocol::keys::SecretKey;
 use passerelle_protocol::schema::{self, CONTENT_SCHEMA, FieldError, InputContext, KindSchema};
 
-use super::sync::Announcement;
 use super::worker::Worker;
 use super::{Counts, EngineError, ListFilter};
 use crate::clock;
 use crate::store::{DocMeta, Snapshot, Store, StoredChange, WriteOp};
 use crate::views::{CreateDoc, DocSummary, DocView, HistoryEntry, UpdateDoc};
+use passerelle_protocol::replica::Announcement;
 
 /// A snapshot is saved every this many changes, so loading a long history
 /// replays at most this many changes after the snapshot.
@@ -96,7 +96,7 @@ fn announcement(op: &WriteOp, new_doc: Option<SignedHeader>) -> Announcement {
         WriteOp::Change { change, .. } => vec![change.envelope.clone()],
         _ => Vec::new(),
     };
-    Announcement { exclude: None, new_docs: new_doc.into_iter().collect(), changes }
+    Announcement { from: None, new_docs: new_doc.into_iter().collect(), changes }
 }
 
 fn view(id: DocId, header: &SignedHeader, meta: &DocMeta, doc: &Automerge, lang: Option<&str>) -> DocView {
@@ -135,7 +135,7 @@ impl<S: Store> Worker<S> {
 
     pub(crate) fn create(&mut self, req: CreateDoc) -> Result<DocView, EngineError> {
         let (kind, schema) = Self::schema_for_create(&req.kind)?;
-        if let Some(role) = self.roster.as_ref().and_then(|r| r.role(&self.commune))
+        if let Some(role) = self.replica.roster().and_then(|r| r.role(&self.commune))
             && !role.may_own(&kind)
         {
             return Err(EngineError::Forbidden(format!(
@@ -196,8 +196,8 @@ impl<S: Store> Worker<S> {
         let announced = announcement(&op, Some(signed.clone()));
         let ops = vec![WriteOp::Header(signed.clone()), op, WriteOp::Meta(meta.clone())];
         self.store.write(ops)?;
-        self.sync.index.set(meta.id, meta.audience(), meta.head_bytes());
-        self.sync.announcements.push(announced);
+        self.replica.doc_changed(meta.id, meta.audience(), meta.head_bytes(), meta.stored_ms);
+        self.announcements.push(announced);
         let loaded = self.cache.insert(id, signed, meta, doc);
         tracing::info!(doc = %id.short(), %kind, "document created");
         Ok(view(id, &loaded.header, &loaded.meta, &loaded.doc, Some(&lang)))
@@ -261,8 +261,8 @@ impl<S: Store> Worker<S> {
             self.cache.evict(&id);
             return Err(e.into());
         }
-        self.sync.index.set(meta.id, meta.audience(), meta.head_bytes());
-        self.sync.announcements.push(announced);
+        self.replica.doc_changed(meta.id, meta.audience(), meta.head_bytes(), meta.stored_ms);
+        self.announcements.push(announced);
         loaded.meta = meta;
         tracing::info!(doc = %id.short(), seq, "document updated");
         Ok((view(id, &loaded.header, &loaded.meta, &loaded.doc, Some(&lang)), true))
@@ -311,7 +311,7 @@ impl<S: Store> Worker<S> {
                 seq,
                 hash: change.hash().to_string(),
                 author_node: stored.envelope.author,
-                author_commune: self.book.commune_of(&stored.envelope.author),
+                author_commune: self.replica.book().commune_of(&stored.envelope.author),
                 time_ms: change.timestamp(),
                 message: change.message().map(str::to_owned),
                 ops: change.len(),
@@ -324,16 +324,7 @@ impl<S: Store> Worker<S> {
     }
 
     pub(crate) fn counts(&self) -> Result<Counts, EngineError> {
-        let mut by_kind = std::collections::BTreeMap::new();
-        let mut by_status: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> =
-            std::collections::BTreeMap::new();
-        for m in self.store.metas()? {
-            *by_kind.entry(m.kind.clone()).or_insert(0) += 1;
-            if let Some(s) = m.status {
-                *by_status.entry(m.kind).or_default().entry(s).or_insert(0) += 1;
-            }
-        }
-        Ok((by_kind, by_status))
+        super::counts_of(&self.store)
     }
 
     /// Creates this commune's profile the first time the node starts.

@@ -10,11 +10,11 @@ use passerelle_protocol::ids::DocId;
 use serde::{Deserialize, Serialize};
 
 use super::docs::{refreshed_meta, snapshot_due};
-use super::sync::Announcement;
 use super::worker::Worker;
 use super::{EngineError, IngestBatch};
 use crate::clock;
 use crate::store::{DocMeta, Store, StoredChange, WriteOp};
+use passerelle_protocol::replica::Announcement;
 
 /// An item that was refused, and why.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -44,7 +44,7 @@ impl<S: Store> Worker<S> {
     /// Why the network refuses a document's header, if it does: its owner
     /// is not a member, or the owner's role may not own that kind.
     fn header_refusal(&self, header: &SignedHeader) -> Option<(&'static str, String)> {
-        let roster = self.roster.as_ref()?;
+        let roster = self.replica.roster()?;
         let owner = &header.header.owner;
         let Some(role) = roster.role(owner) else {
             return Some(("not_a_member", format!("owner commune {} is not a member of the network", owner.short())));
@@ -67,18 +67,14 @@ impl<S: Store> Worker<S> {
             report.rejected.push(Rejection { doc, code: code.to_owned(), reason });
         };
 
-        let mut cert_ops = Vec::new();
+        // Certificates that came with the batch (a bundle, a benchmark);
+        // those of a peer's messages are in the core's book already.
         for cert in batch.certificates {
-            match self.book.insert(cert.clone()) {
-                Ok(true) => cert_ops.push(WriteOp::Certificate(cert)),
-                Ok(false) => {}
-                Err(e) => {
-                    reject(String::new(), "bad_certificate", format!("certificate of node {}: {e}", cert.node.short()))
-                }
+            if let Err(e) = cert.verify() {
+                reject(String::new(), "bad_certificate", format!("certificate of node {}: {e}", cert.node.short()));
+                continue;
             }
-        }
-        if !cert_ops.is_empty() {
-            self.store.write(cert_ops)?;
+            self.replica.learn_certificate(cert);
         }
 
         let mut new_headers: HashMap<DocId, SignedHeader> = HashMap::new();
@@ -87,15 +83,13 @@ impl<S: Store> Worker<S> {
             if new_headers.contains_key(&id) || self.store.header(&id)?.is_some() {
                 continue;
             }
-            match header.verify_with(&self.book) {
+            match header.verify_with(self.replica.book()) {
                 Ok(()) if let Some(reason) = self.header_refusal(&header) => {
                     reject(id.to_string(), reason.0, reason.1);
                 }
                 Ok(()) => {
                     // The header's own certificate is a valid certificate too.
-                    if self.book.insert(header.certificate.clone()).unwrap_or(false) {
-                        self.store.write(vec![WriteOp::Certificate(header.certificate.clone())])?;
-                    }
+                    self.replica.learn_certificate(header.certificate.clone());
                     new_headers.insert(id, header);
                 }
                 Err(e) => reject(id.to_string(), "bad_header", e.to_string()),
@@ -128,9 +122,11 @@ impl<S: Store> Worker<S> {
             let mut verified: Vec<VerifiedChange> = Vec::new();
             for env in envelopes {
                 let checked =
-                    env.validate_signed(&id, &header.header, &self.book, now).and_then(|v| match &self.roster {
-                        Some(roster) => ChangeEnvelope::check_membership(&v, roster).map(|()| v),
-                        None => Ok(v),
+                    env.validate_signed(&id, &header.header, self.replica.book(), now).and_then(|v| {
+                        match self.replica.roster() {
+                            Some(roster) => ChangeEnvelope::check_membership(&v, roster).map(|()| v),
+                            None => Ok(v),
+                        }
                     });
                 match checked {
                     Ok(v) => {
@@ -187,10 +183,10 @@ impl<S: Store> Worker<S> {
             ops.push(WriteOp::Meta(meta.clone()));
             self.store.write(ops)?;
             report.applied += added;
-            self.sync.index.set(meta.id, meta.audience(), meta.head_bytes());
+            self.replica.doc_changed(meta.id, meta.audience(), meta.head_bytes(), meta.stored_ms);
             // Relay: what is new here goes on to the other peers once durable.
-            self.sync.announcements.push(Announcement {
-                exclude: batch.from,
+            self.announcements.push(Announcement {
+                from: batch.from,
                 new_docs: new_header.into_iter().collect(),
                 changes: fresh,
             });

@@ -4,9 +4,6 @@
 //! to the roster and pushed to ready peers after the flush; the roster then
 //! decides who may connect, write and receive what.
 
-use std::collections::BTreeMap;
-
-use libp2p::Multiaddr;
 use passerelle_protocol::certificate::NodeCertificate;
 use passerelle_protocol::ids::{CommuneId, NodeId};
 use passerelle_protocol::network::statement::MAX_ADDRS;
@@ -18,21 +15,13 @@ use passerelle_protocol::sync::message::SyncMessage;
 use super::worker::{Worker, defer};
 use super::{EngineError, Reply};
 use crate::clock;
-use crate::store::{InvitationRecord, PeerRecord, Store, WriteOp};
+use crate::store::{InvitationRecord, Store, WriteOp};
 use crate::views::{InviteRequest, InviteView, MemberView, NetworkView, NodeKeyView, PartnershipView};
 
 /// Default lifetime of an invitation.
 pub const DEFAULT_INVITATION_HOURS: u64 = 7 * 24;
 /// Longest lifetime of an invitation.
 pub const MAX_INVITATION_HOURS: u64 = 90 * 24;
-
-/// A join in progress: the invitation, and the caller waiting for the answer.
-#[derive(Debug)]
-pub(crate) struct Joining {
-    pub invitation: Invitation,
-    pub addrs: Vec<String>,
-    pub reply: Reply<NetworkView>,
-}
 
 fn forbidden(msg: impl Into<String>) -> EngineError {
     EngineError::Forbidden(msg.into())
@@ -47,6 +36,15 @@ fn invalid(field: &str, reason: impl Into<String>) -> EngineError {
         field: field.to_owned(),
         reason: reason.into(),
     })
+}
+
+/// Contact addresses as a roster names them: those others can reach
+/// first, loopback last (kept for a federation on one machine), at most
+/// [`MAX_ADDRS`].
+fn contact_addrs(mut addrs: Vec<String>) -> Vec<String> {
+    addrs.sort_by_key(|a| a.contains("/127.0.0.1/") || a.contains("/::1/"));
+    addrs.truncate(MAX_ADDRS);
+    addrs
 }
 
 /// Loads the roster from stored statements (`None` outside any network).
@@ -65,141 +63,19 @@ pub(crate) fn load_roster<S: Store>(store: &S) -> Result<Option<Roster>, EngineE
 
 impl<S: Store> Worker<S> {
     fn roster(&self) -> Result<&Roster, EngineError> {
-        self.roster.as_ref().ok_or(EngineError::NoNetwork)
+        self.replica.roster().ok_or(EngineError::NoNetwork)
+    }
+
+    /// Adds statements signed here: persisted with the batch, pushed to
+    /// peers after its flush.
+    fn add_own(&mut self, statement: SignedStatement) {
+        let now = clock::now_ms();
+        self.replicate(|r, docs| r.add_statements(now, vec![statement], None, docs));
     }
 
     fn sign(&self, body: Statement) -> Result<SignedStatement, EngineError> {
         let roster = self.roster()?;
         Ok(SignedStatement::sign(&self.commune_key, roster.network(), clock::now_ms() as u64, body))
-    }
-
-    /// Adds statements (from a peer, or signed here): stores the new ones,
-    /// pushes them to ready peers after the flush, and drops sessions of
-    /// peers the roster no longer admits.
-    pub(crate) fn add_statements(
-        &mut self,
-        statements: Vec<SignedStatement>,
-        from: Option<NodeId>,
-    ) -> Result<(), EngineError> {
-        let before = self.desired_links();
-        let Some(roster) = self.roster.as_mut() else { return Ok(()) };
-        let (new, refused) = roster.insert_all(statements);
-        for e in &refused {
-            tracing::warn!(peer = ?from.map(|n| n.short()), error = %e, "statement refused");
-        }
-        if let (Some(peer), false) = (from, refused.is_empty()) {
-            let record = self.sync.peers.entry(peer).or_insert_with(|| PeerRecord::new(peer));
-            record.rejected += refused.len() as u64;
-            record.last_error = Some(format!("refused {} statement(s): {}", refused.len(), refused[0]));
-            self.sync.dirty_peers.insert(peer);
-        }
-        if new.is_empty() {
-            return Ok(());
-        }
-        for s in &new {
-            tracing::info!(kind = s.body.kind(), signer = %s.signer.short(), "roster statement added");
-        }
-        self.store.write(new.iter().cloned().map(WriteOp::Statement).collect())?;
-        self.sync.wrote = true;
-        self.sync.roster_news.push((from, new));
-        self.enforce_roster();
-        self.link_new(&before);
-        Ok(())
-    }
-
-    /// The members this node links with by default: its partners and the
-    /// members of its own country, at the contact addresses they joined with.
-    fn desired_links(&self) -> BTreeMap<NodeId, Vec<Multiaddr>> {
-        let mut out = BTreeMap::new();
-        let Some(roster) = &self.roster else { return out };
-        if !self.auto_links {
-            return out;
-        }
-        let partners = roster.partners_of(&self.commune);
-        for m in roster.members() {
-            let Some(node) = m.node else { continue };
-            if m.commune == self.commune || node == self.node_id || roster.is_revoked(&node, &m.commune) {
-                continue;
-            }
-            if !(partners.contains(&m.commune) || m.country == self.country) {
-                continue;
-            }
-            let addrs: Vec<Multiaddr> = m
-                .addrs
-                .iter()
-                .filter_map(|a| a.parse::<Multiaddr>().ok())
-                .filter(|a| {
-                    !a.iter().any(|p| match p {
-                        libp2p::multiaddr::Protocol::Ip4(ip) => ip.is_unspecified(),
-                        libp2p::multiaddr::Protocol::Ip6(ip) => ip.is_unspecified(),
-                        _ => false,
-                    })
-                })
-                .collect();
-            if !addrs.is_empty() || self.uses_relays {
-                out.insert(node, addrs);
-            }
-        }
-        out
-    }
-
-    /// Links with members that became desired links since `before` (a new
-    /// member of this country, a new partnership). Only new ones: a peer an
-    /// operator removed is not brought back until the roster changes it.
-    fn link_new(&mut self, before: &BTreeMap<NodeId, Vec<Multiaddr>>) {
-        for (node, addrs) in self.desired_links() {
-            if before.contains_key(&node) || self.sync.peers.get(&node).is_some_and(|p| p.configured) {
-                continue;
-            }
-            tracing::info!(peer = %node.short(), "linking with a partner or a member of this country");
-            let record = self.sync.peers.entry(node).or_insert_with(|| PeerRecord::new(node));
-            record.configured = true;
-            for a in &addrs {
-                let a = a.to_string();
-                if !record.addrs.contains(&a) {
-                    record.addrs.push(a);
-                }
-            }
-            self.sync.dirty_peers.insert(node);
-            if let Some(net) = &self.sync.net {
-                let _ = net.blocking_send(crate::net::NetOut::Dial { node, addrs });
-            }
-        }
-    }
-
-    /// Closes sessions with peers whose commune left the network or whose
-    /// key was revoked.
-    fn enforce_roster(&mut self) {
-        let Some(roster) = &self.roster else { return };
-        let expelled: Vec<(NodeId, String)> = self
-            .sync
-            .sessions
-            .iter()
-            .filter_map(|(node, s)| {
-                let commune = s.commune()?;
-                roster.node_admitted(node, &commune).err().map(|reason| (*node, reason))
-            })
-            .collect();
-        for (node, reason) in expelled {
-            self.sync.sessions.remove(&node);
-            if let Some(net) = &self.sync.net {
-                let _ = net.blocking_send(crate::net::NetOut::Disconnect { to: node, reason });
-            }
-        }
-    }
-
-    /// Opens sessions with every connected peer once this node is in a network.
-    fn greet_connected(&mut self) -> Result<(), EngineError> {
-        let connected: Vec<NodeId> = self.sync.connected.iter().copied().collect();
-        for node in connected {
-            if !self.sync.sessions.contains_key(&node) {
-                self.open_session(node);
-            }
-            if let Some(hello) = self.sync.early_hellos.remove(&node) {
-                self.on_net(super::NetEvent::Message { from: node, msg: hello, bytes: 0 })?;
-            }
-        }
-        Ok(())
     }
 
     pub(crate) fn network_view(&self) -> Result<NetworkView, EngineError> {
@@ -211,7 +87,7 @@ impl<S: Store> Worker<S> {
                 Statement::Revoke { node, .. } => Some(*node),
                 _ => None,
             })
-            .filter(|node| self.book.commune_of(node).is_some_and(|c| roster.is_revoked(node, &c)))
+            .filter(|node| self.replica.book().commune_of(node).is_some_and(|c| roster.is_revoked(node, &c)))
             .collect();
         revoked.sort();
         revoked.dedup();
@@ -232,7 +108,8 @@ impl<S: Store> Worker<S> {
                     node: m.node,
                     nodes: {
                         let mut keys: Vec<NodeKeyView> = self
-                            .book
+                            .replica
+                            .book()
                             .iter()
                             .filter(|c| c.commune == m.commune)
                             .map(|c| NodeKeyView {
@@ -283,8 +160,8 @@ impl<S: Store> Worker<S> {
         }
     }
 
-    pub(crate) fn create_network(&mut self, name: String) -> Result<NetworkView, EngineError> {
-        if let Some(r) = &self.roster {
+    pub(crate) fn create_network(&mut self, name: String, addrs: Vec<String>) -> Result<NetworkView, EngineError> {
+        if let Some(r) = self.replica.roster() {
             return Err(conflict(format!("this node is already in network {:?} ({})", r.name(), r.network())));
         }
         let name = name.trim().to_owned();
@@ -293,12 +170,20 @@ impl<S: Store> Worker<S> {
         }
         let found =
             SignedStatement::found(&self.commune_key, &name, &self.commune_name, &self.country, clock::now_ms() as u64);
-        let roster = Roster::founded(found.clone()).map_err(|e| invalid("name", e.to_string()))?;
-        self.store.write(vec![WriteOp::Statement(found)])?;
-        self.sync.wrote = true;
+        let mut roster = Roster::founded(found.clone()).map_err(|e| invalid("name", e.to_string()))?;
+        // The founder's node, and where members reach it (no admission names it).
+        let node = SignedStatement::sign(
+            &self.commune_key,
+            roster.network(),
+            clock::now_ms() as u64,
+            Statement::Node { node: self.node_id, addrs: contact_addrs(addrs) },
+        );
+        roster.insert(node.clone()).map_err(|e| invalid("name", e.to_string()))?;
+        self.store.write(vec![WriteOp::Statement(found), WriteOp::Statement(node)])?;
+        self.wrote = true;
         tracing::info!(network = %roster.network(), %name, "network founded");
-        self.roster = Some(roster);
-        self.greet_connected()?;
+        let now = clock::now_ms();
+        self.replicate(|r, docs| r.set_roster(now, roster, docs));
         self.network_view()
     }
 
@@ -324,11 +209,7 @@ impl<S: Store> Worker<S> {
             return Err(invalid("expires_in_hours", format!("between 1 and {MAX_INVITATION_HOURS} hours")));
         }
         let now = clock::now_ms() as u64;
-        // Addresses others can reach first; loopback last (kept for a
-        // federation on one machine).
-        let mut addrs = addrs;
-        addrs.sort_by_key(|a| a.contains("/127.0.0.1/") || a.contains("/::1/"));
-        addrs.truncate(MAX_ADDRS);
+        let addrs = contact_addrs(addrs);
         let invitation = Invitation::issue(
             &self.commune_key,
             InvitationTerms {
@@ -353,7 +234,7 @@ impl<S: Store> Worker<S> {
             used_ms: None,
         };
         self.store.write(vec![WriteOp::Invitation(record)])?;
-        self.sync.wrote = true;
+        self.wrote = true;
         tracing::info!(id = %hex::encode(invitation.id), %name, %role, "invitation issued");
         Ok(InviteView {
             token: invitation.to_token(),
@@ -366,7 +247,7 @@ impl<S: Store> Worker<S> {
 
     /// Checks an invitation presented by a connected node; the reason if refused.
     fn check_redemption(&self, invitation: &Invitation, cert: &NodeCertificate) -> Result<InvitationRecord, String> {
-        let roster = self.roster.as_ref().ok_or("this node is not in a network")?;
+        let roster = self.replica.roster().ok_or("this node is not in a network")?;
         if invitation.network != roster.network() {
             return Err(format!("the invitation is for network {}, not this one", invitation.network.short()));
         }
@@ -407,19 +288,16 @@ impl<S: Store> Worker<S> {
             Ok(r) => r,
             Err(reason) => {
                 tracing::warn!(peer = %peer.short(), %reason, "invitation refused");
-                self.send(peer, &SyncMessage::JoinRefused { reason: reason.clone() });
-                let record = self.sync.peers.entry(peer).or_insert_with(|| PeerRecord::new(peer));
-                record.rejected += 1;
-                record.last_error = Some(format!("invitation refused: {reason}"));
-                self.sync.dirty_peers.insert(peer);
-                return Ok(());
+                self.replica.send_message(peer, &SyncMessage::JoinRefused { reason: reason.clone() });
+                self.replica.note_refusal(peer, format!("invitation refused: {reason}"));
+                return self.drive();
             }
         };
         if record.used_by == Some(certificate.commune) {
             tracing::info!(peer = %peer.short(), "invitation presented again by the commune it admitted: welcome again");
             let statements = self.roster()?.proof_for(&certificate.commune);
-            self.send(peer, &SyncMessage::Welcome { statements });
-            return Ok(());
+            self.replica.send_message(peer, &SyncMessage::Welcome { statements });
+            return self.drive();
         }
         let mut addrs = addrs;
         addrs.truncate(MAX_ADDRS);
@@ -434,19 +312,17 @@ impl<S: Store> Worker<S> {
         })?;
         record.used_by = Some(certificate.commune);
         record.used_ms = Some(clock::now_ms() as u64);
-        if self.book.insert(certificate.clone()).unwrap_or(false) {
-            self.store.write(vec![WriteOp::Certificate(certificate.clone())])?;
-        }
+        self.replica.learn_certificate(certificate.clone());
         self.store.write(vec![WriteOp::Invitation(record)])?;
-        self.add_statements(vec![admit], None)?;
+        self.add_own(admit);
         // Single use survives a crash: durable before the welcome leaves.
         self.store.flush()?;
         tracing::info!(peer = %peer.short(), commune = %certificate.commune.short(), name = %invitation.name, "invitation redeemed");
         // The proof of membership only: the rest of the roster follows in the
         // session's reconciliation, in bounded frames, before any document.
         let statements = self.roster()?.proof_for(&certificate.commune);
-        self.send(peer, &SyncMessage::Welcome { statements });
-        Ok(())
+        self.replica.send_message(peer, &SyncMessage::Welcome { statements });
+        self.drive()
     }
 
     pub(crate) fn begin_join(
@@ -455,84 +331,59 @@ impl<S: Store> Worker<S> {
         addrs: Vec<String>,
         reply: Reply<NetworkView>,
     ) -> Result<(), (EngineError, Reply<NetworkView>)> {
-        if let Some(r) = &self.roster {
+        if let Some(r) = self.replica.roster() {
             let e = conflict(format!("this node is already in network {:?} ({})", r.name(), r.network()));
             return Err((e, reply));
         }
         // A join whose caller gave up (timeout) may be started again.
-        if self.joining.as_ref().is_some_and(|j| !j.reply.is_closed()) {
+        if self.joining.as_ref().is_some_and(|j| !j.is_closed()) {
             return Err((conflict("a join is already in progress"), reply));
         }
         if let Err(e) = invitation.verify(clock::now_ms() as u64) {
             return Err((invalid("token", e.to_string()), reply));
         }
-        let issuer = invitation.issuer_node;
-        // The issuing node becomes a configured peer: it is redialled like any.
-        let record = self.sync.peers.entry(issuer).or_insert_with(|| PeerRecord::new(issuer));
-        record.configured = true;
-        for a in &invitation.addrs {
-            if !record.addrs.contains(a) {
-                record.addrs.push(a.clone());
-            }
-        }
-        self.sync.dirty_peers.insert(issuer);
-        let connected = self.sync.connected.contains(&issuer);
-        tracing::info!(issuer = %issuer.short(), "joining network {}", invitation.network.short());
-        self.joining = Some(Joining { invitation: invitation.clone(), addrs: addrs.clone(), reply });
-        if connected {
-            let msg =
-                SyncMessage::Join { invitation: Box::new(invitation), certificate: self.certificate.clone(), addrs };
-            self.send(issuer, &msg);
-        }
+        tracing::info!(issuer = %invitation.issuer_node.short(), "joining network {}", invitation.network.short());
+        self.joining = Some(reply);
+        self.replicate(|r, _| r.begin_join(invitation, addrs));
         Ok(())
-    }
-
-    pub(crate) fn is_joining_through(&self, node: &NodeId) -> bool {
-        self.joining.as_ref().is_some_and(|j| &j.invitation.issuer_node == node)
     }
 
     /// The issuing node answered a join.
     pub(crate) fn finish_join(
         &mut self,
         from: NodeId,
+        network: passerelle_protocol::ids::NetworkId,
         answer: Result<Vec<SignedStatement>, String>,
     ) -> Result<(), EngineError> {
-        let Some(joining) = self.joining.take() else { return Ok(()) };
+        let Some(reply) = self.joining.take() else { return Ok(()) };
         let statements = match answer {
             Ok(s) => s,
             Err(reason) => {
                 tracing::warn!(issuer = %from.short(), %reason, "join refused");
                 // Nothing more to say to that node: stop redialling it.
-                if let Some(record) = self.sync.peers.get_mut(&from) {
-                    record.configured = false;
-                    record.last_error = Some(format!("join refused: {reason}"));
-                    self.sync.dirty_peers.insert(from);
-                }
-                if let Some(net) = &self.sync.net {
-                    let _ = net.blocking_send(crate::net::NetOut::Forget { node: from });
-                }
-                let _ = joining.reply.send(Err(forbidden(format!("the coordinator's node refused: {reason}"))));
+                self.replicate(|r, _| r.join_refused(from, &reason));
+                let _ = reply.send(Err(forbidden(format!("the coordinator's node refused: {reason}"))));
                 return Ok(());
             }
         };
-        let mut roster = Roster::new(joining.invitation.network);
+        let mut roster = Roster::new(network);
         let (_, refused) = roster.insert_all(statements);
         if !refused.is_empty() {
             tracing::warn!(count = refused.len(), "welcome carried statements that do not verify");
         }
         if !roster.is_member(&self.commune) {
             let e = forbidden("the welcome does not admit this commune (the roster it sent does not verify)");
-            let _ = joining.reply.send(Err(e));
+            let _ = reply.send(Err(e));
             return Ok(());
         }
         self.store.write(roster.statements().cloned().map(WriteOp::Statement).collect())?;
-        self.sync.wrote = true;
+        self.wrote = true;
         tracing::info!(network = %roster.network(), name = %roster.name(), "joined network");
-        self.roster = Some(roster);
-        self.link_new(&BTreeMap::new());
+        let now = clock::now_ms();
+        self.replicate(|r, docs| r.set_roster(now, roster, docs));
         let view = self.network_view()?;
-        self.later.0.push(defer(joining.reply, view));
-        self.greet_connected()
+        self.later.0.push(defer(reply, view));
+        Ok(())
     }
 
     pub(crate) fn partner(&mut self, query: &str, action: &str) -> Result<NetworkView, EngineError> {
@@ -570,7 +421,7 @@ impl<S: Store> Worker<S> {
             other => return Err(invalid("action", format!("unknown action {other:?}: propose, accept or end"))),
         };
         let s = self.sign(body)?;
-        self.add_statements(vec![s], None)?;
+        self.add_own(s);
         self.network_view()
     }
 
@@ -579,7 +430,7 @@ impl<S: Store> Worker<S> {
         if node == self.node_id {
             return Err(forbidden("that is this node's own key: rotate it first (`passerelle key rotate`)"));
         }
-        let owner = self.book.commune_of(&node);
+        let owner = self.replica.book().commune_of(&node);
         if owner != Some(self.commune) && !roster.is_coordinator(&self.commune) {
             return Err(forbidden("a node key is revoked by its own commune or by a coordinator"));
         }
@@ -598,7 +449,7 @@ impl<S: Store> Worker<S> {
         kept.truncate(passerelle_protocol::network::statement::MAX_KEPT);
         tracing::info!(node = %node.short(), kept = kept.len(), "revoking node key");
         let s = self.sign(Statement::Revoke { node, kept })?;
-        self.add_statements(vec![s], None)?;
+        self.add_own(s);
         self.network_view()
     }
 
@@ -615,7 +466,7 @@ impl<S: Store> Worker<S> {
             return Err(forbidden("a coordinator does not remove itself; ask another coordinator"));
         }
         let s = self.sign(Statement::Remove { member })?;
-        self.add_statements(vec![s], None)?;
+        self.add_own(s);
         self.network_view()
     }
 }

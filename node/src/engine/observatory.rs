@@ -49,7 +49,7 @@ impl<S: Store> Worker<S> {
         commune
             .parse::<CommuneId>()
             .ok()
-            .and_then(|c| self.roster.as_ref()?.member(&c).map(|m| m.name.clone()))
+            .and_then(|c| self.replica.roster()?.member(&c).map(|m| m.name.clone()))
             .unwrap_or_else(|| commune.chars().take(8).collect())
     }
 
@@ -75,7 +75,7 @@ impl<S: Store> Worker<S> {
         let mut members = Vec::new();
         let mut partnerships = Vec::new();
         let mut network = None;
-        if let Some(roster) = &self.roster {
+        if let Some(roster) = self.replica.roster() {
             network = Some(roster.name().to_owned());
             for m in roster.members() {
                 let nodes = beats

@@ -22,7 +22,7 @@ impl<S: Store> Worker<S> {
         metas: &[crate::store::DocMeta],
     ) -> Result<Option<(u64, Vec<PendingDoc>)>, EngineError> {
         let (Some(roster), Some(commune)) =
-            (&self.roster, record.commune.as_deref().and_then(|c| c.parse::<CommuneId>().ok()))
+            (self.replica.roster(), record.commune.as_deref().and_then(|c| c.parse::<CommuneId>().ok()))
         else {
             return Ok(None);
         };
@@ -30,7 +30,7 @@ impl<S: Store> Worker<S> {
         let mut shared = 0;
         let mut pending = Vec::new();
         for meta in metas {
-            if !self.sync.index.may_share(&meta.id, &commune, roster) {
+            if !self.replica.index().may_share(&meta.id, &commune, roster) {
                 continue;
             }
             shared += 1;
@@ -49,7 +49,7 @@ impl<S: Store> Worker<S> {
 
     /// Documents a peer has not acknowledged, most recent first.
     pub(crate) fn pending_for(&self, node: NodeId) -> Result<Vec<PendingDoc>, EngineError> {
-        let record = self.sync.peers.get(&node).ok_or_else(|| {
+        let record = self.replica.peer(&node).ok_or_else(|| {
             EngineError::Invalid(FieldError::Invalid { field: "node".into(), reason: format!("no peer {node}") })
         })?;
         Ok(self.unacknowledged(record, &self.store.metas()?)?.map(|(_, p)| p).unwrap_or_default())
@@ -59,17 +59,12 @@ impl<S: Store> Worker<S> {
         // Read once for every peer's receipts (none if unreadable).
         let metas = self.store.metas().inspect_err(|e| tracing::warn!(error = %e, "no receipts")).ok();
         let mut out: Vec<PeerView> = self
-            .sync
-            .peers
-            .values()
+            .replica
+            .peers()
             .map(|r| {
-                let connected = self
-                    .sync
-                    .sessions
-                    .get(&r.node)
-                    .is_some_and(|s| s.phase() == passerelle_protocol::sync::session::Phase::Ready);
+                let connected = self.replica.is_ready(&r.node);
                 let mut v = view(r, connected);
-                v.queued = self.queued_for(&r.node);
+                v.queued = self.store.queue_len(&r.node).unwrap_or(0);
                 v.receipts = match metas.as_deref().map(|m| self.unacknowledged(r, m)) {
                     Some(Ok(Some((shared, pending)))) => Some(Receipts {
                         shared,
@@ -97,27 +92,15 @@ impl<S: Store> Worker<S> {
                 EngineError::Invalid(FieldError::Invalid { field: "addr".into(), reason: format!("{a:?}: {e}") })
             })?;
         }
-        let record = self.sync.peers.entry(node).or_insert_with(|| PeerRecord::new(node));
-        record.configured = true;
-        for a in addrs {
-            if !record.addrs.contains(&a) {
-                record.addrs.push(a);
-            }
-        }
-        let record = record.clone();
+        let record = self.replica.add_peer(node, addrs);
         self.store.write(vec![WriteOp::Peer(record.clone())])?;
         Ok(view(&record, false))
     }
 
     pub(crate) fn remove_peer(&mut self, node: NodeId) -> Result<bool, EngineError> {
-        let known = self.sync.peers.remove(&node).is_some();
-        self.sync.dirty_peers.remove(&node);
         // Its transfer queue goes too: a peer added again is reconciled anew.
-        let mut ops: Vec<WriteOp> =
-            self.store.queued(&node, usize::MAX)?.into_iter().map(|q| WriteOp::Dequeue(node, q)).collect();
-        ops.push(WriteOp::RemovePeer(node));
-        self.store.write(ops)?;
-        self.sync.transfers.forget(&node);
+        let known = self.replicate(|r, docs| r.remove_peer(node, docs));
+        self.drive()?;
         Ok(known)
     }
 }

@@ -40,11 +40,12 @@ impl<S: Store> Worker<S> {
                 };
                 let hash = Change::from_bytes(stored.envelope.change.clone()).ok().map(|c| c.hash().to_string());
                 let result = stored.envelope.check_signature().and_then(|()| {
-                    let v = stored.envelope.clone().validate_signed(&id, &header.header, &self.book, i64::MAX)?;
+                    let v =
+                        stored.envelope.clone().validate_signed(&id, &header.header, self.replica.book(), i64::MAX)?;
                     // A change accepted before a revocation reached this node
                     // but not kept by it is named too: history cannot be
                     // rewritten, so an auditor must see it.
-                    match &self.roster {
+                    match self.replica.roster() {
                         Some(roster) if !roster.change_allowed(&v.envelope.author, &v.commune, &v.change.hash().0) => {
                             Err(passerelle_protocol::envelope::ValidationFailure::Revoked(v.envelope.author.short()))
                         }

@@ -5,12 +5,14 @@ use passerelle_protocol::book::CertificateBook;
 use passerelle_protocol::certificate::NodeCertificate;
 use passerelle_protocol::ids::{CommuneId, NodeId};
 use passerelle_protocol::keys::SecretKey;
+use passerelle_protocol::replica::{Announcement, Me, Persisted, Replica, ReplicaConfig};
 use tokio::sync::mpsc;
 
 use super::cache::DocCache;
-use super::sync::SyncState;
 use super::{Command, EngineError, MAX_BATCH, NetworkCommand, Reply};
+use crate::clock;
 use crate::identity::Identity;
+use crate::net::NetOut;
 use crate::store::{Store, StoreError, WriteOp};
 
 /// A reply held until the batch's flush; told whether the flush failed.
@@ -47,33 +49,39 @@ pub(crate) struct Worker<S> {
     pub commune_name: String,
     pub country: String,
     pub language: String,
-    /// The network's roster; `None` until this node founds or joins one.
-    pub roster: Option<passerelle_protocol::network::Roster>,
-    /// Whether to link on its own with partners and same-country members.
-    pub auto_links: bool,
-    /// Relays are configured: a member without a contact address can still
-    /// be dialled, through them.
-    pub uses_relays: bool,
-    /// The per-peer send budget (bytes/s), which also bounds frame sizes.
-    pub peer_budget: Option<u64>,
     /// Counters since start, for `GET /metrics`.
     pub metrics: super::EngineMetrics,
-    /// Heartbeats known here.
-    pub heartbeats: super::heartbeats::Heartbeats,
-    /// When the engine started (uptime in heartbeats).
-    pub started: std::time::Instant,
     /// Live events for `GET /v1/events`.
     pub events: Option<tokio::sync::broadcast::Sender<super::LiveEvent>>,
-    /// A join waiting for the issuing node's answer.
-    pub joining: Option<super::membership::Joining>,
+    /// The caller of a join waiting for the issuing node's answer.
+    pub joining: Option<Reply<crate::views::NetworkView>>,
     /// Replies to send once the current batch is durable (from events).
     pub later: Later,
-    pub book: CertificateBook,
     pub cache: DocCache,
-    pub sync: SyncState,
+    /// Every replication decision: the sans-IO core this engine drives.
+    pub replica: Replica,
+    /// The swarm task's inbox.
+    pub net: Option<mpsc::Sender<NetOut>>,
+    /// What this batch stored, to pass on once it is durable.
+    pub announcements: Vec<Announcement>,
+    /// Set when an event wrote to the store: the batch must flush.
+    pub wrote: bool,
 }
 
 impl<S: Store> Worker<S> {
+    /// The engine's counters and the replica core's, together.
+    pub(crate) fn counters(&self) -> super::EngineMetrics {
+        let core = self.replica.counters();
+        let mut all = self.metrics.clone();
+        all.faults = core.faults;
+        all.sessions_opened = core.sessions_opened;
+        all.rounds_in_sync = core.rounds_in_sync;
+        for (code, n) in &core.rejected {
+            *all.rejected.entry(code.clone()).or_default() += n;
+        }
+        all
+    }
+
     /// Tells live views something changed (no subscriber: nothing happens).
     pub(crate) fn live(&self, kind: &'static str, id: String) {
         if let Some(events) = &self.events {
@@ -92,6 +100,30 @@ impl<S: Store> Worker<S> {
             store.write(vec![WriteOp::Certificate(identity.certificate.clone())])?;
             store.flush()?;
         }
+        let network = &identity.config.network;
+        let config = ReplicaConfig {
+            anti_entropy_ms: network.anti_entropy_secs.max(1) * 1000,
+            heartbeat_ms: network.heartbeat_secs.max(1) * 1000,
+            auto_links: network.auto_links,
+            uses_relays: !network.relays.is_empty(),
+            peer_budget: network.peer_budget_bytes_per_s.filter(|b| *b > 0),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            seed: u64::from_le_bytes(clock::random_bytes()),
+        };
+        let me = Me {
+            node_key: identity.node_key.clone(),
+            certificate: identity.certificate.clone(),
+            country: identity.config.commune.country.clone(),
+        };
+        let roster = super::membership::load_roster(&store)?;
+        let stored = Persisted {
+            roster,
+            book,
+            peers: store.peers()?,
+            heartbeats: store.heartbeats()?,
+            chains: store.pulse_chains()?,
+        };
+        let replica = Replica::new(me, config, clock::now_ms(), stored);
         let mut worker = Self {
             store,
             node_key: identity.node_key.clone(),
@@ -101,30 +133,19 @@ impl<S: Store> Worker<S> {
             commune_key: identity.commune_key.clone(),
             commune_name: identity.config.commune.name.clone(),
             country: identity.config.commune.country.clone(),
-            roster: None,
             joining: None,
-            auto_links: identity.config.network.auto_links,
-            uses_relays: !identity.config.network.relays.is_empty(),
-            peer_budget: identity.config.network.peer_budget_bytes_per_s.filter(|b| *b > 0),
             metrics: super::EngineMetrics::default(),
-            heartbeats: super::heartbeats::Heartbeats::default(),
-            started: std::time::Instant::now(),
             events: None,
             later: Later::default(),
             language: identity.config.commune.language.clone(),
-            book,
             cache: DocCache::new(identity.config.store.cached_documents),
-            sync: SyncState::default(),
+            replica,
+            net: None,
+            announcements: Vec::new(),
+            wrote: false,
         };
-        worker.roster = super::membership::load_roster(&worker.store)?;
         for meta in worker.store.metas()? {
-            worker.sync.index.set(meta.id, meta.audience(), meta.head_bytes());
-        }
-        for peer in worker.store.peers()? {
-            worker.sync.peers.insert(peer.node, peer);
-        }
-        for h in worker.store.heartbeats()? {
-            worker.heartbeats.latest.insert(h.beat.heartbeat.node(), h);
+            worker.replica.doc_changed(meta.id, meta.audience(), meta.head_bytes(), meta.stored_ms);
         }
         worker.ensure_profile(&identity.config.commune.name, &identity.config.commune.country)?;
         Ok(worker)
@@ -156,9 +177,9 @@ impl<S: Store> Worker<S> {
                 if let Err(e) = self.store.write(peer_ops) {
                     tracing::warn!(error = %e, "peer records not saved");
                 }
-                self.sync.wrote = true;
+                self.wrote = true;
             }
-            if !deferred.is_empty() || std::mem::take(&mut self.sync.wrote) {
+            if !deferred.is_empty() || std::mem::take(&mut self.wrote) {
                 let flushed = self.store.flush();
                 if let Err(e) = &flushed {
                     tracing::error!(error = %e, "flush failed; dropping loaded documents");
@@ -171,8 +192,8 @@ impl<S: Store> Worker<S> {
                 if ok {
                     self.after_flush();
                 } else {
-                    self.sync.announcements.clear();
-                    self.sync.roster_news.clear();
+                    self.announcements.clear();
+                    self.replica.flush_failed();
                 }
             }
             if let Some(ack) = shutdown {
@@ -234,25 +255,17 @@ impl<S: Store> Worker<S> {
                 let _ = reply.send(Ok(self.heartbeat_views()));
             }
             Command::Metrics(reply) => {
+                let peers = self.peer_views();
                 let snapshot = self.counts().map(|counts| super::MetricsSnapshot {
-                    counters: self.metrics.clone(),
-                    sessions_ready: self
-                        .sync
-                        .sessions
-                        .values()
-                        .filter(|s| s.phase() == passerelle_protocol::sync::session::Phase::Ready)
-                        .count() as u64,
-                    peers: self.peer_views(),
+                    counters: self.counters(),
+                    sessions_ready: self.replica.ready_peers().len() as u64,
+                    peers,
                     counts,
                 });
                 let _ = reply.send(snapshot);
             }
-            Command::Net(event) => {
-                if let Err(e) = self.on_net(event) {
-                    tracing::error!(error = %e, "network event failed");
-                }
-            }
-            Command::AttachNet(outbox) => self.sync.net = Some(outbox),
+            Command::Net(event) => self.on_net(event),
+            Command::AttachNet(outbox) => self.net = Some(outbox),
             Command::Peers(reply) => {
                 let _ = reply.send(Ok(self.peer_views()));
             }
@@ -309,7 +322,7 @@ impl<S: Store> Worker<S> {
             }
         }
         match command {
-            NetworkCommand::Create(name, reply) => durable(deferred, reply, self.create_network(name)),
+            NetworkCommand::Create(name, addrs, reply) => durable(deferred, reply, self.create_network(name, addrs)),
             NetworkCommand::Show(reply) => {
                 let _ = reply.send(self.network_view());
             }

@@ -74,8 +74,12 @@ impl Behaviour {
             .autonat
             .then(|| autonat::Behaviour::new(me, autonat::Config { only_global_ips: false, ..Default::default() }));
         Ok(Self {
-            identify: identify::Behaviour::new(identify::Config::new("/passerelle/1.0.0".into(), key.public())),
-            ping: ping::Behaviour::new(ping::Config::new()),
+            identify: identify::Behaviour::new(
+                identify::Config::new("/passerelle/1.0.0".into(), key.public()).with_interval(super::IDENTIFY_INTERVAL),
+            ),
+            ping: ping::Behaviour::new(
+                ping::Config::new().with_interval(super::PING_INTERVAL).with_timeout(super::PING_TIMEOUT),
+            ),
             mdns: mdns.into(),
             relay_client,
             relay: relay.into(),

@@ -228,9 +228,8 @@ struct EventLoop {
     known: HashMap<PeerId, Known>,
     outgoing: HashMap<PeerId, Outgoing>,
     listen: Vec<Multiaddr>,
-    anti_entropy: tokio::time::Interval,
+    /// Every 250 ms: redials due, relay reservations, the engine's tick.
     redial: tokio::time::Interval,
-    heartbeat: tokio::time::Interval,
     /// Relays this node listens through.
     relays: Vec<RelayListen>,
     /// What AutoNAT found of this node's reachability.
@@ -275,8 +274,10 @@ pub async fn spawn(
         .with_quic_config(|mut c| {
             // Defaults (5 s handshake, 10 s idle) give up on a 2 s round trip.
             c.handshake_timeout = CONNECTION_TIMEOUT;
-            c.max_idle_timeout = 60_000;
-            c.keep_alive_interval = std::time::Duration::from_secs(15);
+            // As long as TCP connections stay up; a keep-alive well within it
+            // (every packet costs bytes on an idle link).
+            c.max_idle_timeout = IDLE_CONNECTION_TIMEOUT.as_millis() as u32;
+            c.keep_alive_interval = std::time::Duration::from_secs(10 * 60);
             c
         })
         .with_relay_client(noise::Config::new, yamux::Config::default)
@@ -347,16 +348,6 @@ pub async fn spawn(
         let addrs = p.addrs.iter().filter_map(|a| a.parse().ok()).collect();
         known.insert(pid, Known::new(p.node, addrs, true));
     }
-    let every = std::time::Duration::from_secs(config.anti_entropy_secs);
-    let mut anti_entropy = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    anti_entropy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first heartbeat a few seconds after start (peers are connecting).
-    let beat_every = std::time::Duration::from_secs(config.heartbeat_secs.max(1));
-    let mut heartbeat = tokio::time::interval_at(
-        tokio::time::Instant::now() + beat_every.min(std::time::Duration::from_secs(5)),
-        beat_every,
-    );
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut redial = tokio::time::interval(std::time::Duration::from_millis(250));
     redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let event_loop = EventLoop {
@@ -367,9 +358,7 @@ pub async fn spawn(
         known,
         outgoing: HashMap::new(),
         listen,
-        anti_entropy,
         redial,
-        heartbeat,
         relays,
         reachability: if options.autonat { "unknown" } else { "not checked" },
         peer_budget: config.peer_budget_bytes_per_s,
@@ -405,23 +394,9 @@ impl EventLoop {
                 },
                 Some(out) = self.outbound.recv() => self.on_outbound(out),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
-                _ = self.anti_entropy.tick() => {
-                    let idle = self
-                        .swarm
-                        .connected_peers()
-                        .filter(|p| self.outgoing.get(p).is_none_or(|o| o.queue.is_empty() && o.in_flight.is_empty()))
-                        .filter_map(node_id)
-                        .collect();
-                    if self.engine.net_event(NetEvent::AntiEntropy { idle }).is_err() {
-                        tracing::debug!("engine busy: anti-entropy round skipped");
-                    }
-                }
-                _ = self.heartbeat.tick() => {
-                    if self.engine.net_event(NetEvent::HeartbeatDue).is_err() {
-                        tracing::debug!("engine busy: heartbeat skipped");
-                    }
-                }
                 _ = self.redial.tick() => {
+                    // The replica core starts whatever is due (rounds, heartbeats).
+                    let _ = self.engine.net_event(NetEvent::Tick);
                     self.report_again();
                     self.listen_through_relays();
                     self.redial_due();
@@ -708,6 +683,11 @@ impl EventLoop {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event { peer, connection, result: Err(e) })) => {
+                // Pings do not close a connection that stopped answering: we do.
+                tracing::info!(%peer, error = %e, "ping failed: closing the connection");
+                let _ = self.swarm.close_connection(connection);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(event)) => match event {
                 relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal, .. } => {
                     tracing::debug!(relay = %relay_peer_id, renewal, "relay reservation accepted");

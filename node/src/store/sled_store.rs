@@ -23,6 +23,7 @@ use std::path::Path;
 
 use passerelle_protocol::certificate::NodeCertificate;
 use passerelle_protocol::header::SignedHeader;
+use passerelle_protocol::heartbeat::PulseChain;
 use passerelle_protocol::ids::{DocId, NodeId};
 
 use passerelle_protocol::network::SignedStatement;
@@ -44,6 +45,7 @@ const INVITATION: u8 = b'i';
 const QUEUE: u8 = b'q';
 const QUEUE_INDEX: u8 = b'o';
 const HEARTBEAT: u8 = b'b';
+const CHAIN: u8 = b'a';
 
 /// sled's page cache; its default (1 GiB) would let a node's memory grow
 /// with its store.
@@ -308,6 +310,10 @@ impl Store for SledStore {
         self.scan(HEARTBEAT, |v| StoredHeartbeat::decode(v).map_err(|e| e.to_string()))
     }
 
+    fn pulse_chains(&self) -> Result<Vec<PulseChain>, StoreError> {
+        self.scan(CHAIN, |v| PulseChain::decode(v).map_err(|e| e.to_string()))
+    }
+
     fn disk_bytes(&self) -> Result<u64, StoreError> {
         self.db.size_on_disk().map_err(backend)
     }
@@ -362,6 +368,13 @@ impl Store for SledStore {
                 }
                 WriteOp::Heartbeat(h) => {
                     batch.insert(keys::prefixed(HEARTBEAT, h.beat.heartbeat.node().as_bytes()), h.encode());
+                }
+                WriteOp::ForgetHeartbeat(node) => {
+                    batch.remove(keys::prefixed(HEARTBEAT, node.as_bytes()));
+                    batch.remove(keys::prefixed(CHAIN, node.as_bytes()));
+                }
+                WriteOp::PulseChain(chain) => {
+                    batch.insert(keys::prefixed(CHAIN, chain.node.as_bytes()), chain.encode())
                 }
                 WriteOp::Dequeue(peer, q) => {
                     batch.remove(keys::queued(&peer, q.priority, &q.doc));

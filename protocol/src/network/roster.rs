@@ -26,6 +26,7 @@
 //!   a cycle, the coordinators common to the cycle's sets are kept.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use super::statement::{Role, SignedStatement, Statement, network_id};
 use crate::ids::{CommuneId, NetworkId, NodeId};
@@ -115,13 +116,16 @@ struct Folded {
     partnerships: BTreeMap<(CommuneId, CommuneId), Partnership>,
 }
 
-/// The statements of one network and what they mean.
+/// The statements of one network and what they mean. Cloning is cheap
+/// (both are shared until one side changes), so a session can try a
+/// hello's proof on a copy and a simulator can give hundreds of nodes the
+/// same roster.
 #[derive(Clone, Debug)]
 pub struct Roster {
     network: NetworkId,
-    statements: BTreeMap<[u8; 32], SignedStatement>,
+    statements: Arc<BTreeMap<[u8; 32], SignedStatement>>,
     fingerprint: Fingerprint,
-    folded: Folded,
+    folded: Arc<Folded>,
 }
 
 /// A statement's 16-byte contribution to the roster fingerprint.
@@ -132,7 +136,12 @@ pub fn short_hash(hash: &[u8; 32]) -> [u8; 16] {
 impl Roster {
     /// An empty roster of `network` (statements are added with [`Roster::insert`]).
     pub fn new(network: NetworkId) -> Self {
-        Self { network, statements: BTreeMap::new(), fingerprint: Fingerprint::default(), folded: Folded::default() }
+        Self {
+            network,
+            statements: Arc::new(BTreeMap::new()),
+            fingerprint: Fingerprint::default(),
+            folded: Arc::new(Folded::default()),
+        }
     }
 
     /// The roster of a network founded by `found`.
@@ -208,7 +217,7 @@ impl Roster {
         }
         s.verify().map_err(|_| RosterError::BadSignature { kind: s.body.kind(), signer: s.signer.short() })?;
         self.fingerprint.toggle(&short_hash(&hash), true);
-        self.statements.insert(hash, s);
+        Arc::make_mut(&mut self.statements).insert(hash, s);
         Ok(true)
     }
 
@@ -231,6 +240,15 @@ impl Roster {
     /// Whether the roster holds no statement.
     pub fn is_empty(&self) -> bool {
         self.statements.is_empty()
+    }
+
+    /// Whether a statement with this short hash is held.
+    pub fn has_short_hash(&self, short: &[u8; 16]) -> bool {
+        let mut lo = [0u8; 32];
+        lo[..16].copy_from_slice(short);
+        let mut hi = [0xffu8; 32];
+        hi[..16].copy_from_slice(short);
+        self.statements.range(lo..=hi).next().is_some()
     }
 
     /// Short hashes of every statement, to tell a peer what this node has.
@@ -336,13 +354,20 @@ impl Roster {
     }
 
     /// The statements that prove `commune`'s membership to a node that knows
-    /// nothing of it: the founding statement and the chain of admissions
-    /// from the founder down to it.
+    /// nothing of it: the founding statement and where the founder's node
+    /// is, and the chain of admissions from the founder down to it.
     pub fn proof_for(&self, commune: &CommuneId) -> Vec<SignedStatement> {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         if let Some(found) = self.statements.values().find(|s| matches!(s.body, Statement::Found { .. })) {
             out.push(found.clone());
+            let founder_node = self
+                .statements
+                .iter()
+                .filter(|(_, s)| s.signer == found.signer && matches!(s.body, Statement::Node { .. }))
+                .max_by_key(|(h, s)| (s.issued_ms, **h))
+                .map(|(_, s)| s.clone());
+            out.extend(founder_node);
         }
         let mut next = Some(*commune);
         while let Some(c) = next.take() {
@@ -370,7 +395,7 @@ impl Roster {
     fn refold(&mut self) {
         let mut folded = Folded::default();
         let Some(found) = self.statements.values().find(|s| matches!(s.body, Statement::Found { .. })) else {
-            self.folded = folded;
+            self.folded = Arc::new(folded);
             return;
         };
         let founder = found.signer;
@@ -405,7 +430,7 @@ impl Roster {
                 false
             };
             let mut first_use: HashMap<[u8; 16], (u64, [u8; 32])> = HashMap::new();
-            for (h, s) in &self.statements {
+            for (h, s) in self.statements.iter() {
                 if let Statement::Admit { invitation, .. } = &s.body
                     && *invitation != [0; 16]
                     && coordinators.contains(&s.signer)
@@ -417,7 +442,7 @@ impl Roster {
                 }
             }
             let mut latest: Decisions<'_> = BTreeMap::new();
-            for (h, s) in &self.statements {
+            for (h, s) in self.statements.iter() {
                 if !coordinators.contains(&s.signer) {
                     continue;
                 }
@@ -511,6 +536,21 @@ impl Roster {
                 );
             }
         }
+        // A member's own latest `Node` statement names the node it runs now.
+        let mut nodes: BTreeMap<CommuneId, (u64, [u8; 32], NodeId, Vec<String>)> = BTreeMap::new();
+        for (h, s) in self.statements.iter() {
+            if let Statement::Node { node, addrs } = &s.body
+                && nodes.get(&s.signer).is_none_or(|(t, lh, _, _)| (s.issued_ms, *h) > (*t, *lh))
+            {
+                nodes.insert(s.signer, (s.issued_ms, *h, *node, addrs.clone()));
+            }
+        }
+        for (commune, (_, _, node, addrs)) in nodes {
+            if let Some(m) = folded.members.get_mut(&commune) {
+                m.node = Some(node);
+                m.addrs = addrs;
+            }
+        }
         // Revocations: kept per signer, checked against the certifying commune on use.
         for s in self.statements.values() {
             if let Statement::Revoke { node, kept } = &s.body {
@@ -520,7 +560,7 @@ impl Roster {
 
         // Partnerships: per direction, the latest declaration decides.
         let mut directed: BTreeMap<(CommuneId, CommuneId), (u64, [u8; 32], bool)> = BTreeMap::new();
-        for (h, s) in &self.statements {
+        for (h, s) in self.statements.iter() {
             let (with, on) = match &s.body {
                 Statement::Partner { with } => (*with, true),
                 Statement::Unpartner { with } => (*with, false),
@@ -550,7 +590,7 @@ impl Roster {
                 p.b_signed = on;
             }
         }
-        self.folded = folded;
+        self.folded = Arc::new(folded);
     }
 }
 

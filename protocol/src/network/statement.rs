@@ -162,6 +162,15 @@ pub enum Statement {
         /// The other commune.
         with: CommuneId,
     },
+    /// The signer's commune runs `node`, reachable at `addrs`: how members
+    /// find a node the admission does not name (the founder's), or that
+    /// moved. The latest one a commune signed counts.
+    Node {
+        /// The node key.
+        node: NodeId,
+        /// Where it listens (contact hints).
+        addrs: Vec<String>,
+    },
 }
 
 impl Statement {
@@ -174,6 +183,7 @@ impl Statement {
             Statement::Revoke { .. } => "revoke",
             Statement::Partner { .. } => "partner",
             Statement::Unpartner { .. } => "unpartner",
+            Statement::Node { .. } => "node",
         }
     }
 
@@ -201,6 +211,10 @@ impl Statement {
             }
             Statement::Unpartner { with } => {
                 w.u8(6).fixed(with.as_bytes());
+            }
+            Statement::Node { node, addrs } => {
+                w.u8(7).fixed(node.as_bytes());
+                write_addrs(w, addrs);
             }
         }
     }
@@ -237,6 +251,10 @@ impl Statement {
             }
             5 => Statement::Partner { with: CommuneId::from_bytes(r.fixed("partner")?) },
             6 => Statement::Unpartner { with: CommuneId::from_bytes(r.fixed("partner")?) },
+            7 => {
+                let node = NodeId::from_bytes(r.fixed("node")?);
+                Statement::Node { node, addrs: read_addrs(r)? }
+            }
             other => {
                 return Err(DecodeError::Invalid {
                     field: "statement type",

@@ -84,6 +84,16 @@ impl SyncIndex {
         }
     }
 
+    /// A document's audience, if this node holds it.
+    pub fn audience(&self, doc: &DocId) -> Option<Audience> {
+        self.items.get(doc).map(|(_, a)| *a)
+    }
+
+    /// A document's heads, if this node holds it.
+    pub fn heads(&self, doc: &DocId) -> Option<&[[u8; 32]]> {
+        self.heads.get(doc).map(Vec::as_slice)
+    }
+
     /// Whether `doc` may be sent to a node of `peer`.
     pub fn may_share(&self, doc: &DocId, peer: &CommuneId, roster: &Roster) -> bool {
         self.items.get(doc).is_some_and(|(_, a)| a.admits(peer, roster))

@@ -10,14 +10,14 @@ use crate::certificate::NodeCertificate;
 use crate::envelope::ChangeEnvelope;
 use crate::header::SignedHeader;
 use crate::heartbeat::{MAX_HEARTBEAT_BYTES, SignedHeartbeat};
-use crate::ids::{DocId, NetworkId};
+use crate::ids::{DocId, NetworkId, NodeId};
 use crate::network::statement::MAX_STATEMENT_BYTES;
 use crate::network::{Invitation, SignedStatement};
 
 use super::fingerprint::{BUCKETS, BucketPrint};
 
 /// The libp2p protocol name.
-pub const PROTOCOL: &str = "/passerelle/sync/3";
+pub const PROTOCOL: &str = "/passerelle/sync/4";
 const TAG: &str = "passerelle/sync";
 const VERSION: u8 = 1;
 /// Largest frame accepted, in bytes.
@@ -38,6 +38,12 @@ pub const MAX_STATEMENTS: usize = 100_000;
 pub const ROSTER_FRAME_TARGET_BYTES: usize = 1024 * 1024;
 /// Most heartbeats in one message.
 pub const MAX_HEARTBEATS: usize = 256;
+/// Most pulses in one message.
+pub const MAX_PULSES: usize = 4_096;
+/// Most watchers in one `Routes`.
+pub const MAX_ROUTES: usize = 64;
+/// Most documents or statements named in one `Have` or `Graft`.
+pub const MAX_ANNOUNCED: usize = 4_096;
 
 /// One document in an `Items` list: its id and heads.
 pub type Item = (DocId, Vec<[u8; 32]>);
@@ -127,6 +133,56 @@ pub enum SyncMessage {
         /// Bucket number and its documents.
         buckets: Vec<(u8, Vec<Item>)>,
     },
+    /// What the sender just stored, announced lazily (gossip): documents
+    /// with their new heads and statements by short hash. The receiver
+    /// asks for what it still lacks after a while (`Graft`).
+    Have {
+        /// Documents and their heads at the sender.
+        docs: Vec<Item>,
+        /// Short hashes of statements.
+        statements: Vec<[u8; 16]>,
+    },
+    /// Send me what I lack of these (documents with my heads, statements by
+    /// short hash), and push to me eagerly from now on.
+    Graft {
+        /// Documents and the receiver's... the sender's own heads.
+        docs: Vec<Item>,
+        /// Short hashes of statements wanted.
+        statements: Vec<[u8; 16]>,
+    },
+    /// Stop pushing to me eagerly: announce lazily instead (what you push
+    /// reaches me by another path).
+    Prune,
+    /// New changes pushed live (gossip's eager push): like `Docs`, and a
+    /// receiver that already held all of it prunes the link.
+    Push {
+        /// Certificates of the node keys that signed what follows.
+        certificates: Vec<NodeCertificate>,
+        /// Headers of documents the receiver may not have.
+        headers: Vec<SignedHeader>,
+        /// Change envelopes.
+        changes: Vec<ChangeEnvelope>,
+    },
+    /// How many hops the sender is from each watcher (coordinator's node):
+    /// heartbeats and pulses go to the neighbour nearest each watcher. 16
+    /// means unreachable (or reached through the receiver).
+    Routes {
+        /// Watcher and hops.
+        hops: Vec<(NodeId, u8)>,
+    },
+    /// The sender's operator removed the receiver from its peers: the
+    /// receiver stops dialling it, unless its own operator asked for the
+    /// link (then it is still welcome).
+    Unlink,
+    /// Compact liveness of nodes whose status did not change, carried
+    /// towards the coordinators: pulse chains (each node's signed
+    /// commitment, sent with its full heartbeat) and pulses (30 bytes each).
+    Pulses {
+        /// New pulse chains.
+        chains: Vec<crate::heartbeat::PulseChain>,
+        /// Pulses.
+        pulses: Vec<crate::heartbeat::Pulse>,
+    },
     /// Signed material the receiver lacks.
     Docs {
         /// Certificates of the node keys that signed what follows.
@@ -165,6 +221,13 @@ impl SyncMessage {
             SyncMessage::Buckets { .. } => "buckets",
             SyncMessage::Items { .. } => "items",
             SyncMessage::Docs { .. } => "docs",
+            SyncMessage::Have { .. } => "have",
+            SyncMessage::Graft { .. } => "graft",
+            SyncMessage::Prune => "prune",
+            SyncMessage::Push { .. } => "push",
+            SyncMessage::Pulses { .. } => "pulses",
+            SyncMessage::Unlink => "unlink",
+            SyncMessage::Routes { .. } => "routes",
         }
     }
 
@@ -226,17 +289,41 @@ impl SyncMessage {
                 }
             }
             SyncMessage::Docs { certificates, headers, changes } => {
-                w.u8(5).u32(certificates.len() as u32);
-                for c in certificates {
-                    w.bytes(&c.encode());
+                w.u8(5);
+                write_docs(&mut w, certificates, headers, changes);
+            }
+            SyncMessage::Push { certificates, headers, changes } => {
+                w.u8(15);
+                write_docs(&mut w, certificates, headers, changes);
+            }
+            SyncMessage::Have { docs, statements } => {
+                w.u8(12);
+                write_announced(&mut w, docs, statements);
+            }
+            SyncMessage::Graft { docs, statements } => {
+                w.u8(13);
+                write_announced(&mut w, docs, statements);
+            }
+            SyncMessage::Prune => {
+                w.u8(14);
+            }
+            SyncMessage::Unlink => {
+                w.u8(17);
+            }
+            SyncMessage::Routes { hops } => {
+                w.u8(18).u32(hops.len() as u32);
+                for (node, h) in hops {
+                    w.fixed(node.as_bytes()).u8(*h);
                 }
-                w.u32(headers.len() as u32);
-                for h in headers {
-                    w.bytes(&h.encode());
+            }
+            SyncMessage::Pulses { chains, pulses } => {
+                w.u8(16).u32(chains.len() as u32);
+                for c in chains {
+                    c.write(&mut w);
                 }
-                w.u32(changes.len() as u32);
-                for c in changes {
-                    w.bytes(&c.encode());
+                w.u32(pulses.len() as u32);
+                for p in pulses {
+                    p.write(&mut w);
                 }
             }
         }
@@ -353,31 +440,127 @@ impl SyncMessage {
                 SyncMessage::Items { buckets }
             }
             5 => {
-                let n = count(&mut r, "certificates", MAX_DOC_ENTRIES)?;
-                let mut certificates = Vec::with_capacity(n.min(1024));
-                for _ in 0..n {
-                    certificates.push(
-                        NodeCertificate::decode(r.bytes("certificate", 512)?).map_err(|e| invalid("certificate", e))?,
-                    );
-                }
-                let n = count(&mut r, "headers", MAX_DOC_ENTRIES)?;
-                let mut headers = Vec::with_capacity(n.min(1024));
-                for _ in 0..n {
-                    headers.push(SignedHeader::decode(r.bytes("header", 8192)?).map_err(|e| invalid("header", e))?);
-                }
-                let n = count(&mut r, "changes", MAX_DOC_ENTRIES)?;
-                let mut changes = Vec::with_capacity(n.min(1024));
-                for _ in 0..n {
-                    let bytes = r.bytes("change envelope", crate::envelope::MAX_CHANGE_BYTES + 1024)?;
-                    changes.push(ChangeEnvelope::decode(bytes).map_err(|e| invalid("change envelope", e))?);
-                }
+                let (certificates, headers, changes) = read_docs(&mut r)?;
                 SyncMessage::Docs { certificates, headers, changes }
+            }
+            15 => {
+                let (certificates, headers, changes) = read_docs(&mut r)?;
+                SyncMessage::Push { certificates, headers, changes }
+            }
+            12 => {
+                let (docs, statements) = read_announced(&mut r)?;
+                SyncMessage::Have { docs, statements }
+            }
+            13 => {
+                let (docs, statements) = read_announced(&mut r)?;
+                SyncMessage::Graft { docs, statements }
+            }
+            14 => SyncMessage::Prune,
+            17 => SyncMessage::Unlink,
+            18 => {
+                let n = count(&mut r, "routes", MAX_ROUTES)?;
+                let mut hops = Vec::with_capacity(n);
+                for _ in 0..n {
+                    hops.push((NodeId::from_bytes(r.fixed("watcher")?), r.u8("hops")?));
+                }
+                SyncMessage::Routes { hops }
+            }
+            16 => {
+                let n = count(&mut r, "pulse chains", MAX_PULSES)?;
+                let mut chains = Vec::with_capacity(n.min(r.remaining() / crate::heartbeat::CHAIN_BYTES));
+                for _ in 0..n {
+                    chains.push(crate::heartbeat::PulseChain::read(&mut r)?);
+                }
+                let n = count(&mut r, "pulses", MAX_PULSES)?;
+                let mut pulses = Vec::with_capacity(n.min(r.remaining() / crate::heartbeat::PULSE_BYTES));
+                for _ in 0..n {
+                    pulses.push(crate::heartbeat::Pulse::read(&mut r)?);
+                }
+                SyncMessage::Pulses { chains, pulses }
             }
             t => return Err(DecodeError::Invalid { field: "message type", reason: format!("unknown type {t}") }),
         };
         r.end()?;
         Ok(msg)
     }
+}
+
+fn write_docs(w: &mut Writer, certificates: &[NodeCertificate], headers: &[SignedHeader], changes: &[ChangeEnvelope]) {
+    w.u32(certificates.len() as u32);
+    for c in certificates {
+        w.bytes(&c.encode());
+    }
+    w.u32(headers.len() as u32);
+    for h in headers {
+        w.bytes(&h.encode());
+    }
+    w.u32(changes.len() as u32);
+    for c in changes {
+        w.bytes(&c.encode());
+    }
+}
+
+/// Certificates, headers and changes of a `Docs` or `Push`.
+type DocsBody = (Vec<NodeCertificate>, Vec<SignedHeader>, Vec<ChangeEnvelope>);
+
+fn read_docs(r: &mut Reader<'_>) -> Result<DocsBody, DecodeError> {
+    let n = bounded(r, "certificates", MAX_DOC_ENTRIES)?;
+    let mut certificates = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        certificates
+            .push(NodeCertificate::decode(r.bytes("certificate", 512)?).map_err(|e| invalid("certificate", e))?);
+    }
+    let n = bounded(r, "headers", MAX_DOC_ENTRIES)?;
+    let mut headers = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        headers.push(SignedHeader::decode(r.bytes("header", 8192)?).map_err(|e| invalid("header", e))?);
+    }
+    let n = bounded(r, "changes", MAX_DOC_ENTRIES)?;
+    let mut changes = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        let bytes = r.bytes("change envelope", crate::envelope::MAX_CHANGE_BYTES + 1024)?;
+        changes.push(ChangeEnvelope::decode(bytes).map_err(|e| invalid("change envelope", e))?);
+    }
+    Ok((certificates, headers, changes))
+}
+
+fn write_announced(w: &mut Writer, docs: &[Item], statements: &[[u8; 16]]) {
+    w.u32(docs.len() as u32);
+    for (doc, heads) in docs {
+        w.fixed(doc.as_bytes()).u32(heads.len() as u32);
+        for h in heads {
+            w.fixed(h);
+        }
+    }
+    w.u32(statements.len() as u32);
+    for s in statements {
+        w.fixed(s);
+    }
+}
+
+fn read_announced(r: &mut Reader<'_>) -> Result<(Vec<Item>, Vec<[u8; 16]>), DecodeError> {
+    let n = bounded(r, "announced documents", MAX_ANNOUNCED)?;
+    let mut docs = Vec::with_capacity(n.min(r.remaining() / 36));
+    for _ in 0..n {
+        let doc = DocId::from_bytes(r.fixed("doc")?);
+        let h = bounded(r, "heads", MAX_HEADS)?;
+        let mut heads = Vec::with_capacity(h.min(r.remaining() / 32));
+        for _ in 0..h {
+            heads.push(r.fixed("head")?);
+        }
+        docs.push((doc, heads));
+    }
+    let n = bounded(r, "announced statements", MAX_ANNOUNCED)?;
+    let mut statements = Vec::with_capacity(n.min(r.remaining() / 16));
+    for _ in 0..n {
+        statements.push(r.fixed("statement hash")?);
+    }
+    Ok((docs, statements))
+}
+
+fn bounded(r: &mut Reader<'_>, field: &'static str, max: usize) -> Result<usize, DecodeError> {
+    let n = r.u32(field)? as usize;
+    if n > max { Err(DecodeError::TooLarge { field, len: n, max }) } else { Ok(n) }
 }
 
 fn write_statements(w: &mut Writer, statements: &[SignedStatement]) {
@@ -401,15 +584,19 @@ fn invalid(field: &'static str, e: impl std::fmt::Display) -> DecodeError {
 }
 
 impl SyncReply {
-    /// Encodes the reply.
+    /// Encodes the reply: one byte (0 ok, 1 busy), or 2 and the reason in
+    /// UTF-8 (at most 200 characters). Every message gets one, so it is as
+    /// small as it can be.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new("passerelle/sync-reply", VERSION);
         match self {
-            SyncReply::Ok => w.u8(0),
-            SyncReply::Busy => w.u8(1),
-            SyncReply::Refused(reason) => w.u8(2).str(&reason.chars().take(200).collect::<String>()),
-        };
-        w.finish()
+            SyncReply::Ok => vec![0],
+            SyncReply::Busy => vec![1],
+            SyncReply::Refused(reason) => {
+                let mut v = vec![2];
+                v.extend(reason.chars().take(200).collect::<String>().into_bytes());
+                v
+            }
+        }
     }
 
     /// Decodes a reply.
@@ -417,15 +604,19 @@ impl SyncReply {
     /// # Errors
     /// [`DecodeError`].
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (mut r, _) = Reader::open(bytes, "passerelle/sync-reply", "sync reply", VERSION)?;
-        let reply = match r.u8("reply type")? {
-            0 => SyncReply::Ok,
-            1 => SyncReply::Busy,
-            2 => SyncReply::Refused(r.str("reason", 1024)?.to_owned()),
-            t => return Err(DecodeError::Invalid { field: "reply type", reason: format!("unknown type {t}") }),
+        let reason = |b: &[u8]| -> Result<String, DecodeError> {
+            if b.len() > 1024 {
+                return Err(DecodeError::TooLarge { field: "reason", len: b.len(), max: 1024 });
+            }
+            String::from_utf8(b.to_vec()).map_err(|e| invalid("reason", e))
         };
-        r.end()?;
-        Ok(reply)
+        match bytes.split_first() {
+            Some((0, [])) => Ok(SyncReply::Ok),
+            Some((1, [])) => Ok(SyncReply::Busy),
+            Some((2, rest)) => Ok(SyncReply::Refused(reason(rest)?)),
+            Some((t, _)) => Err(DecodeError::Invalid { field: "reply type", reason: format!("unknown type {t}") }),
+            None => Err(DecodeError::Truncated { field: "reply", needed: 1 }),
+        }
     }
 }
 

@@ -83,6 +83,9 @@ pub enum Effect {
     /// Check and keep these heartbeats (the latest of each node), and pass
     /// on those that are new.
     Heartbeats(Vec<crate::heartbeat::SignedHeartbeat>),
+    /// A message of the gossip layer (live pushes, announcements, pulses),
+    /// for the replica to handle once the peer is ready.
+    Gossip(SyncMessage),
     /// The peer's shared set equals ours.
     InSync,
     /// The peer broke the protocol: log the reason, count it.
@@ -477,6 +480,13 @@ impl Session {
                 vec![Effect::Ingest { certificates, headers, changes }]
             }
             SyncMessage::Heartbeats { beats } => vec![Effect::Heartbeats(beats)],
+            gossip @ (SyncMessage::Have { .. }
+            | SyncMessage::Graft { .. }
+            | SyncMessage::Prune
+            | SyncMessage::Push { .. }
+            | SyncMessage::Pulses { .. }
+            | SyncMessage::Unlink
+            | SyncMessage::Routes { .. }) => vec![Effect::Gossip(gossip)],
             // Handled before a session is ready.
             SyncMessage::Hello { .. }
             | SyncMessage::RosterHave { .. }

@@ -1,0 +1,232 @@
+//! Connections and sessions: a connection opens a sync session (once this
+//! node is in a network), messages go through it, and its effects are
+//! carried out here — pushes queued, rosters and documents handed on,
+//! faults counted, peers dropped.
+
+use crate::sync::message::SyncMessage;
+use crate::sync::session::{Effect, Phase, Session, refusal_is_fault};
+
+use super::io::{IngestBatch, IngestOutcome, Output};
+use super::{DocSource, Event, Link, Millis, Replica};
+use crate::ids::NodeId;
+
+impl Replica {
+    /// A first connection with a peer came up (at `addr`).
+    pub fn peer_connected(&mut self, now: Millis, node: NodeId, addr: String, docs: &mut impl DocSource) {
+        // Whatever was on its way over an earlier connection is not.
+        self.transfers.connection_lost(&node);
+        self.push(Output::Event(Event::Peer(node)));
+        let record = self.peer_mut(node);
+        record.last_connected_ms = Some(now);
+        record.last_addr = Some(addr);
+        record.last_error = None;
+        self.unreachable.remove(&node);
+        let base = self.config.anti_entropy_ms as Millis;
+        self.links
+            .insert(node, Link { session: None, next_round: now + base, interval: base, last_summary: 0, eager: true });
+        if let Some(join) = self.joining.as_ref().filter(|j| j.invitation.issuer_node == node) {
+            let msg = SyncMessage::Join {
+                invitation: Box::new(join.invitation.clone()),
+                certificate: self.me.certificate.clone(),
+                addrs: join.addrs.clone(),
+            };
+            self.send(node, &msg);
+        }
+        self.open_session(node, docs);
+    }
+
+    /// The last connection with a peer closed.
+    pub fn peer_disconnected(&mut self, _now: Millis, node: NodeId, error: Option<String>) {
+        self.push(Output::Event(Event::Peer(node)));
+        self.links.remove(&node);
+        self.transfers.connection_lost(&node);
+        self.early_hellos.remove(&node);
+        self.beats_on_gone(_now, &node);
+        if let Some(e) = error {
+            self.peer_mut(node).last_error = Some(e);
+        }
+        self.keep_on_tree();
+    }
+
+    /// Opens a sync session with a connected peer and says hello, if this
+    /// node is in a network (a node outside any can only join).
+    pub(super) fn open_session(&mut self, node: NodeId, _docs: &mut impl DocSource) {
+        let Some(roster) = &self.roster else { return };
+        let hello = Session::hello(&self.me.certificate, roster);
+        let Some(link) = self.links.get_mut(&node) else { return };
+        // The session starts its first round when the peer's hello arrives.
+        link.session = Some(Session::new(node));
+        self.counters.sessions_opened += 1;
+        self.send(node, &hello);
+    }
+
+    /// A frame from a peer could not be read (malformed, oversized): a
+    /// fault of the peer.
+    pub fn frame_refused(&mut self, now: Millis, from: NodeId, reason: String, docs: &mut impl DocSource) {
+        self.counters.faults += 1;
+        let record = self.peer_mut(from);
+        record.rejected += 1;
+        record.last_error = Some(reason.clone());
+        match self.links.get_mut(&from).and_then(|l| l.session.as_mut()) {
+            Some(session) => {
+                let effects: Vec<Effect> =
+                    session.penalise(reason).into_iter().filter(|e| matches!(e, Effect::Disconnect(_))).collect();
+                self.run_effects(now, from, effects, docs);
+            }
+            None => self.push(Output::Disconnect { node: from, reason }),
+        }
+    }
+
+    /// A sync message arrived from a peer (`bytes` long on the wire).
+    pub fn message_received(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        msg: SyncMessage,
+        bytes: usize,
+        docs: &mut impl DocSource,
+    ) {
+        self.peer_mut(from).bytes_in += bytes as u64;
+        match msg {
+            SyncMessage::Welcome { statements } if self.is_joining_through(&from) => {
+                if let Some(j) = self.joining.take() {
+                    let network = j.invitation.network;
+                    self.push(Output::JoinAnswered { from, network, answer: Ok(statements) });
+                }
+                return;
+            }
+            SyncMessage::JoinRefused { reason } if self.is_joining_through(&from) => {
+                if let Some(j) = self.joining.take() {
+                    let network = j.invitation.network;
+                    self.push(Output::JoinAnswered { from, network, answer: Err(reason) });
+                }
+                return;
+            }
+            hello @ SyncMessage::Hello { .. } if self.roster.is_none() => {
+                // Not in a network yet: keep it for when this node has joined.
+                self.early_hellos.insert(from, hello);
+                return;
+            }
+            _ => {}
+        }
+        let Some(roster) = self.roster.as_ref() else { return };
+        let pending = self.transfers.queue_len(&from, docs);
+        let Some(session) = self.links.get_mut(&from).and_then(|l| l.session.as_mut()) else {
+            tracing::debug!(peer = %from.short(), kind = msg.kind(), "message outside a session: ignored");
+            return;
+        };
+        let was_ready = session.phase() == Phase::Ready;
+        session.set_pending(pending);
+        let effects = session.on_message(msg, &self.index.view(self.me.commune(), roster), roster);
+        let now_ready = session.phase() == Phase::Ready;
+        self.run_effects(now, from, effects, docs);
+        if now_ready && !was_ready {
+            // A transfer cut by the last disconnection resumes now.
+            self.fill(from, docs);
+            self.beats_on_ready(now, from);
+        }
+    }
+
+    /// Starts a reconciliation round with a connected peer.
+    pub(super) fn start_round(&mut self, now: Millis, peer: NodeId, docs: &mut impl DocSource) {
+        let pending = self.transfers.queue_len(&peer, docs);
+        let Some(roster) = self.roster.as_ref() else { return };
+        let Some(link) = self.links.get_mut(&peer) else { return };
+        let Some(session) = link.session.as_mut() else { return };
+        session.set_pending(pending);
+        let effects = session.start_round(&self.index.view(self.me.commune(), roster), roster);
+        if effects.iter().any(|e| matches!(e, Effect::Send(SyncMessage::Summary { .. }))) {
+            link.last_summary = now;
+        }
+        self.run_effects(now, peer, effects, docs);
+    }
+
+    pub(super) fn run_effects(&mut self, now: Millis, peer: NodeId, effects: Vec<Effect>, docs: &mut impl DocSource) {
+        for effect in effects {
+            match effect {
+                Effect::Send(msg) => {
+                    if matches!(msg, SyncMessage::Buckets { .. } | SyncMessage::Items { .. }) {
+                        // The sets differ: rounds with this peer start over from the base.
+                        self.reset_round(now, &peer);
+                    }
+                    self.send(peer, &msg);
+                }
+                Effect::Gossip(msg) => self.on_gossip(now, peer, msg, docs),
+                Effect::PushBuckets(buckets) => {
+                    let (Some(commune), Some(roster)) = (self.session(&peer).and_then(Session::commune), &self.roster)
+                    else {
+                        continue;
+                    };
+                    let ids = self.index.ids_in(&buckets, &self.me.commune(), &commune, roster);
+                    self.enqueue(peer, ids.into_iter().map(|id| (id, None)).collect(), docs);
+                }
+                Effect::IngestRoster(statements) => self.add_statements(now, statements, Some(peer), docs),
+                Effect::SendHello => {
+                    if let Some(roster) = &self.roster {
+                        let hello = Session::hello(&self.me.certificate, roster);
+                        self.send(peer, &hello);
+                    }
+                }
+                Effect::Redeem { invitation, certificate, addrs } => {
+                    self.push(Output::Redeem { from: peer, invitation, certificate, addrs });
+                }
+                Effect::PushDocs(ids) => self.enqueue(peer, ids.into_iter().map(|id| (id, None)).collect(), docs),
+                Effect::PushMissing(list) => {
+                    self.enqueue(peer, list.into_iter().map(|(id, heads)| (id, Some(heads))).collect(), docs);
+                }
+                Effect::Ingest { certificates, headers, changes } => {
+                    // Certificates first: the changes that follow are checked against them.
+                    for cert in certificates.iter().chain(headers.iter().map(|h| &h.certificate)) {
+                        self.learn_certificate(cert.clone());
+                    }
+                    if headers.is_empty() && changes.is_empty() {
+                        // A hello's certificate: the peer's commune.
+                        if let Some(cert) = certificates.first() {
+                            self.peer_mut(peer).commune = Some(cert.commune.to_string());
+                        }
+                        continue;
+                    }
+                    self.push(Output::Ingest { from: peer, batch: IngestBatch { headers, changes, live: false } });
+                }
+                Effect::Heartbeats(beats) => self.on_heartbeats(now, peer, beats, docs),
+                Effect::InSync => {
+                    self.counters.rounds_in_sync += 1;
+                    self.peer_mut(peer).last_sync_ms = Some(now);
+                    tracing::debug!(peer = %peer.short(), "in sync");
+                    if self.stretch_round(now, &peer) {
+                        self.start_round(now, peer, docs);
+                    }
+                }
+                Effect::Fault(reason) => {
+                    self.counters.faults += 1;
+                    tracing::warn!(peer = %peer.short(), %reason, "sync protocol fault: message dropped");
+                    let record = self.peer_mut(peer);
+                    record.rejected += 1;
+                    record.last_error = Some(reason);
+                }
+                Effect::Disconnect(reason) => self.push(Output::Disconnect { node: peer, reason }),
+            }
+        }
+    }
+
+    /// What came of an [`Output::Ingest`]: counted in the peer's record;
+    /// forged or unauthorised material is a fault of the peer that sent it.
+    pub fn ingested(&mut self, now: Millis, from: NodeId, outcome: IngestOutcome, docs: &mut impl DocSource) {
+        self.maybe_prune(from, outcome.live, outcome.applied, outcome.duplicates, outcome.refused.len());
+        let record = self.peer_mut(from);
+        record.changes_in += outcome.applied;
+        record.rejected += outcome.refused.len() as u64;
+        let Some((code, reason)) = outcome.refused.iter().rev().find(|(code, _)| refusal_is_fault(code)) else {
+            return;
+        };
+        let reason = format!("refused {} item(s), last {code}: {reason}", outcome.refused.len());
+        record.last_error = Some(reason.clone());
+        // Sending what does not verify is a fault of the sender.
+        self.counters.faults += 1;
+        if let Some(session) = self.links.get_mut(&from).and_then(|l| l.session.as_mut()) {
+            let disconnect: Vec<Effect> =
+                session.penalise(reason).into_iter().filter(|e| matches!(e, Effect::Disconnect(_))).collect();
+            self.run_effects(now, from, disconnect, docs);
+        }
+    }
+}
