@@ -21,6 +21,7 @@ use crate::identity;
 use crate::store::SledStore;
 use crate::views::{CreateDoc, UpdateDoc};
 
+pub mod network;
 pub mod scale;
 pub mod sync;
 pub mod workload;

@@ -17,11 +17,13 @@
 //!   types, [`views`] (the engine fills them, the API serves them, the CLI
 //!   renders them); [`client`] is the CLI's side.
 //! - [`net`]: the libp2p swarm task; the sync logic itself is the sans-IO
-//!   core in `passerelle_protocol::sync`, driven by the engine.
+//!   replica core in `passerelle_protocol::replica`, driven by the engine
+//!   (`engine/replication.rs`).
 //! - [`runtime`]: starts and stops a whole node.
 //! - [`netem`]: a loopback proxy that adds latency, caps bandwidth, cuts
 //!   and partitions links, for tests, benchmarks and the demo.
-//! - [`mod@bench`]: the benchmarks of `passerelle bench ingest` and `bench sync`.
+//! - [`mod@bench`]: the benchmarks of `passerelle bench ingest`, `sync`,
+//!   `scale` (the simulator) and `network` (real nodes).
 //! - [`demo`]: the local demo federation of `passerelle demo`.
 //!
 //! ## Flow of a write

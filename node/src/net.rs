@@ -1,7 +1,7 @@
 //! The peer-to-peer side: one task owns the libp2p swarm.
 //!
 //! Transports are TCP (Noise, Yamux) and QUIC; behaviours are identify,
-//! ping, optional mDNS, and request-response for `/passerelle/sync/3`. The
+//! ping, optional mDNS, and request-response for `/passerelle/sync/4`. The
 //! node key is the libp2p identity, so the Noise handshake authenticates the
 //! node; its commune certificate travels in the first sync message.
 //!
@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 mod behaviour;
 pub mod codec;
+pub mod counting;
 mod event_loop;
 pub mod identity;
 
@@ -83,6 +84,10 @@ pub struct NetInfo {
     /// `public`, `private` (reach it through a relay) or `unknown`; `not
     /// checked` on a node that neither uses nor serves relays.
     pub reachability: &'static str,
+    /// Bytes received and sent on this node's TCP connections since it
+    /// started (everything: handshakes, identify, ping, sync).
+    #[serde(default)]
+    pub transport_bytes: (u64, u64),
 }
 
 /// What the API can ask the swarm task.

@@ -476,6 +476,10 @@ pub struct HeartbeatView {
     pub name: Option<String>,
     /// When the node made it (ms, its clock).
     pub time_ms: u64,
+    /// When the node was last heard of: this heartbeat, or a later pulse
+    /// saying it is still there and its status unchanged (ms).
+    #[serde(default)]
+    pub heard_ms: u64,
     /// When it arrived here (ms, this node's clock).
     pub received_ms: i64,
     /// The peer it came through (`None`: this node's own).

@@ -347,6 +347,14 @@ impl PulseChain {
         self.start_ms + u64::from(index) * u64::from(self.period_ms)
     }
 
+    /// Whether `pulse` is due on this chain's schedule (a pulse of another
+    /// chain of the node is not).
+    pub fn on_schedule(&self, pulse: &Pulse) -> bool {
+        pulse.index >= 1
+            && pulse.index <= self.count
+            && u64::from(pulse.time_s) * 1000 == self.due(pulse.index) / 1000 * 1000
+    }
+
     /// Whether `pulse` belongs to this chain, given the last value known
     /// (`(index, value)`, or the anchor at index 0).
     pub fn admits(&self, pulse: &Pulse, known: (u16, [u8; 16])) -> bool {

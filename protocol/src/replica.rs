@@ -43,6 +43,8 @@ mod membership;
 mod peers;
 mod relay;
 mod sessions;
+#[cfg(test)]
+mod tests;
 mod transfers;
 
 pub use beats::{BEAT_EXPIRY_MS, Beats, ChainState, FULL_EVERY_MS, PULSE_EVERY_MS};

@@ -3,7 +3,8 @@
 //! one on a slow link; they write network and partnership documents while
 //! the network drops, duplicates and reorders messages, cuts links,
 //! partitions nodes and restarts them; a new member is admitted mid-run
-//! and, in some seeds, a member is removed. Each node starts knowing only
+//! and, in some seeds, a member is removed or a key revoked; a document
+//! larger than a frame travels in chunks. Each node starts knowing only
 //! its own admission. After healing, every node must hold exactly the
 //! documents it may hold, with the same heads as every other holder, and
 //! the same roster — and never a document it may not hold. Seeds are
@@ -94,8 +95,14 @@ fn run(seed: u64) -> Outcome {
     let mut fed = Federation::new(&specs, seed);
     // Node 0 (BE, the founder) and node 1 (MA) are partners.
     fed.partner(0, 1);
-    let config =
-        ReplicaConfig { anti_entropy_ms: 1_000, heartbeat_ms: 3_000, auto_links: false, ..ReplicaConfig::default() };
+    // Frames of at most 4 KiB: documents larger than that go in chunks.
+    let config = ReplicaConfig {
+        anti_entropy_ms: 1_000,
+        heartbeat_ms: 3_000,
+        auto_links: false,
+        peer_budget: Some(4_096),
+        ..ReplicaConfig::default()
+    };
     let joiner = n - 1;
     let nodes = (0..n)
         .map(|i| {
@@ -129,6 +136,9 @@ fn run(seed: u64) -> Outcome {
     // The chaos phase.
     sim.faults = Faults { loss: 5 + rng.below(30), duplicate: 5, reorder: 20, jitter_ms: 800 };
     let removed = seed.is_multiple_of(5).then_some(2usize);
+    // In other seeds a coordinator revokes the key of node 3, which wrote
+    // nothing: what it writes afterwards reaches nobody.
+    let revoked = (seed % 5 == 3).then_some(3usize);
     let mut stopped: Vec<usize> = Vec::new();
     let mut docs: Vec<DocId> = vec![shared];
     for round in 0..30u64 {
@@ -143,6 +153,30 @@ fn run(seed: u64) -> Outcome {
             sim.restart(joiner);
             sim.dial(joiner, 0);
             sim.dial(joiner, 1 + rng.below(joiner as u64 - 1) as usize);
+        }
+        if round == 5 {
+            // A large document: thirty edits of 200 characters, more than a frame.
+            let i = 1;
+            let keys = fed.keys[i].clone();
+            let big = sim::create(&mut sim, &keys, i, Scope::Network, &[], 900);
+            for k in 0..30 {
+                sim::edit(&mut sim, &keys, i, big, &format!("{k:03} {}", "chronique d'un partenariat ".repeat(7)));
+            }
+            docs.push(big);
+        }
+        if let (Some(r), 20) = (revoked, round) {
+            let network = fed.found.network;
+            let node = fed.keys[r].node.node_id();
+            let s = passerelle_protocol::network::SignedStatement::sign(
+                &fed.founder,
+                network,
+                1_000_001,
+                Statement::Revoke { node, kept: vec![] },
+            );
+            let now = sim.now;
+            let n0 = &mut sim.nodes[0];
+            n0.replica.add_statements(now, vec![s], None, &mut n0.docs);
+            sim.commit_local(0, Default::default());
         }
         if let (Some(r), 20) = (removed, round) {
             let network = fed.found.network;
@@ -178,6 +212,12 @@ fn run(seed: u64) -> Outcome {
         }
         let live: Vec<usize> = (0..n).filter(|i| sim.nodes[*i].online && Some(*i) != removed).collect();
         let i = live[rng.below(live.len() as u64) as usize];
+        // The node whose key is revoked writes only once everyone knows
+        // (below): what reached a node before the revocation stays there.
+        if Some(i) == revoked {
+            sim.run_for(rng.below(2_000) as i64);
+            continue;
+        }
         let keys = fed.keys[i].clone();
         if rng.chance(30) {
             let scope = if i <= 1 && rng.chance(50) { Scope::Partnership } else { Scope::Network };
@@ -196,7 +236,21 @@ fn run(seed: u64) -> Outcome {
         sim.restart(i);
     }
     let healed = sim.now;
-    let live: Vec<usize> = (0..n).filter(|i| Some(*i) != removed).collect();
+    let live: Vec<usize> = (0..n).filter(|i| Some(*i) != removed && Some(*i) != revoked).collect();
+    if let Some(r) = revoked {
+        // Once every node knows of the revocation, the revoked key writes.
+        let key = fed.keys[r].node.node_id();
+        let commune = fed.keys[r].commune.commune_id();
+        for _ in 0..600 {
+            if live.iter().all(|i| sim.nodes[*i].replica.roster().is_some_and(|ro| ro.is_revoked(&key, &commune))) {
+                break;
+            }
+            sim.run_for(500);
+        }
+        let keys = fed.keys[r].clone();
+        sim::create(&mut sim, &keys, r, Scope::Network, &[], 777);
+        sim::edit(&mut sim, &keys, r, shared, "écrit avec une clé révoquée");
+    }
     let mut last = Err(String::new());
     for _ in 0..600 {
         sim.run_for(500);
@@ -215,6 +269,19 @@ fn run(seed: u64) -> Outcome {
             live.iter().all(|i| !sim.nodes[*i].replica.is_ready(&gone)),
             "seed {seed}: the removed member is served"
         );
+    }
+    if let Some(r) = revoked {
+        // Whatever the revoked key signed stayed with it.
+        for &i in &live {
+            for (id, d) in &sim.nodes[i].docs.docs {
+                assert!(
+                    d.changes.iter().all(|c| c.author != sim.ids[r]),
+                    "seed {seed}: node {i} holds a change of the revoked key in {}",
+                    id.short()
+                );
+            }
+        }
+        assert!(live.iter().all(|i| !sim.nodes[*i].replica.is_ready(&sim.ids[r])), "seed {seed}: revoked key served");
     }
     Outcome {
         delivered: sim.delivered,

@@ -27,6 +27,23 @@ pub enum BenchCommand {
         #[arg(long)]
         poor_link: bool,
     },
+    /// Real nodes on loopback formed into one network (founder, joins,
+    /// partnerships, three coordinators), default settings: transport bytes
+    /// per node per day while idle (counted by the nodes on every TCP
+    /// connection), links, how old the coordinators' view is, one change's
+    /// spread, resident memory per node. One JSON line.
+    Network {
+        /// Nodes to start.
+        #[arg(long, default_value_t = 40)]
+        nodes: usize,
+        /// Minutes to let the network settle before measuring (anti-entropy
+        /// intervals grow to their longest in about half an hour).
+        #[arg(long, default_value_t = 35)]
+        warmup_minutes: u64,
+        /// Minutes of idle traffic measured.
+        #[arg(long, default_value_t = 10)]
+        idle_minutes: u64,
+    },
     /// The replica core at the network's size, in the deterministic
     /// simulator (virtual time): links per node, idle bytes and messages
     /// per node per day, how old the coordinators' view of each node gets,
@@ -50,6 +67,21 @@ pub fn run(command: BenchCommand, _out: &Output) -> anyhow::Result<ExitCode> {
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     match command {
+        BenchCommand::Network { nodes, warmup_minutes, idle_minutes } => {
+            if !(3..=200).contains(&nodes) || idle_minutes == 0 {
+                return Err(super::UsageError("--nodes: 3 to 200; --idle-minutes: at least 1".into()).into());
+            }
+            let bin = std::env::current_exe().context("cannot find the passerelle binary")?;
+            let figure = passerelle_node::bench::network::run(
+                bin,
+                nodes,
+                std::time::Duration::from_secs(warmup_minutes * 60),
+                std::time::Duration::from_secs(idle_minutes * 60),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            write_stdout(&serde_json::to_string(&figure).expect("figures serialize"));
+            return Ok(ExitCode::SUCCESS);
+        }
         BenchCommand::Scale { nodes, idle_hours, seed } => {
             if nodes.iter().any(|n| *n < 5) || !(0.1..=48.0).contains(&idle_hours) {
                 return Err(super::UsageError("--nodes: 5 or more each; --idle-hours: 0.1 to 48".into()).into());

@@ -14,6 +14,8 @@ pub struct NetFacts {
     pub peers_connected: usize,
     /// Seconds since the node started.
     pub uptime_s: u64,
+    /// Bytes received and sent on TCP connections since start.
+    pub transport_bytes: (u64, u64),
 }
 
 /// One metric family: its help line, type and samples.
@@ -67,6 +69,14 @@ pub fn render(m: &MetricsSnapshot, net: NetFacts, now_ms: i64) -> String {
     let c = &m.counters;
     let o = &mut out;
     Family::new(o, "uptime_seconds", "gauge", "Seconds since the node started.").sample(&[], net.uptime_s);
+    Family::new(
+        o,
+        "transport_bytes_total",
+        "counter",
+        "Bytes on TCP connections since start (all of it), by direction.",
+    )
+    .sample(&[("direction", "in")], net.transport_bytes.0)
+    .sample(&[("direction", "out")], net.transport_bytes.1);
     Family::new(o, "changes_applied_total", "counter", "Changes stored since start, by origin.")
         .sample(&[("origin", "local")], c.changes_local)
         .sample(&[("origin", "remote")], c.changes_remote);

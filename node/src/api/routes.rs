@@ -143,8 +143,11 @@ async fn heartbeats(State(state): State<ApiState>) -> Result<Json<Vec<super::typ
 async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let snapshot = state.engine.metrics().await?;
     let net = state.net.info().await.map_err(stopping)?;
-    let facts =
-        super::metrics::NetFacts { peers_connected: net.connected.len(), uptime_s: state.started.elapsed().as_secs() };
+    let facts = super::metrics::NetFacts {
+        peers_connected: net.connected.len(),
+        uptime_s: state.started.elapsed().as_secs(),
+        transport_bytes: net.transport_bytes,
+    };
     let body = super::metrics::render(&snapshot, facts, crate::clock::now_ms());
     Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")

@@ -34,6 +34,7 @@ impl<S: Store> Worker<S> {
                     commune,
                     name: self.replica.roster().and_then(|r| r.member(&commune)).map(|m| m.name.clone()),
                     time_ms: hb.time_ms,
+                    heard_ms: self.replica.beats().last_heard(&hb.node()).unwrap_or(hb.time_ms),
                     received_ms: h.received_ms,
                     via: h.via,
                     via_name: h.via.as_ref().and_then(|v| self.name_of_node(v)),

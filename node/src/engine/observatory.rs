@@ -83,7 +83,7 @@ impl<S: Store> Worker<S> {
                     .filter(|b| b.commune == m.commune)
                     .map(|b| NodeState {
                         node: b.node,
-                        last_heard_ms: b.time_ms,
+                        last_heard_ms: b.heard_ms,
                         via: match b.via {
                             None => None,
                             Some(v) if v == b.node => b.name.clone(),
@@ -126,8 +126,10 @@ impl<S: Store> Worker<S> {
         for b in &beats {
             for p in &b.peers {
                 let lag_s = p.last_sync_ms.map(|t| b.time_ms.saturating_sub(t) / 1000);
+                // Rounds grow rare while peers agree: a link is healthy when it
+                // was in sync lately, or when nothing changed since it last was.
                 let health = match (p.connected, lag_s) {
-                    (true, Some(l)) if l <= HEALTHY_LAG_S => "ok",
+                    (true, Some(l)) if l <= HEALTHY_LAG_S || (p.unacknowledged == 0 && p.queued == 0) => "ok",
                     (true, _) => "lagging",
                     (false, _) => "down",
                 };

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
+use libp2p::Transport as _;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, Message, OutboundRequestId};
@@ -17,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::behaviour::{Behaviour, BehaviourEvent, Options};
+use super::counting::{Counted, TransportBytes};
 use super::identity::{keypair, node_id, peer_id};
 use super::{
     IDLE_CONNECTION_TIMEOUT, MAX_REDIAL_DELAY, MIN_REDIAL_DELAY, NET_INBOX, NET_OUTBOX, NetCommand, NetError,
@@ -222,6 +224,8 @@ fn relay_addr(text: &str) -> Result<(Multiaddr, PeerId), NetError> {
 
 struct EventLoop {
     swarm: Swarm<Behaviour>,
+    /// Bytes on this node's TCP connections.
+    bytes: Arc<TransportBytes>,
     commands: mpsc::Receiver<NetCommand>,
     outbound: mpsc::Receiver<NetOut>,
     engine: EngineHandle,
@@ -267,10 +271,10 @@ pub async fn spawn(
         autonat: config.relay_server || !config.relays.is_empty(),
     };
     let relay_addrs = config.relays.iter().map(|r| relay_addr(r)).collect::<Result<Vec<_>, _>>()?;
+    let bytes = Arc::new(TransportBytes::default());
+    let counted = bytes.clone();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair(&identity.node_key))
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
-        .map_err(build_err)?
         .with_quic_config(|mut c| {
             // Defaults (5 s handshake, 10 s idle) give up on a 2 s round trip.
             c.handshake_timeout = CONNECTION_TIMEOUT;
@@ -280,6 +284,16 @@ pub async fn spawn(
             c.keep_alive_interval = std::time::Duration::from_secs(10 * 60);
             c
         })
+        // TCP as `with_tcp` builds it, every byte counted on the way.
+        .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+            let noise = noise::Config::new(key)?;
+            Ok(tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .map(move |s, _| Counted::new(s, counted.clone()))
+                .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default()))
+        })
+        .map_err(build_err)?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(build_err)?
         .with_behaviour(|key, relay_client| {
@@ -361,6 +375,7 @@ pub async fn spawn(
         redial,
         relays,
         reachability: if options.autonat { "unknown" } else { "not checked" },
+        bytes,
         peer_budget: config.peer_budget_bytes_per_s,
         last_rates: HashMap::new(),
         unreported: VecDeque::new(),
@@ -463,6 +478,7 @@ impl EventLoop {
                     listen: self.listen.iter().map(ToString::to_string).collect(),
                     connected,
                     reachability: self.reachability,
+                    transport_bytes: self.bytes.totals(),
                 });
             }
             NetCommand::Shutdown(_) => unreachable!("handled by the loop"),

@@ -421,8 +421,12 @@ impl Replica {
         let moved = routes.iter().any(|(w, r)| self.beats.routes.get(w).map(|x| x.0) != Some(r.0));
         self.beats.routes = routes;
         if moved {
-            // A new way: this node's own words go along it.
+            // A new way: this node's own words go along it, all of them (the
+            // nodes on it need its chain to check its pulses).
             self.beats.own_unsent = true;
+            if let Some(passed) = self.beats.passed.get_mut(&me) {
+                *passed = [0; 3];
+            }
         }
         for peer in ready {
             self.tell_routes(peer);
@@ -434,13 +438,17 @@ impl Replica {
     /// saying "unreachable" for watchers reached through it (split horizon).
     fn tell_routes(&mut self, peer: NodeId) {
         let me = self.me.node();
+        // A watcher already receives every node's words: it says it is two
+        // hops further from the other watchers than it is, so that their
+        // words go round it when another way is about as short.
+        let detour = if self.is_watcher(&me) { 2 } else { 0 };
         let mut hops: Vec<(NodeId, u8)> = self
             .watchers()
             .into_iter()
             .map(|w| match self.beats.routes.get(&w) {
                 _ if w == me => (w, 0),
                 Some((via, _)) if *via == peer => (w, UNREACHABLE),
-                Some((_, h)) => (w, *h),
+                Some((_, h)) => (w, (*h + detour).min(UNREACHABLE - 1)),
                 None => (w, UNREACHABLE),
             })
             .collect();
@@ -450,6 +458,11 @@ impl Replica {
         }
         self.beats.told.insert(peer, hops.clone());
         self.send(peer, &SyncMessage::Routes { hops });
+    }
+
+    /// The neighbour towards `watcher`, if any.
+    pub fn route_to(&self, watcher: &NodeId) -> Option<NodeId> {
+        self.beats.routes.get(watcher).map(|(via, _)| *via)
     }
 
     /// Routes again if the watchers changed (the roster or the book did).
@@ -713,6 +726,9 @@ impl Replica {
                         self.push(Output::Event(Event::Heartbeat(node)));
                     }
                 }
+                // Of a chain this node has not seen (not on its schedule): passed
+                // on unchecked, who holds that chain checks it.
+                Some(false) if state.as_ref().is_some_and(|s| !s.chain.on_schedule(&pulse)) => {}
                 // An older pulse, or one that does not fit: dropped here.
                 Some(false) => {
                     if state.is_some_and(|s| pulse.index > s.last.0) {

@@ -1,4 +1,4 @@
-//! Wire messages of `/passerelle/sync/3` and their codec.
+//! Wire messages of `/passerelle/sync/4` and their codec.
 //!
 //! Every message is canonical bytes (tag `passerelle/sync`, version 1, a
 //! type byte, then fields) carried in one length-prefixed frame of at most

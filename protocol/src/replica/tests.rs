@@ -1,0 +1,213 @@
+//! Unit tests of the core's rules: which links a node chooses, how often
+//! rounds come while peers agree, how pushes settle into a tree, how
+//! pulses are checked and heartbeats expire. Multi-node cases run in the
+//! simulator (the same core, in memory).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::header::Scope;
+use crate::heartbeat::PulseChain;
+use crate::ids::NodeId;
+use crate::keys::SecretKey;
+use crate::network::Role;
+use crate::sim::{self, Access, EPOCH_MS, Federation, MemberSpec, Sim};
+
+use super::links::{NEIGHBOURS, choose};
+use super::{BEAT_EXPIRY_MS, ReplicaConfig};
+
+fn member(i: usize, country: &str, role: Role) -> MemberSpec {
+    MemberSpec { name: format!("{country} {i}"), country: country.into(), role, access: Access::default() }
+}
+
+/// `be` Belgian, `ma` Moroccan, `tn` Tunisian communes; the founder (0) is
+/// the only coordinator; Moroccan commune k partners Belgian commune k + 1.
+fn federation(be: usize, ma: usize, tn: usize) -> (Federation, Vec<MemberSpec>) {
+    let mut specs = Vec::new();
+    for i in 0..be {
+        specs.push(member(i, "BE", if i == 0 { Role::Coordinator } else { Role::Commune }));
+    }
+    for i in 0..ma {
+        specs.push(member(be + i, "MA", Role::Commune));
+    }
+    for i in 0..tn {
+        specs.push(member(be + ma + i, "TN", Role::Commune));
+    }
+    let mut fed = Federation::new(&specs, 7);
+    for k in 0..ma {
+        fed.partner(be + k, 1 + k % (be - 1));
+    }
+    (fed, specs)
+}
+
+/// Every node's chosen links, as a graph (an edge for a choice of either side).
+fn graph(fed: &Federation, away: &BTreeSet<NodeId>) -> BTreeMap<NodeId, BTreeSet<NodeId>> {
+    let roster = fed.roster();
+    let mut g: BTreeMap<NodeId, BTreeSet<NodeId>> = BTreeMap::new();
+    for k in &fed.keys {
+        let me = k.node.node_id();
+        if away.contains(&me) {
+            continue;
+        }
+        for peer in choose(&roster, &k.commune.commune_id(), away).into_keys() {
+            g.entry(me).or_default().insert(peer);
+            g.entry(peer).or_default().insert(me);
+        }
+    }
+    g
+}
+
+/// Hops from `from` to every node it reaches.
+fn distances(g: &BTreeMap<NodeId, BTreeSet<NodeId>>, from: NodeId) -> BTreeMap<NodeId, usize> {
+    let mut d = BTreeMap::from([(from, 0)]);
+    let mut queue = VecDeque::from([from]);
+    while let Some(n) = queue.pop_front() {
+        for m in g.get(&n).into_iter().flatten() {
+            if !d.contains_key(m) {
+                d.insert(*m, d[&n] + 1);
+                queue.push_back(*m);
+            }
+        }
+    }
+    d
+}
+
+#[test]
+fn a_small_country_links_with_all_its_members_and_partners_only() {
+    let (fed, _) = federation(4, 2, 0);
+    let roster = fed.roster();
+    let node = |i: usize| fed.keys[i].node.node_id();
+    // Belgian commune 1: the other Belgians, and its Moroccan partner (commune 4).
+    let mine: BTreeSet<NodeId> =
+        choose(&roster, &fed.keys[1].commune.commune_id(), &BTreeSet::new()).into_keys().collect();
+    assert_eq!(mine, BTreeSet::from([node(0), node(2), node(3), node(4)]));
+    // Moroccan commune 5: its partner (2) and the other Moroccan; no other Belgian.
+    let theirs: BTreeSet<NodeId> =
+        choose(&roster, &fed.keys[5].commune.commune_id(), &BTreeSet::new()).into_keys().collect();
+    assert_eq!(theirs, BTreeSet::from([node(2), node(4)]));
+}
+
+#[test]
+fn a_large_network_stays_sparse_connected_and_close() {
+    let (fed, _) = federation(180, 100, 20);
+    let g = graph(&fed, &BTreeSet::new());
+    let roster = fed.roster();
+    for k in &fed.keys {
+        let me = k.commune.commune_id();
+        let partners = roster.partners_of(&me).len();
+        let chosen = choose(&roster, &me, &BTreeSet::new());
+        assert!(chosen.len() <= NEIGHBOURS + partners + 1, "{} links", chosen.len());
+    }
+    // The rings are symmetric: what a node chooses on its rings chooses it back.
+    let most = g.values().map(BTreeSet::len).max().unwrap_or(0);
+    assert!(most <= NEIGHBOURS + 4, "a node has {most} links");
+    // Tunisia has no partnership: one of its communes bridges it to a coordinator.
+    let d = distances(&g, fed.keys[0].node.node_id());
+    assert_eq!(d.len(), fed.keys.len(), "every node is reached");
+    let diameter = d.values().max().copied().unwrap_or(0);
+    assert!(diameter <= 8, "{diameter} hops from the founder");
+}
+
+#[test]
+fn the_rings_close_around_a_member_that_is_away() {
+    let (fed, _) = federation(40, 0, 0);
+    let away_node = fed.keys[10].node.node_id();
+    let before = graph(&fed, &BTreeSet::new());
+    let after = graph(&fed, &BTreeSet::from([away_node]));
+    let neighbours = &before[&away_node];
+    // Its neighbours still reach everyone else.
+    let d = distances(&after, *neighbours.iter().next().unwrap());
+    assert_eq!(d.len(), fed.keys.len() - 1);
+    assert!(!after.contains_key(&away_node));
+}
+
+fn pair_sim(config: ReplicaConfig) -> (Sim, Federation) {
+    let specs = vec![member(0, "BE", Role::Coordinator), member(1, "BE", Role::Commune)];
+    let fed = Federation::new(&specs, 3);
+    let nodes = (0..2).map(|i| fed.node(i, &specs[i], fed.roster(), config.clone(), EPOCH_MS)).collect();
+    let mut sim = Sim::new(nodes, EPOCH_MS, 3);
+    sim.dial(1, 0);
+    (sim, fed)
+}
+
+#[test]
+fn rounds_grow_rare_while_peers_agree_and_start_over_on_a_change() {
+    let (mut sim, fed) = pair_sim(ReplicaConfig::default());
+    sim.run_for(2 * 3_600_000);
+    let before = sim.nodes[0].received.get("summary").copied().unwrap_or(0);
+    sim.run_for(3_600_000);
+    let idle = sim.nodes[0].received.get("summary").copied().unwrap_or(0) - before;
+    // At most one round every 30 minutes (and a tenth of jitter).
+    assert!(idle <= 2, "{idle} summaries in an idle hour");
+    assert_eq!(sim.nodes[0].replica.max_interval(), 30 * 60 * 1000);
+    // A change: the next round comes within the base interval.
+    sim::create(&mut sim, &fed.keys[1], 1, Scope::Network, &[], 1);
+    let before = sim.nodes[0].received.get("summary").copied().unwrap_or(0);
+    sim.run_for(35_000);
+    assert!(sim.nodes[0].received.get("summary").copied().unwrap_or(0) > before, "no round after a change");
+}
+
+#[test]
+fn pushes_settle_into_a_tree() {
+    // A triangle: the first push reaches C twice, and C prunes one path.
+    let specs: Vec<MemberSpec> = (0..3).map(|i| member(i, "BE", Role::Commune)).collect();
+    let fed = Federation::new(&specs, 5);
+    let config = ReplicaConfig { auto_links: false, ..ReplicaConfig::default() };
+    let nodes = (0..3).map(|i| fed.node(i, &specs[i], fed.roster(), config.clone(), EPOCH_MS)).collect();
+    let mut sim = Sim::new(nodes, EPOCH_MS, 5);
+    for (a, b) in [(0, 1), (1, 2), (2, 0)] {
+        sim.dial(a, b);
+    }
+    sim.run_for(10_000);
+    let doc = sim::create(&mut sim, &fed.keys[0], 0, Scope::Network, &[], 1);
+    sim.run_for(5_000);
+    let dups: u64 = sim.nodes.iter().map(|n| n.duplicates).sum();
+    let prunes: u64 = sim.nodes.iter().map(|n| n.replica.counters().prunes).sum();
+    assert!(dups >= 1 && prunes >= 1, "a flood first: {dups} duplicates, {prunes} prunes");
+    // The next changes, from anyone, arrive once each.
+    for k in 0..3u64 {
+        let i = k as usize;
+        sim::edit(&mut sim, &fed.keys[i], i, doc, &format!("v{k}"));
+        sim.run_for(5_000);
+    }
+    assert_eq!(sim.nodes.iter().map(|n| n.duplicates).sum::<u64>(), dups, "duplicates once the tree formed");
+    let state = sim.nodes[0].docs.state();
+    assert!(sim.nodes.iter().all(|n| n.docs.state() == state));
+}
+
+#[test]
+fn pulses_check_against_their_chain_and_nothing_else_passes() {
+    let network = crate::ids::NetworkId::from_bytes([4; 32]);
+    let key = SecretKey::from_seed([9; 32]);
+    let (chain, values) = PulseChain::make(&network, &key, 1_000_000, 60_000, 10);
+    chain.verify(&network).unwrap();
+    assert!(chain.verify(&crate::ids::NetworkId::from_bytes([5; 32])).is_err(), "another network's chain");
+    let p = |i| crate::heartbeat::Pulse::of(&chain, &values, i).unwrap();
+    // Pulse 3 after the anchor; then 7, skipping some.
+    assert!(chain.admits(&p(3), (0, chain.anchor)));
+    assert!(chain.admits(&p(7), (3, p(3).token)));
+    // Replayed, out of order, tampered, or of another schedule: refused.
+    assert!(!chain.admits(&p(3), (7, p(7).token)));
+    let mut forged = p(8);
+    forged.token[0] ^= 1;
+    assert!(!chain.admits(&forged, (7, p(7).token)));
+    let mut late = p(8);
+    late.time_s += 60;
+    assert!(!chain.admits(&late, (7, p(7).token)) && !chain.on_schedule(&late));
+    // Nobody else can make the next value: another key's chain does not fit.
+    let (other, other_values) = PulseChain::make(&network, &SecretKey::from_seed([8; 32]), 1_000_000, 60_000, 10);
+    let stranger = crate::heartbeat::Pulse::of(&other, &other_values, 8).unwrap();
+    assert!(!chain.admits(&stranger, (7, p(7).token)));
+}
+
+#[test]
+fn a_watcher_hears_every_node_and_forgets_those_gone_a_week() {
+    let (mut sim, fed) = pair_sim(ReplicaConfig::default());
+    sim.run_for(20 * 60 * 1000);
+    let member = fed.keys[1].node.node_id();
+    let heard = sim.nodes[0].replica.beats().last_heard(&member).expect("the member is heard of");
+    assert!(sim.now - heard as i64 <= 10 * 60 * 1000, "heard of {} s ago", (sim.now - heard as i64) / 1000);
+    // Silent for more than a week: forgotten.
+    sim.stop(1);
+    sim.run_for(BEAT_EXPIRY_MS + 2 * 3_600_000);
+    assert!(!sim.nodes[0].replica.beats().latest.contains_key(&member));
+}
