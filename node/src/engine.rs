@@ -39,6 +39,7 @@ mod membership;
 mod metrics;
 mod observatory;
 mod peers;
+mod refusals;
 mod replication;
 mod verify;
 mod worker;

@@ -199,6 +199,8 @@ pub enum WriteOp {
     Dequeue(NodeId, QueuedDoc),
     /// Keeps a node's latest heartbeat (replacing the one before).
     Heartbeat(StoredHeartbeat),
+    /// Forgets a roster statement (by hash) that no longer counts.
+    ForgetStatement([u8; 32]),
     /// Forgets a node's heartbeat (and pulse chain).
     ForgetHeartbeat(NodeId),
     /// Keeps a node's pulse chain (replacing the one before).

@@ -58,6 +58,10 @@ pub enum ValidationFailure {
     /// The author's commune is not (or no longer) a member of the network.
     #[error("commune {0} is not a member of the network")]
     NotAMember(String),
+    /// The author's key is not registered to the commune that certifies it
+    /// (its admission, or a `Node` statement of the commune).
+    #[error("node key {0} is not registered to the commune that certifies it")]
+    NotRegistered(String),
     /// The author's node key was revoked and the change is not among those
     /// the revocation keeps.
     #[error("node key {0} is revoked and this change is not among those it signed before")]
@@ -85,6 +89,7 @@ impl ValidationFailure {
             ValidationFailure::ActorMismatch(_) => "actor_mismatch",
             ValidationFailure::FromTheFuture { .. } => "from_the_future",
             ValidationFailure::NotAMember(_) => "not_a_member",
+            ValidationFailure::NotRegistered(_) => "not_registered",
             ValidationFailure::Revoked(_) => "revoked",
         }
     }
@@ -196,7 +201,8 @@ impl ChangeEnvelope {
     /// keeps.
     ///
     /// # Errors
-    /// [`ValidationFailure::NotAMember`], [`ValidationFailure::Revoked`].
+    /// [`ValidationFailure::NotAMember`], [`ValidationFailure::NotRegistered`],
+    /// [`ValidationFailure::Revoked`].
     pub fn check_membership(
         verified: &VerifiedChange,
         roster: &crate::network::Roster,
@@ -205,6 +211,9 @@ impl ChangeEnvelope {
             return Err(ValidationFailure::NotAMember(verified.commune.short()));
         }
         let author = &verified.envelope.author;
+        if roster.commune_of_node(author) != Some(verified.commune) {
+            return Err(ValidationFailure::NotRegistered(author.short()));
+        }
         if !roster.change_allowed(author, &verified.commune, &verified.change.hash().0) {
             return Err(ValidationFailure::Revoked(author.short()));
         }

@@ -76,7 +76,9 @@ pub fn verify(public: &[u8; 32], msg: &[u8], sig: &[u8; SIGNATURE_LEN]) -> Resul
 
 /// Verifies many signatures at once, about twice as fast per signature as
 /// one at a time. Returns `Ok` only when every signature holds; on failure the
-/// caller re-checks one by one to find which failed.
+/// caller re-checks one by one to find which failed. As strict as
+/// [`verify`]: a small-order (weak) key or a small-order `R` fails the
+/// batch, so such a signature is judged alone and refused.
 ///
 /// # Errors
 /// [`SignatureError::Mismatch`] if any signature fails, [`SignatureError::BadKey`]
@@ -86,7 +88,12 @@ pub fn verify_batch(items: &[(&[u8; 32], &[u8], &[u8; SIGNATURE_LEN])]) -> Resul
     let mut msgs = Vec::with_capacity(items.len());
     let mut sigs = Vec::with_capacity(items.len());
     for (public, msg, sig) in items {
-        keys.push(VerifyingKey::from_bytes(public).map_err(|_| SignatureError::BadKey)?);
+        let key = VerifyingKey::from_bytes(public).map_err(|_| SignatureError::BadKey)?;
+        let r = curve25519_dalek::edwards::CompressedEdwardsY(sig[..32].try_into().expect("32 of 64 bytes"));
+        if key.is_weak() || r.decompress().is_none_or(|p| p.is_small_order()) {
+            return Err(SignatureError::Mismatch);
+        }
+        keys.push(key);
         msgs.push(*msg);
         sigs.push(Signature::from_bytes(sig));
     }
@@ -119,5 +126,22 @@ mod tests {
         bad[3][0] ^= 1;
         let items: Vec<_> = (0..5).map(|i| (&pubs[i], msgs[i].as_slice(), &bad[i])).collect();
         assert!(verify_batch(&items).is_err());
+    }
+
+    #[test]
+    fn batches_are_as_strict_as_single_checks() {
+        // The identity point as key (a small-order, "weak" key) with R the
+        // identity and s = 0 satisfies the cofactored batch equation for any
+        // message; strict verification refuses it, and so must the batch.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut sig = [0u8; SIGNATURE_LEN];
+        sig[0] = 1;
+        assert!(verify(&identity, b"anything", &sig).is_err());
+        assert!(verify_batch(&[(&identity, b"anything".as_slice(), &sig)]).is_err());
+        // A real key with a small-order R: refused both ways too.
+        let key = SecretKey::from_seed([3; 32]);
+        assert!(verify(&key.public(), b"anything", &sig).is_err());
+        assert!(verify_batch(&[(&key.public(), b"anything".as_slice(), &sig)]).is_err());
     }
 }

@@ -374,9 +374,15 @@ impl Replica {
         self.stored.insert(doc, stored_ms);
     }
 
-    /// A certificate learnt outside a session (a bundle, a join): kept if
-    /// it verifies and is new.
+    /// A certificate, from a peer or a bundle: kept if it verifies, is new,
+    /// and (in a network) certifies a key the roster registers to that
+    /// commune — a commune cannot bind a key it did not register.
     pub fn learn_certificate(&mut self, cert: crate::certificate::NodeCertificate) -> bool {
+        if let Some(roster) = &self.roster
+            && roster.commune_of_node(&cert.node) != Some(cert.commune)
+        {
+            return false;
+        }
         if self.book.insert(cert.clone()).unwrap_or(false) {
             self.watchers.replace(None);
             self.push(Output::Persist(Persist::Certificate(cert)));

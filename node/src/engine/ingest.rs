@@ -10,6 +10,7 @@ use passerelle_protocol::ids::DocId;
 use serde::{Deserialize, Serialize};
 
 use super::docs::{refreshed_meta, snapshot_due};
+use super::refusals;
 use super::worker::Worker;
 use super::{EngineError, IngestBatch};
 use crate::clock;
@@ -49,6 +50,12 @@ impl<S: Store> Worker<S> {
         let Some(role) = roster.role(owner) else {
             return Some(("not_a_member", format!("owner commune {} is not a member of the network", owner.short())));
         };
+        if roster.commune_of_node(&header.certificate.node) != Some(*owner) {
+            return Some((
+                "not_registered",
+                format!("the header's node key {} is not registered to its owner", header.certificate.node.short()),
+            ));
+        }
         if !role.may_own(&header.header.kind) {
             return Some((
                 "role_forbids_kind",
@@ -62,8 +69,10 @@ impl<S: Store> Worker<S> {
         let now = clock::now_ms();
         let from = batch.from.map(|n| n.to_string());
         let mut report = IngestReport::default();
+        // Stable refusals (for what the item is, not for what this node
+        // knows yet) are remembered by signature: sent again, they cost a lookup.
+        let mut refused_sigs: Vec<([u8; 64], String)> = Vec::new();
         let mut reject = |doc: String, code: &str, reason: String| {
-            tracing::warn!(%doc, code, %reason, "refused");
             report.rejected.push(Rejection { doc, code: code.to_owned(), reason });
         };
 
@@ -96,12 +105,21 @@ impl<S: Store> Worker<S> {
             }
         }
 
-        let signatures = envelope::verify_signatures(&batch.changes);
+        let (fresh, seen): (Vec<ChangeEnvelope>, Vec<ChangeEnvelope>) =
+            batch.changes.into_iter().partition(|e| self.refusals.known(&e.signature).is_none());
+        for env in seen {
+            let code = self.refusals.known(&env.signature).unwrap_or("refused").to_owned();
+            reject(env.doc.to_string(), &code, "refused before (the same item again)".into());
+        }
+        let signatures = envelope::verify_signatures(&fresh);
         let mut by_doc: BTreeMap<DocId, Vec<ChangeEnvelope>> = BTreeMap::new();
-        for (env, sig) in batch.changes.into_iter().zip(signatures) {
+        for (env, sig) in fresh.into_iter().zip(signatures) {
             match sig {
                 Ok(()) => by_doc.entry(env.doc).or_default().push(env),
-                Err(e) => reject(env.doc.to_string(), e.code(), e.to_string()),
+                Err(e) => {
+                    refused_sigs.push((env.signature, e.code().to_owned()));
+                    reject(env.doc.to_string(), e.code(), e.to_string());
+                }
             }
         }
 
@@ -121,6 +139,7 @@ impl<S: Store> Worker<S> {
             let mut seen = HashSet::new();
             let mut verified: Vec<VerifiedChange> = Vec::new();
             for env in envelopes {
+                let signature = env.signature;
                 let checked =
                     env.validate_signed(&id, &header.header, self.replica.book(), now).and_then(|v| {
                         match self.replica.roster() {
@@ -139,7 +158,10 @@ impl<S: Store> Worker<S> {
                             verified.push(v);
                         }
                     }
-                    Err(e) => reject(id.to_string(), e.code(), e.to_string()),
+                    Err(e) => {
+                        refused_sigs.push((signature, e.code().to_owned()));
+                        reject(id.to_string(), e.code(), e.to_string());
+                    }
                 }
             }
             // A document is only kept once one of its changes verified:
@@ -194,8 +216,14 @@ impl<S: Store> Worker<S> {
         }
         self.metrics.changes_remote += report.applied;
         self.metrics.changes_duplicate += report.duplicates;
+        for (signature, code) in refused_sigs {
+            if refusals::is_stable(&code) {
+                self.refusals.remember(signature, &code);
+            }
+        }
         for r in &report.rejected {
             *self.metrics.rejected.entry(r.code.clone()).or_default() += 1;
+            self.refusals.log(now, &r.doc, &r.code, &r.reason);
         }
         Ok(report)
     }

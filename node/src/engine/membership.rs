@@ -160,6 +160,24 @@ impl<S: Store> Worker<S> {
         }
     }
 
+    /// In a network whose roster does not register this node's key to this
+    /// commune (the key was rotated), registers it: a `Node` statement
+    /// signed by the commune key and the node key, at the addresses the
+    /// commune's node had.
+    pub(crate) fn register_node_key(&mut self) -> Result<(), EngineError> {
+        let Some(roster) = self.replica.roster() else { return Ok(()) };
+        if roster.commune_of_node(&self.node_id) == Some(self.commune) || !roster.is_member(&self.commune) {
+            return Ok(());
+        }
+        let addrs = roster.member(&self.commune).map(|m| m.addrs.clone()).unwrap_or_default();
+        let statement =
+            SignedStatement::node(&self.commune_key, &self.node_key, roster.network(), clock::now_ms() as u64, addrs);
+        tracing::info!(node = %self.node_id.short(), "registering this node's key in the roster");
+        self.add_own(statement);
+        self.store.flush()?;
+        Ok(())
+    }
+
     pub(crate) fn create_network(&mut self, name: String, addrs: Vec<String>) -> Result<NetworkView, EngineError> {
         if let Some(r) = self.replica.roster() {
             return Err(conflict(format!("this node is already in network {:?} ({})", r.name(), r.network())));
@@ -172,11 +190,12 @@ impl<S: Store> Worker<S> {
             SignedStatement::found(&self.commune_key, &name, &self.commune_name, &self.country, clock::now_ms() as u64);
         let mut roster = Roster::founded(found.clone()).map_err(|e| invalid("name", e.to_string()))?;
         // The founder's node, and where members reach it (no admission names it).
-        let node = SignedStatement::sign(
+        let node = SignedStatement::node(
             &self.commune_key,
+            &self.node_key,
             roster.network(),
             clock::now_ms() as u64,
-            Statement::Node { node: self.node_id, addrs: contact_addrs(addrs) },
+            contact_addrs(addrs),
         );
         roster.insert(node.clone()).map_err(|e| invalid("name", e.to_string()))?;
         self.store.write(vec![WriteOp::Statement(found), WriteOp::Statement(node)])?;

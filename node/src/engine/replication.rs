@@ -209,6 +209,7 @@ impl<S: Store> Worker<S> {
                 Output::Persist(p) => {
                     let ops = match p {
                         Persist::Statements(list) => list.into_iter().map(WriteOp::Statement).collect(),
+                        Persist::ForgetStatements(list) => list.into_iter().map(WriteOp::ForgetStatement).collect(),
                         Persist::Certificate(cert) => vec![WriteOp::Certificate(cert)],
                         Persist::Heartbeat(h) => vec![WriteOp::Heartbeat(*h)],
                         Persist::ForgetHeartbeat(node) => vec![WriteOp::ForgetHeartbeat(node)],

@@ -124,7 +124,7 @@ async fn ingest_accepts_signed_changes_and_refuses_the_rest() {
         .ingest(IngestBatch {
             certificates: vec![cert.clone()],
             headers: vec![header.clone()],
-            changes: envs[..4].iter().cloned().chain([unknown, forged]).collect(),
+            changes: envs[..4].iter().cloned().chain([unknown.clone(), forged.clone()]).collect(),
             from: Some(node.node_id()),
         })
         .await
@@ -134,6 +134,17 @@ async fn ingest_accepts_signed_changes_and_refuses_the_rest() {
     let mut codes: Vec<_> = report.rejected.iter().map(|r| r.code.as_str()).collect();
     codes.sort();
     assert_eq!(codes, ["bad_signature", "unknown_author"]);
+
+    // Sent again, the forgery is refused from memory; the unknown author is
+    // checked afresh (its certificate may have arrived since).
+    let report = engine
+        .ingest(IngestBatch { changes: vec![forged, unknown], from: Some(node.node_id()), ..Default::default() })
+        .await
+        .unwrap();
+    let again: Vec<_> = report.rejected.iter().map(|r| (r.code.as_str(), r.reason.as_str())).collect();
+    assert_eq!(again.len(), 2);
+    assert!(again.contains(&("bad_signature", "refused before (the same item again)")), "{again:?}");
+    assert!(again.iter().any(|(code, reason)| *code == "unknown_author" && !reason.contains("refused before")));
 
     // Replayed changes are duplicates, the honest fifth change applies.
     let report = engine

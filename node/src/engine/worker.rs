@@ -66,6 +66,8 @@ pub(crate) struct Worker<S> {
     pub announcements: Vec<Announcement>,
     /// Set when an event wrote to the store: the batch must flush.
     pub wrote: bool,
+    /// Items refused before, and the refusal log's budget.
+    pub refusals: super::refusals::Refusals,
 }
 
 impl<S: Store> Worker<S> {
@@ -143,10 +145,12 @@ impl<S: Store> Worker<S> {
             net: None,
             announcements: Vec::new(),
             wrote: false,
+            refusals: Default::default(),
         };
         for meta in worker.store.metas()? {
             worker.replica.doc_changed(meta.id, meta.audience(), meta.head_bytes(), meta.stored_ms);
         }
+        worker.register_node_key()?;
         worker.ensure_profile(&identity.config.commune.name, &identity.config.commune.country)?;
         Ok(worker)
     }

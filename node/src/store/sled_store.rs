@@ -354,6 +354,7 @@ impl Store for SledStore {
                 ),
                 WriteOp::RemovePeer(n) => batch.remove(keys::prefixed(PEER, n.as_bytes())),
                 WriteOp::Statement(st) => batch.insert(keys::prefixed(STATEMENT, &st.hash()), st.encode()),
+                WriteOp::ForgetStatement(hash) => batch.remove(keys::prefixed(STATEMENT, &hash)),
                 WriteOp::Invitation(inv) => {
                     let mut id = [0u8; 16];
                     hex::decode_to_slice(&inv.id, &mut id).map_err(|e| StoreError::Backend(e.to_string()))?;

@@ -12,6 +12,9 @@
 //!   an `Admit` makes it a member with that role, a `Remove` ends it.
 //!   Coordinators are found as a fixpoint from the founder, so removing a
 //!   coordinator also withdraws the admissions only it signed.
+//! - A coordinator's `Remove` of a coordinator that admitted it (directly
+//!   or not) does not count; should coordinators still remove each other in
+//!   a cycle, the coordinators common to the cycle's sets are kept.
 //! - An invitation admits one commune: a second `Admit` naming the same
 //!   invitation for another commune is ignored.
 //! - A node key is revoked by its own commune or by a coordinator; a revoked
@@ -21,9 +24,18 @@
 //! - A partnership is active when both members declared it (`Partner`) and
 //!   neither ended it since (`Unpartner`); partners are from different
 //!   countries, and neither is an observer.
-//! - A coordinator's `Remove` of a coordinator that admitted it (directly
-//!   or not) does not count; should coordinators still remove each other in
-//!   a cycle, the coordinators common to the cycle's sets are kept.
+//! - A commune's node keys are the one its admission names and those it
+//!   registered since (`Node`, signed by the node key too), at most
+//!   [`MAX_NODES_PER_COMMUNE`]; a key two communes claim belongs to neither.
+//!
+//! Only the statements that *count* — the founding, each member's deciding
+//! admission or removal, the latest declarations of members about what
+//! they may declare — are kept, fingerprinted and passed on; others (a
+//! statement signed before its signer was admitted, a declaration since
+//! superseded, anything from a non-member) wait in a small pool, bounded
+//! per signer and in all, in case what makes them count arrives later.
+//! What counts is a function of the statements held, so nodes that hold
+//! the same ones agree, whatever the order they came in.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -35,6 +47,21 @@ use crate::xorset::Fingerprint;
 /// Rounds of the coordinator fixpoint before giving up on a cycle of
 /// coordinators removing each other (the last round's answer is kept).
 const MAX_FIXPOINT_ROUNDS: usize = 32;
+/// Most members a network counts (the earliest admitted).
+pub const MAX_MEMBERS: usize = 10_000;
+/// Most node keys a commune registers (its latest `Node` statements).
+pub const MAX_NODES_PER_COMMUNE: usize = 8;
+/// Most communes a member declares partnerships with (its latest).
+pub const MAX_PARTNER_DECLARATIONS: usize = 32;
+/// A statement's time and hash with what it says: the latest wins.
+type Latest<T> = (u64, [u8; 32], T);
+
+/// Statements held that do not count, per signer and in all.
+pub const MAX_PENDING_PER_SIGNER: usize = 16;
+/// See [`MAX_PENDING_PER_SIGNER`].
+pub const MAX_PENDING: usize = 1_024;
+/// How far ahead of the receiver's clock a statement may be dated.
+pub const MAX_STATEMENT_AHEAD_MS: u64 = 10 * 60 * 1000;
 
 /// Why a statement is not added to the roster.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +85,29 @@ pub enum RosterError {
     /// A `Found` statement that does not derive this network's id.
     #[error("founding statement does not derive network {0}")]
     NotTheFounding(String),
+    /// Dated too far ahead of this node's clock: a decision from the
+    /// future must not beat later ones.
+    #[error("statement {kind} by commune {signer} is dated {ahead_ms} ms ahead of this node's clock")]
+    FromTheFuture {
+        /// The statement kind.
+        kind: &'static str,
+        /// The signer.
+        signer: String,
+        /// How far ahead.
+        ahead_ms: u64,
+    },
+}
+
+impl RosterError {
+    /// A stable code, for counters.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RosterError::BadSignature { .. } => "statement_bad_signature",
+            RosterError::OtherNetwork { .. } => "statement_other_network",
+            RosterError::NotTheFounding(_) => "statement_not_the_founding",
+            RosterError::FromTheFuture { .. } => "statement_from_the_future",
+        }
+    }
 }
 
 /// A current member.
@@ -114,6 +164,12 @@ struct Folded {
     revocations: HashMap<NodeId, Revocations>,
     /// (a, b) with a < b -> declarations.
     partnerships: BTreeMap<(CommuneId, CommuneId), Partnership>,
+    /// Registered node key -> its commune (keys two communes claim are left out).
+    nodes: HashMap<NodeId, CommuneId>,
+    /// Keys two or more communes claim.
+    conflicts: BTreeSet<NodeId>,
+    /// The statements that count, by hash.
+    counting: BTreeSet<[u8; 32]>,
 }
 
 /// The statements of one network and what they mean. Cloning is cheap
@@ -123,9 +179,15 @@ struct Folded {
 #[derive(Clone, Debug)]
 pub struct Roster {
     network: NetworkId,
+    /// Every statement held: those that count and the pool of those that
+    /// do not (yet).
     statements: Arc<BTreeMap<[u8; 32], SignedStatement>>,
+    /// Over the statements that count.
     fingerprint: Fingerprint,
     folded: Arc<Folded>,
+    /// Statements that stopped counting since the last
+    /// [`Roster::take_dropped`] (the store deletes them).
+    dropped: Vec<[u8; 32]>,
 }
 
 /// A statement's 16-byte contribution to the roster fingerprint.
@@ -141,6 +203,7 @@ impl Roster {
             statements: Arc::new(BTreeMap::new()),
             fingerprint: Fingerprint::default(),
             folded: Arc::new(Folded::default()),
+            dropped: Vec::new(),
         }
     }
 
@@ -169,40 +232,69 @@ impl Roster {
         self.folded.founder
     }
 
-    /// Checks and adds a statement. Returns whether it was new.
+    /// Checks and adds a statement. Returns whether it was new here
+    /// (whether it counts or waits).
     ///
     /// # Errors
     /// [`RosterError`]; the roster is unchanged.
     pub fn insert(&mut self, statement: SignedStatement) -> Result<bool, RosterError> {
-        let added = self.insert_unfolded(statement)?;
+        let added = self.insert_unfolded(statement, None)?;
         if added {
             self.refold();
         }
         Ok(added)
     }
 
-    /// Adds many statements, folding once. Returns the new ones and the
-    /// refused ones with their reasons.
+    /// Adds many statements, folding once. Returns the statements that
+    /// count now and did not before (new ones, or waiting ones that now
+    /// count), and the refused ones with their reasons.
     pub fn insert_all(
         &mut self,
         statements: impl IntoIterator<Item = SignedStatement>,
     ) -> (Vec<SignedStatement>, Vec<RosterError>) {
-        let mut new = Vec::new();
+        self.insert_checked(statements, None)
+    }
+
+    /// Like [`Roster::insert_all`] for statements from peers at `now_ms`:
+    /// those dated more than [`MAX_STATEMENT_AHEAD_MS`] ahead are refused.
+    pub fn insert_all_at(
+        &mut self,
+        statements: impl IntoIterator<Item = SignedStatement>,
+        now_ms: u64,
+    ) -> (Vec<SignedStatement>, Vec<RosterError>) {
+        self.insert_checked(statements, Some(now_ms))
+    }
+
+    fn insert_checked(
+        &mut self,
+        statements: impl IntoIterator<Item = SignedStatement>,
+        now_ms: Option<u64>,
+    ) -> (Vec<SignedStatement>, Vec<RosterError>) {
+        let mut any = false;
         let mut refused = Vec::new();
         for s in statements {
-            match self.insert_unfolded(s.clone()) {
-                Ok(true) => new.push(s),
+            match self.insert_unfolded(s, now_ms) {
+                Ok(true) => any = true,
                 Ok(false) => {}
                 Err(e) => refused.push(e),
             }
         }
-        if !new.is_empty() {
-            self.refold();
+        if !any {
+            return (Vec::new(), refused);
         }
+        let before = self.folded.counting.clone();
+        self.refold();
+        let new = self
+            .folded
+            .counting
+            .iter()
+            .filter(|h| !before.contains(*h))
+            .filter_map(|h| self.statements.get(h).cloned())
+            .collect();
         (new, refused)
     }
 
-    fn insert_unfolded(&mut self, s: SignedStatement) -> Result<bool, RosterError> {
+    fn insert_unfolded(&mut self, s: SignedStatement, now_ms: Option<u64>) -> Result<bool, RosterError> {
         if s.network != self.network {
             return Err(RosterError::OtherNetwork { expected: self.network.short(), found: s.network.short() });
         }
@@ -211,14 +303,28 @@ impl Roster {
         {
             return Err(RosterError::NotTheFounding(self.network.short()));
         }
+        if let Some(now) = now_ms
+            && s.issued_ms > now + MAX_STATEMENT_AHEAD_MS
+        {
+            return Err(RosterError::FromTheFuture {
+                kind: s.body.kind(),
+                signer: s.signer.short(),
+                ahead_ms: s.issued_ms - now,
+            });
+        }
         let hash = s.hash();
         if self.statements.contains_key(&hash) {
             return Ok(false);
         }
         s.verify().map_err(|_| RosterError::BadSignature { kind: s.body.kind(), signer: s.signer.short() })?;
-        self.fingerprint.toggle(&short_hash(&hash), true);
         Arc::make_mut(&mut self.statements).insert(hash, s);
         Ok(true)
+    }
+
+    /// Statements that stopped counting since the last call (superseded, or
+    /// their signer no longer may make them): the store forgets them.
+    pub fn take_dropped(&mut self) -> Vec<[u8; 32]> {
+        std::mem::take(&mut self.dropped)
     }
 
     /// Count and XOR of the statements' short hashes: equal fingerprints,
@@ -227,19 +333,41 @@ impl Roster {
         self.fingerprint
     }
 
-    /// Every statement, in hash order.
+    /// Every statement that counts, in hash order.
     pub fn statements(&self) -> impl Iterator<Item = &SignedStatement> {
-        self.statements.values()
+        self.folded.counting.iter().filter_map(|h| self.statements.get(h))
     }
 
-    /// Number of statements.
+    /// Number of statements that count.
     pub fn len(&self) -> usize {
-        self.statements.len()
+        self.folded.counting.len()
     }
 
-    /// Whether the roster holds no statement.
+    /// Whether no statement counts.
     pub fn is_empty(&self) -> bool {
-        self.statements.is_empty()
+        self.folded.counting.is_empty()
+    }
+
+    /// Statements held that do not count (yet), for reports.
+    pub fn waiting(&self) -> usize {
+        self.statements.len() - self.folded.counting.len()
+    }
+
+    /// The commune a node key is registered to, if exactly one claims it.
+    pub fn commune_of_node(&self, node: &NodeId) -> Option<CommuneId> {
+        self.folded.nodes.get(node).copied()
+    }
+
+    /// The node keys registered to `commune`.
+    pub fn nodes_of(&self, commune: &CommuneId) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = self.folded.nodes.iter().filter(|(_, c)| *c == commune).map(|(n, _)| *n).collect();
+        out.sort();
+        out
+    }
+
+    /// Node keys that two or more communes claim (registered to neither).
+    pub fn key_conflicts(&self) -> impl Iterator<Item = &NodeId> {
+        self.folded.conflicts.iter()
     }
 
     /// Whether a statement with this short hash is held.
@@ -251,15 +379,16 @@ impl Roster {
         self.statements.range(lo..=hi).next().is_some()
     }
 
-    /// Short hashes of every statement, to tell a peer what this node has.
+    /// Short hashes of every statement that counts, to tell a peer what
+    /// this node has.
     pub fn short_hashes(&self) -> Vec<[u8; 16]> {
-        self.statements.keys().map(short_hash).collect()
+        self.folded.counting.iter().map(short_hash).collect()
     }
 
-    /// The statements a peer lacks, given the short hashes it has.
+    /// The statements that count that a peer lacks, given the short hashes it has.
     pub fn missing_from(&self, theirs: &[[u8; 16]]) -> Vec<SignedStatement> {
         let theirs: HashSet<&[u8; 16]> = theirs.iter().collect();
-        self.statements.iter().filter(|(h, _)| !theirs.contains(&short_hash(h))).map(|(_, s)| s.clone()).collect()
+        self.statements().filter(|s| !theirs.contains(&short_hash(&s.hash()))).cloned().collect()
     }
 
     /// Current members, by commune id.
@@ -313,12 +442,18 @@ impl Roster {
         self.valid_revocations(node, commune).all(|kept| kept.contains(change))
     }
 
-    /// Whether a node key may take part at all: its commune is a member and
-    /// the key is not revoked.
+    /// Whether a node key may take part at all: its commune is a member,
+    /// the key is registered to it, and not revoked.
     pub fn node_admitted(&self, node: &NodeId, commune: &CommuneId) -> Result<Role, String> {
         let Some(role) = self.role(commune) else {
             return Err(format!("commune {} is not a member of network {}", commune.short(), self.network.short()));
         };
+        if self.folded.conflicts.contains(node) {
+            return Err(format!("node key {} is claimed by more than one commune", node.short()));
+        }
+        if self.folded.nodes.get(node) != Some(commune) {
+            return Err(format!("node key {} is not registered to commune {}", node.short(), commune.short()));
+        }
         if self.is_revoked(node, commune) {
             return Err(format!("node key {} of commune {} is revoked", node.short(), commune.short()));
         }
@@ -369,6 +504,16 @@ impl Roster {
                 .map(|(_, s)| s.clone());
             out.extend(founder_node);
         }
+        // The commune's own latest registration of a node, if any (a key it
+        // rotated to is not in its admission).
+        if self.folded.founder != Some(*commune)
+            && let Some(s) = self
+                .statements()
+                .filter(|s| &s.signer == commune && matches!(s.body, Statement::Node { .. }))
+                .max_by_key(|s| (s.issued_ms, s.hash()))
+        {
+            out.push(s.clone());
+        }
         let mut next = Some(*commune);
         while let Some(c) = next.take() {
             if !seen.insert(c) || Some(c) == self.folded.founder {
@@ -394,10 +539,11 @@ impl Roster {
     /// Recomputes what the statements mean.
     fn refold(&mut self) {
         let mut folded = Folded::default();
-        let Some(found) = self.statements.values().find(|s| matches!(s.body, Statement::Found { .. })) else {
-            self.folded = Arc::new(folded);
+        let Some(found) = self.statements.values().find(|s| matches!(s.body, Statement::Found { .. })).cloned() else {
+            self.settle(folded);
             return;
         };
+        let found = &found;
         let founder = found.signer;
         folded.founder = Some(founder);
         let (mut commune_name, mut commune_country) = (String::new(), String::new());
@@ -506,6 +652,7 @@ impl Roster {
             coordinators = next;
         }
 
+        folded.counting.insert(found.hash());
         folded.members.insert(
             founder,
             Member {
@@ -519,8 +666,19 @@ impl Roster {
                 addrs: Vec::new(),
             },
         );
-        for (member, (_, _, s)) in decisions {
+        // The earliest admitted members count, up to the bound.
+        let mut admitted: Vec<(u64, CommuneId, [u8; 32], &SignedStatement)> =
+            decisions.iter().map(|(m, (t, h, s))| (*t, *m, *h, *s)).collect();
+        admitted.sort_by_key(|(t, m, _, _)| (*t, *m));
+        let mut count = 1;
+        for (_, member, hash, s) in admitted {
+            // The deciding statement counts, admission or removal.
+            folded.counting.insert(hash);
             if let Statement::Admit { name, country, role, node, addrs, .. } = &s.body {
+                if count >= MAX_MEMBERS {
+                    continue;
+                }
+                count += 1;
                 folded.members.insert(
                     member,
                     Member {
@@ -536,29 +694,68 @@ impl Roster {
                 );
             }
         }
-        // A member's own latest `Node` statement names the node it runs now.
-        let mut nodes: BTreeMap<CommuneId, (u64, [u8; 32], NodeId, Vec<String>)> = BTreeMap::new();
+        // A member registers node keys: its latest `Node` statements count
+        // (the latest names the node it runs now and where); with the
+        // admission's node, they are its keys. A key two communes claim
+        // belongs to neither.
+        let mut registered: BTreeMap<CommuneId, Vec<Latest<&SignedStatement>>> = BTreeMap::new();
         for (h, s) in self.statements.iter() {
-            if let Statement::Node { node, addrs } = &s.body
-                && nodes.get(&s.signer).is_none_or(|(t, lh, _, _)| (s.issued_ms, *h) > (*t, *lh))
-            {
-                nodes.insert(s.signer, (s.issued_ms, *h, *node, addrs.clone()));
+            if matches!(s.body, Statement::Node { .. }) && folded.members.contains_key(&s.signer) {
+                registered.entry(s.signer).or_default().push((s.issued_ms, *h, s));
             }
         }
-        for (commune, (_, _, node, addrs)) in nodes {
-            if let Some(m) = folded.members.get_mut(&commune) {
-                m.node = Some(node);
-                m.addrs = addrs;
+        let mut claims: BTreeMap<NodeId, BTreeSet<CommuneId>> = BTreeMap::new();
+        for m in folded.members.values() {
+            if let Some(node) = m.node {
+                claims.entry(node).or_default().insert(m.commune);
             }
         }
-        // Revocations: kept per signer, checked against the certifying commune on use.
-        for s in self.statements.values() {
-            if let Statement::Revoke { node, kept } = &s.body {
-                folded.revocations.entry(*node).or_default().push((s.signer, kept.iter().copied().collect()));
+        for (commune, mut list) in registered {
+            list.sort_by_key(|(t, h, _)| std::cmp::Reverse((*t, *h)));
+            list.truncate(MAX_NODES_PER_COMMUNE);
+            for (i, (_, h, s)) in list.iter().enumerate() {
+                let Statement::Node { node, addrs, .. } = &s.body else { continue };
+                folded.counting.insert(*h);
+                claims.entry(*node).or_default().insert(commune);
+                if i == 0
+                    && let Some(m) = folded.members.get_mut(&commune)
+                {
+                    m.node = Some(*node);
+                    m.addrs = addrs.clone();
+                }
+            }
+        }
+        for (node, communes) in claims {
+            if communes.len() == 1 {
+                folded.nodes.insert(node, *communes.iter().next().expect("one claim"));
+            } else {
+                folded.conflicts.insert(node);
+            }
+        }
+        let owner_of = |node: &NodeId, folded: &Folded| folded.nodes.get(node).copied();
+        // Revocations by a coordinator or by the commune that registered the
+        // key: the latest of each signer about each key counts, and is
+        // checked against the certifying commune on use.
+        let mut revokes: BTreeMap<(NodeId, CommuneId), (u64, [u8; 32], &SignedStatement)> = BTreeMap::new();
+        for (h, s) in self.statements.iter() {
+            let Statement::Revoke { node, .. } = &s.body else { continue };
+            let may = coordinators.contains(&s.signer)
+                || owner_of(node, &folded) == Some(s.signer)
+                || folded.members.get(&s.signer).is_some_and(|m| m.node == Some(*node));
+            if may && revokes.get(&(*node, s.signer)).is_none_or(|(t, lh, _)| (s.issued_ms, *h) > (*t, *lh)) {
+                revokes.insert((*node, s.signer), (s.issued_ms, *h, s));
+            }
+        }
+        for ((node, signer), (_, h, s)) in revokes {
+            if let Statement::Revoke { kept, .. } = &s.body {
+                folded.counting.insert(h);
+                folded.revocations.entry(node).or_default().push((signer, kept.iter().copied().collect()));
             }
         }
 
-        // Partnerships: per direction, the latest declaration decides.
+        // Partnerships: per direction, the latest declaration of a member
+        // about another decides (a member's latest declarations count, up to
+        // the bound).
         let mut directed: BTreeMap<(CommuneId, CommuneId), (u64, [u8; 32], bool)> = BTreeMap::new();
         for (h, s) in self.statements.iter() {
             let (with, on) = match &s.body {
@@ -566,28 +763,75 @@ impl Roster {
                 Statement::Unpartner { with } => (*with, false),
                 _ => continue,
             };
+            if !folded.members.contains_key(&s.signer) || !folded.members.contains_key(&with) {
+                continue;
+            }
             let key = (s.signer, with);
             if directed.get(&key).is_none_or(|(t, lh, _)| (s.issued_ms, *h) > (*t, *lh)) {
                 directed.insert(key, (s.issued_ms, *h, on));
             }
         }
-        for ((from, to), (_, _, on)) in directed {
-            let (Some(mf), Some(mt)) = (folded.members.get(&from), folded.members.get(&to)) else { continue };
-            // Partners are two members of different countries, neither an observer.
-            if from == to || mf.country == mt.country || mf.role == Role::Observer || mt.role == Role::Observer {
-                continue;
+        let mut per_signer: BTreeMap<CommuneId, Vec<Latest<(CommuneId, bool)>>> = BTreeMap::new();
+        for ((from, to), (t, h, on)) in directed {
+            per_signer.entry(from).or_default().push((t, h, (to, on)));
+        }
+        for (from, mut list) in per_signer {
+            list.sort_by_key(|(t, h, _)| std::cmp::Reverse((*t, *h)));
+            list.truncate(MAX_PARTNER_DECLARATIONS);
+            for (_, h, (to, on)) in list {
+                folded.counting.insert(h);
+                let (Some(mf), Some(mt)) = (folded.members.get(&from), folded.members.get(&to)) else { continue };
+                // Partners are two members of different countries, neither an observer.
+                if from == to || mf.country == mt.country || mf.role == Role::Observer || mt.role == Role::Observer {
+                    continue;
+                }
+                let key = pair(&from, &to);
+                let p = folded.partnerships.entry(key).or_insert(Partnership {
+                    a: key.0,
+                    b: key.1,
+                    a_signed: false,
+                    b_signed: false,
+                });
+                if from == key.0 {
+                    p.a_signed = on;
+                } else {
+                    p.b_signed = on;
+                }
             }
-            let key = pair(&from, &to);
-            let p = folded.partnerships.entry(key).or_insert(Partnership {
-                a: key.0,
-                b: key.1,
-                a_signed: false,
-                b_signed: false,
-            });
-            if from == key.0 {
-                p.a_signed = on;
-            } else {
-                p.b_signed = on;
+        }
+        self.settle(folded);
+    }
+
+    /// Takes a new fold: the fingerprint follows the statements that count,
+    /// those that stopped counting are noted for the store, and the pool of
+    /// those that do not count is trimmed to its bounds (the oldest go).
+    fn settle(&mut self, folded: Folded) {
+        let previous = std::mem::take(&mut Arc::make_mut(&mut self.folded).counting);
+        self.dropped.extend(previous.iter().filter(|h| !folded.counting.contains(*h)));
+        let mut fingerprint = Fingerprint::default();
+        for h in &folded.counting {
+            fingerprint.toggle(&short_hash(h), true);
+        }
+        self.fingerprint = fingerprint;
+        let mut waiting: BTreeMap<CommuneId, Vec<(u64, [u8; 32])>> = BTreeMap::new();
+        for (h, s) in self.statements.iter().filter(|(h, _)| !folded.counting.contains(*h)) {
+            waiting.entry(s.signer).or_default().push((s.issued_ms, *h));
+        }
+        let mut evict = Vec::new();
+        let mut kept = Vec::new();
+        for (_, mut list) in waiting {
+            list.sort_by_key(|x| std::cmp::Reverse(*x));
+            evict.extend(list.iter().skip(MAX_PENDING_PER_SIGNER).map(|(_, h)| *h));
+            kept.extend(list.into_iter().take(MAX_PENDING_PER_SIGNER));
+        }
+        if kept.len() > MAX_PENDING {
+            kept.sort_by_key(|x| std::cmp::Reverse(*x));
+            evict.extend(kept.iter().skip(MAX_PENDING).map(|(_, h)| *h));
+        }
+        if !evict.is_empty() {
+            let statements = Arc::make_mut(&mut self.statements);
+            for h in evict {
+                statements.remove(&h);
             }
         }
         self.folded = Arc::new(folded);
@@ -832,5 +1076,147 @@ mod tests {
         for m in [&c1, &c2, &x] {
             assert!(!n.roster.is_member(&m.commune_id()));
         }
+    }
+    #[test]
+    fn statements_a_signer_may_not_make_neither_count_nor_travel() {
+        let mut n = Net::new();
+        let founder = n.founder.clone();
+        let (a, b, c) = (key(2), key(3), key(4));
+        n.admit(&founder, &a, "BE", Role::Commune);
+        n.admit(&founder, &b, "MA", Role::Commune);
+        let before = (n.roster.fingerprint(), n.roster.len());
+        // A plain member admits someone, revokes another's key; a stranger declares a partnership.
+        let bad = [
+            n.sign(
+                &a,
+                Statement::Admit {
+                    member: c.commune_id(),
+                    name: "c".into(),
+                    country: "BE".into(),
+                    role: Role::Coordinator,
+                    invitation: [0; 16],
+                    node: c.node_id(),
+                    addrs: vec![],
+                },
+            ),
+            n.sign(&a, Statement::Revoke { node: b.node_id(), kept: vec![] }),
+            n.sign(&c, Statement::Partner { with: a.commune_id() }),
+        ];
+        let (new, refused) = n.roster.insert_all(bad.clone());
+        assert!(new.is_empty() && refused.is_empty());
+        assert_eq!((n.roster.fingerprint(), n.roster.len()), before, "nothing that does not count is fingerprinted");
+        assert_eq!(n.roster.waiting(), 3);
+        assert!(n.roster.statements().all(|s| !bad.contains(s)), "nor passed on");
+        assert!(!n.roster.is_revoked(&b.node_id(), &b.commune_id()));
+    }
+
+    #[test]
+    fn a_statement_counts_once_what_allows_it_arrives_whatever_the_order() {
+        let mut n = Net::new();
+        let founder = n.founder.clone();
+        let (c, m) = (key(2), key(3));
+        let make_c = n.sign(
+            &founder,
+            Statement::Admit {
+                member: c.commune_id(),
+                name: "c".into(),
+                country: "BE".into(),
+                role: Role::Coordinator,
+                invitation: [0; 16],
+                node: c.node_id(),
+                addrs: vec![],
+            },
+        );
+        let c_admits_m = n.sign(
+            &c,
+            Statement::Admit {
+                member: m.commune_id(),
+                name: "m".into(),
+                country: "MA".into(),
+                role: Role::Commune,
+                invitation: [0; 16],
+                node: m.node_id(),
+                addrs: vec![],
+            },
+        );
+        // The admission by C first: it waits.
+        let (new, _) = n.roster.insert_all([c_admits_m.clone()]);
+        assert!(new.is_empty() && !n.roster.is_member(&m.commune_id()));
+        // C's own admission arrives: both count now.
+        let (new, _) = n.roster.insert_all([make_c.clone()]);
+        assert_eq!(new.len(), 2, "{new:?}");
+        assert!(n.roster.is_member(&m.commune_id()));
+    }
+
+    #[test]
+    fn what_a_signer_can_pile_up_is_bounded() {
+        let mut n = Net::new();
+        let founder = n.founder.clone();
+        let (a, b, stranger) = (key(2), key(3), key(9));
+        n.admit(&founder, &a, "BE", Role::Commune);
+        n.admit(&founder, &b, "MA", Role::Commune);
+        // A member toggling a partnership a thousand times: only the latest counts.
+        let base = n.roster.len();
+        for i in 0..1_000 {
+            let body = if i % 2 == 0 {
+                Statement::Partner { with: b.commune_id() }
+            } else {
+                Statement::Unpartner { with: b.commune_id() }
+            };
+            n.say(&a, body);
+        }
+        assert_eq!(n.roster.len(), base + 1);
+        let dropped = n.roster.take_dropped();
+        assert_eq!(dropped.len(), 999, "each superseded declaration is dropped from the store");
+        // A non-member signing a thousand statements: a handful wait, the
+        // rest are gone (as are all but a handful of A's superseded ones).
+        for _ in 0..1_000 {
+            n.say(&stranger, Statement::Partner { with: a.commune_id() });
+        }
+        assert_eq!(n.roster.waiting(), 2 * MAX_PENDING_PER_SIGNER);
+    }
+
+    #[test]
+    fn statements_from_the_future_are_refused() {
+        let mut n = Net::new();
+        let a = key(2);
+        let late =
+            SignedStatement::sign(&a, n.roster.network(), 10_000_000, Statement::Partner { with: key(3).commune_id() });
+        let (_, refused) = n.roster.insert_all_at([late.clone()], 10_000_000 - MAX_STATEMENT_AHEAD_MS - 1);
+        assert!(matches!(refused[..], [RosterError::FromTheFuture { .. }]));
+        let (_, refused) = n.roster.insert_all_at([late], 10_000_000 - MAX_STATEMENT_AHEAD_MS);
+        assert!(refused.is_empty());
+    }
+
+    #[test]
+    fn node_keys_belong_to_the_commune_that_registered_them() {
+        let mut n = Net::new();
+        let founder = n.founder.clone();
+        let (a, b) = (key(2), key(3));
+        n.admit(&founder, &a, "BE", Role::Commune);
+        n.admit(&founder, &b, "MA", Role::Commune);
+        let network = n.roster.network();
+        // A rotated key, registered by A with the key's own signature: A's.
+        let new_key = key(20);
+        n.t += 1;
+        let rotate = SignedStatement::node(&a, &new_key, network, n.t, vec![]);
+        n.roster.insert(rotate).unwrap();
+        assert_eq!(n.roster.commune_of_node(&new_key.node_id()), Some(a.commune_id()));
+        assert!(n.roster.node_admitted(&new_key.node_id(), &a.commune_id()).is_ok());
+        // B claiming that key without it signing: refused outright.
+        let mut forged = SignedStatement::node(&b, &key(21), network, n.t + 1, vec![]);
+        if let Statement::Node { node, .. } = &mut forged.body {
+            *node = new_key.node_id();
+        }
+        forged = SignedStatement::sign(&b, network, n.t + 1, forged.body);
+        assert!(matches!(n.roster.insert(forged), Err(RosterError::BadSignature { .. })));
+        // A key that signs for both communes belongs to neither.
+        let both = SignedStatement::node(&b, &new_key, network, n.t + 2, vec![]);
+        n.roster.insert(both).unwrap();
+        assert_eq!(n.roster.key_conflicts().collect::<Vec<_>>(), vec![&new_key.node_id()]);
+        assert!(n.roster.node_admitted(&new_key.node_id(), &a.commune_id()).is_err());
+        assert!(n.roster.node_admitted(&new_key.node_id(), &b.commune_id()).is_err());
+        // A key nobody registered is admitted nowhere.
+        assert!(n.roster.node_admitted(&key(22).node_id(), &a.commune_id()).is_err());
     }
 }

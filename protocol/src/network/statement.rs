@@ -162,14 +162,18 @@ pub enum Statement {
         /// The other commune.
         with: CommuneId,
     },
-    /// The signer's commune runs `node`, reachable at `addrs`: how members
-    /// find a node the admission does not name (the founder's), or that
-    /// moved. The latest one a commune signed counts.
+    /// The signer's commune runs `node`, reachable at `addrs`: it
+    /// registers a node key the admission does not name (the founder's, a
+    /// rotated one) and says where it listens. The node key signs too
+    /// (`possession`), so no commune can claim another's key.
     Node {
         /// The node key.
         node: NodeId,
         /// Where it listens (contact hints).
         addrs: Vec<String>,
+        /// The node key's signature over the network, the commune and the
+        /// node ([`possession_bytes`]).
+        possession: [u8; SIGNATURE_LEN],
     },
 }
 
@@ -212,9 +216,10 @@ impl Statement {
             Statement::Unpartner { with } => {
                 w.u8(6).fixed(with.as_bytes());
             }
-            Statement::Node { node, addrs } => {
+            Statement::Node { node, addrs, possession } => {
                 w.u8(7).fixed(node.as_bytes());
                 write_addrs(w, addrs);
+                w.fixed(possession);
             }
         }
     }
@@ -253,7 +258,8 @@ impl Statement {
             6 => Statement::Unpartner { with: CommuneId::from_bytes(r.fixed("partner")?) },
             7 => {
                 let node = NodeId::from_bytes(r.fixed("node")?);
-                Statement::Node { node, addrs: read_addrs(r)? }
+                let addrs = read_addrs(r)?;
+                Statement::Node { node, addrs, possession: r.fixed("possession")? }
             }
             other => {
                 return Err(DecodeError::Invalid {
@@ -289,6 +295,13 @@ pub fn read_addrs(r: &mut Reader<'_>) -> Result<Vec<String>, DecodeError> {
     Ok(addrs)
 }
 
+/// What a node key signs to show it belongs to `commune` in `network`.
+pub fn possession_bytes(network: &NetworkId, commune: &CommuneId, node: &NodeId) -> Vec<u8> {
+    let mut w = Writer::new("passerelle/node-possession", VERSION);
+    w.fixed(network.as_bytes()).fixed(commune.as_bytes()).fixed(node.as_bytes());
+    w.finish()
+}
+
 /// The id of the network founded by `founder` under `name` at `founded_ms`.
 pub fn network_id(founder: &CommuneId, name: &str, founded_ms: u64) -> NetworkId {
     let mut w = Writer::new(NETWORK_TAG, VERSION);
@@ -313,6 +326,20 @@ pub struct SignedStatement {
 }
 
 impl SignedStatement {
+    /// Registers `node_key`'s node for `commune_key`'s commune, reachable
+    /// at `addrs`: signed by both keys.
+    pub fn node(
+        commune_key: &SecretKey,
+        node_key: &SecretKey,
+        network: NetworkId,
+        issued_ms: u64,
+        addrs: Vec<String>,
+    ) -> Self {
+        let node = node_key.node_id();
+        let possession = node_key.sign(&possession_bytes(&network, &commune_key.commune_id(), &node));
+        Self::sign(commune_key, network, issued_ms, Statement::Node { node, addrs, possession })
+    }
+
     /// Signs a statement with a commune key.
     pub fn sign(commune_key: &SecretKey, network: NetworkId, issued_ms: u64, body: Statement) -> Self {
         let signer = commune_key.commune_id();
@@ -334,7 +361,11 @@ impl SignedStatement {
     /// [`SignatureError`] when the signer did not sign it.
     pub fn verify(&self) -> Result<(), SignatureError> {
         let msg = signed_bytes(&self.network, &self.signer, self.issued_ms, &self.body);
-        keys::verify(self.signer.as_bytes(), &msg, &self.signature)
+        keys::verify(self.signer.as_bytes(), &msg, &self.signature)?;
+        if let Statement::Node { node, possession, .. } = &self.body {
+            keys::verify(node.as_bytes(), &possession_bytes(&self.network, &self.signer, node), possession)?;
+        }
+        Ok(())
     }
 
     /// Encodes the statement: canonical bytes, then the signature.

@@ -96,6 +96,8 @@ pub enum Output {
 pub enum Persist {
     /// New roster statements.
     Statements(Vec<SignedStatement>),
+    /// Statements that stopped counting (by hash): forget them.
+    ForgetStatements(Vec<[u8; 32]>),
     /// A node certificate learnt from a peer.
     Certificate(NodeCertificate),
     /// A node's latest heartbeat (replacing the one before).

@@ -34,15 +34,20 @@ impl Replica {
     /// peers the roster no longer admits are closed, and new links made.
     pub fn add_statements(
         &mut self,
-        _now: Millis,
+        now: Millis,
         statements: Vec<SignedStatement>,
         from: Option<NodeId>,
         _docs: &mut impl DocSource,
     ) {
         let Some(roster) = self.roster.as_mut() else { return };
-        let (new, refused) = roster.insert_all(statements);
+        let (new, refused) = roster.insert_all_at(statements, now.max(0) as u64);
+        let dropped = roster.take_dropped();
+        if !dropped.is_empty() {
+            self.push(Output::Persist(Persist::ForgetStatements(dropped)));
+        }
         for e in &refused {
             tracing::warn!(peer = ?from.map(|n| n.short()), error = %e, "statement refused");
+            *self.counters.rejected.entry(e.code().to_owned()).or_default() += 1;
         }
         if let (Some(peer), false) = (from, refused.is_empty()) {
             let record = self.peer_mut(peer);

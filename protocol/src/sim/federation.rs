@@ -83,11 +83,8 @@ impl Federation {
         let found = SignedStatement::found(&founder, "Réseau simulé", &members[0].name, &members[0].country, 1);
         let network = found.network;
         // The founder's node, as `network create` registers it.
-        let node = Statement::Node {
-            node: keys[0].node.node_id(),
-            addrs: vec![format!("/sim/{}", keys[0].node.node_id().short())],
-        };
-        let mut admits = vec![SignedStatement::sign(&founder, network, 2, node)];
+        let addrs = vec![format!("/sim/{}", keys[0].node.node_id().short())];
+        let mut admits = vec![SignedStatement::node(&founder, &keys[0].node, network, 2, addrs)];
         for (i, m) in members.iter().enumerate().skip(1) {
             admits.push(SignedStatement::sign(&founder, network, 10 + i as u64, admit(m, &keys[i])));
         }

@@ -109,7 +109,14 @@ impl MemDocs {
             if self.docs.contains_key(&id) || new_headers.contains_key(&id) {
                 continue;
             }
+            let registered =
+                replica.roster().is_none_or(|r| r.commune_of_node(&h.certificate.node) == Some(h.header.owner));
             match h.verify_with(replica.book()) {
+                Ok(()) if !registered => {
+                    outcome
+                        .refused
+                        .push(("not_registered".into(), "header by a key not registered to its owner".into()));
+                }
                 Ok(()) => {
                     new_headers.insert(id, h);
                 }

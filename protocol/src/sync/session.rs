@@ -29,7 +29,10 @@ pub const MAX_FAULTS: u32 = 3;
 /// relay may not have heard of a revocation yet), so they are not counted
 /// against the relay either.
 pub fn refusal_is_fault(code: &str) -> bool {
-    !matches!(code, "unknown_document" | "from_the_future" | "not_a_member" | "revoked" | "role_forbids_kind")
+    !matches!(
+        code,
+        "unknown_document" | "from_the_future" | "not_a_member" | "not_registered" | "revoked" | "role_forbids_kind"
+    )
 }
 
 /// Messages kept while waiting for the peer's hello: messages travel on
@@ -561,7 +564,7 @@ mod tests {
                 country: "BE".into(),
                 role: Role::Commune,
                 invitation: [0; 16],
-                node: member.node_id(),
+                node: SecretKey::from_seed([seed - 100; 32]).node_id(),
                 addrs: vec![],
             };
             roster.insert(SignedStatement::sign(&founder, roster.network(), 2, body)).unwrap();
@@ -686,13 +689,14 @@ mod tests {
     fn rosters_are_reconciled_before_any_document() {
         let r = roster();
         let set = Set::new(vec![(DocId::from_bytes([1; 32]), vec![[1; 32]])]);
-        // The peer knows one more statement (a revocation) than we do.
+        // The peer knows one more statement (commune 102 revoking its node's
+        // key) than we do.
         let mut theirs = r.clone();
         let revoke = SignedStatement::sign(
             &SecretKey::from_seed([102; 32]),
             r.network(),
             5,
-            Statement::Revoke { node: SecretKey::from_seed([7; 32]).node_id(), kept: vec![] },
+            Statement::Revoke { node: SecretKey::from_seed([2; 32]).node_id(), kept: vec![] },
         );
         theirs.insert(revoke.clone()).unwrap();
         let (mut s, cert) = ready(1);
