@@ -22,6 +22,7 @@ mod behaviour;
 pub mod codec;
 pub mod counting;
 mod event_loop;
+pub mod guard;
 pub mod identity;
 
 pub use event_loop::spawn;
@@ -88,6 +89,9 @@ pub struct NetInfo {
     /// started (everything: handshakes, identify, ping, sync).
     #[serde(default)]
     pub transport_bytes: (u64, u64),
+    /// Connections refused, messages dropped and slow peers cut off.
+    #[serde(default)]
+    pub guard: guard::GuardCounts,
 }
 
 /// What the API can ask the swarm task.

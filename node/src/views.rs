@@ -330,6 +330,10 @@ pub struct NetworkView {
     pub partnerships: Vec<PartnershipView>,
     /// Revoked node keys.
     pub revoked: Vec<NodeId>,
+    /// Node keys that two communes registered (the key signed both claims:
+    /// shared or stolen): refused for both; a coordinator should revoke them.
+    #[serde(default)]
+    pub key_conflicts: Vec<NodeId>,
     /// Statements the roster is folded from.
     pub statements: usize,
 }

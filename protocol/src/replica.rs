@@ -108,7 +108,16 @@ struct Link {
     last_summary: Millis,
     /// Whether live changes are pushed to it (gossip's tree) or announced.
     eager: bool,
+    /// Until the peer's hello: when it must have arrived, and the bytes
+    /// it sent before it ([`HELLO_DEADLINE_MS`], [`MAX_PRE_HELLO_BYTES`]).
+    awaiting_hello: Option<(Millis, usize)>,
 }
+
+/// How long a connected peer has to say hello (or, to a node not yet in a
+/// network, to be the node it joins through) before it is disconnected.
+pub const HELLO_DEADLINE_MS: Millis = 30_000;
+/// What a peer may send before its hello (its hello included).
+pub const MAX_PRE_HELLO_BYTES: usize = 256 * 1024;
 
 /// A join in progress: the invitation to present to its issuer.
 #[derive(Debug, Clone)]
@@ -300,9 +309,17 @@ impl Replica {
         &self.beats
     }
 
-    /// Every peer record.
+    /// Every peer record (strangers while they are connected included).
     pub fn peers(&self) -> impl Iterator<Item = &PeerRecord> {
         self.peers.values()
+    }
+
+    /// Whether a peer's record is worth keeping: an operator (or a join)
+    /// chose it, or the roster registers its key to a member. Strangers
+    /// leave nothing behind: no stored record, no line in heartbeats.
+    pub fn is_known_peer(&self, node: &NodeId) -> bool {
+        self.peers.get(node).is_some_and(|r| r.configured)
+            || self.roster.as_ref().is_some_and(|r| r.commune_of_node(node).is_some_and(|c| r.is_member(&c)))
     }
 
     /// One peer's record.
@@ -338,7 +355,7 @@ impl Replica {
     /// Peer records changed since the last call, to persist with the batch.
     pub fn take_dirty_peers(&mut self) -> DirtyPeers {
         let dirty = std::mem::take(&mut self.dirty);
-        dirty.iter().filter_map(|n| self.peers.get(n).cloned()).collect()
+        dirty.iter().filter(|n| self.is_known_peer(n)).filter_map(|n| self.peers.get(n).cloned()).collect()
     }
 
     fn peer_mut(&mut self, node: NodeId) -> &mut PeerRecord {
@@ -409,6 +426,7 @@ impl Replica {
     /// Time passes: anti-entropy rounds, announcements, grafts and
     /// heartbeats that are due.
     pub fn tick(&mut self, now: Millis, docs: &mut impl DocSource) {
+        self.hello_deadlines(now);
         self.reroute_if_watchers_changed(now);
         self.flush_haves(now);
         self.graft_due(now, docs);

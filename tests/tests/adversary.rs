@@ -190,3 +190,76 @@ fn a_flooding_peer_does_not_stop_the_node() -> anyhow::Result<()> {
     wait_converged(&[&a, &b], 3, Duration::from_secs(60))?;
     Ok(())
 }
+
+/// A stranger (no membership) that connects and stays silent is dropped at
+/// the hello deadline; one that presents forged invitations again and
+/// again is cut off; neither leaves a record, a heartbeat line or a metric
+/// behind, even across a restart, and the node keeps serving.
+#[test]
+fn strangers_leave_nothing_behind() -> anyhow::Result<()> {
+    use passerelle_protocol::network::Invitation;
+    let mut a = TestNode::init_p2p("Senneval", "BE")?;
+    a.start()?;
+    form_network(&a, &[])?;
+    let token =
+        a.cli_json(&["invite", "--name", "Quelqu'un", "--country", "BE"])?["token"].as_str().unwrap().to_owned();
+    let addr: Multiaddr = a.p2p_addr()?.parse()?;
+    let silent = SecretKey::from_seed([80; 32]);
+    let joiner = SecretKey::from_seed([81; 32]);
+    let joiner_cert = NodeCertificate::issue(&SecretKey::from_seed([82; 32]), joiner.node_id(), 0);
+    // The real invitation with its name changed: the signature no longer holds.
+    let mut forged = Invitation::from_token(&token)?;
+    forged.terms.name = "Autre".into();
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (silent_closed_after, joins_answered, join_closed) = rt.block_on(async {
+        let started = std::time::Instant::now();
+        let mut quiet = RoguePeer::connect(&silent, addr.clone()).await;
+        let closed = quiet.wait_closed(Duration::from_secs(60)).await;
+        let silent_closed_after = closed.then(|| started.elapsed());
+        let mut flood = RoguePeer::connect(&joiner, addr).await;
+        let join =
+            SyncMessage::Join { invitation: Box::new(forged.clone()), certificate: joiner_cert.clone(), addrs: vec![] };
+        let mut answered = 0;
+        for _ in 0..10 {
+            if flood.ask(join.encode()).await.is_some() {
+                answered += 1;
+            }
+            if flood.closed {
+                break;
+            }
+        }
+        let join_closed = flood.wait_closed(Duration::from_secs(10)).await;
+        (silent_closed_after, answered, join_closed)
+    });
+    let after = silent_closed_after.expect("the silent stranger was disconnected");
+    assert!(after >= Duration::from_secs(25) && after < Duration::from_secs(45), "dropped after {after:?}");
+    let most = passerelle_protocol::sync::session::MAX_JOINS as usize + 1;
+    assert!(join_closed && joins_answered <= most, "{joins_answered} joins answered before the cut");
+    let log = a.log();
+    assert!(log.contains("no hello within 30 s"), "the log says why:\n{log}");
+
+    let strangers = [silent.node_id().to_string(), joiner.node_id().to_string()];
+    let no_trace = |a: &TestNode| -> anyhow::Result<()> {
+        let peers = a.cli_json(&["peers"])?;
+        assert!(
+            peers.as_array().unwrap().iter().all(|p| !strangers.contains(&p["node"].as_str().unwrap_or("").to_owned())),
+            "a stranger is on record: {peers}"
+        );
+        let metrics = a.client()?.metrics()?;
+        for s in &strangers {
+            assert!(!metrics.contains(&s[..8]), "a stranger has a metric series");
+        }
+        let beats = serde_json::to_string(&a.client()?.heartbeats()?)?;
+        for s in &strangers {
+            assert!(!beats.contains(s.as_str()), "a stranger is in a heartbeat");
+        }
+        Ok(())
+    };
+    no_trace(&a)?;
+    a.terminate()?;
+    a.start()?;
+    no_trace(&a)?;
+    assert_eq!(a.cli_json(&["network", "show"])?["members"].as_array().map(Vec::len), Some(1));
+    Ok(())
+}

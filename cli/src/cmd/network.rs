@@ -123,6 +123,13 @@ fn members_table(n: &NetworkView) -> String {
             if m.me { "  (this commune)" } else { "" }
         ));
     }
+    if !n.key_conflicts.is_empty() {
+        let keys: Vec<String> = n.key_conflicts.iter().map(|k| k.short()).collect();
+        text.push_str(&format!(
+            "\nwarning: node keys registered by two communes (the key signed both: shared or stolen), refused for both; revoke them: {}",
+            keys.join(" ")
+        ));
+    }
     text
 }
 

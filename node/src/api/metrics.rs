@@ -16,6 +16,8 @@ pub struct NetFacts {
     pub uptime_s: u64,
     /// Bytes received and sent on TCP connections since start.
     pub transport_bytes: (u64, u64),
+    /// What the network task refused or dropped.
+    pub guard: crate::net::guard::GuardCounts,
 }
 
 /// One metric family: its help line, type and samples.
@@ -77,6 +79,15 @@ pub fn render(m: &MetricsSnapshot, net: NetFacts, now_ms: i64) -> String {
     )
     .sample(&[("direction", "in")], net.transport_bytes.0)
     .sample(&[("direction", "out")], net.transport_bytes.1);
+    Family::new(
+        o,
+        "net_refusals_total",
+        "counter",
+        "Connections refused (per-address limit), messages dropped (a peer's queue full), slow peers disconnected.",
+    )
+    .sample(&[("what", "connection")], net.guard.connections_refused)
+    .sample(&[("what", "message")], net.guard.messages_dropped)
+    .sample(&[("what", "slow_peer")], net.guard.slow_peers_disconnected);
     Family::new(o, "changes_applied_total", "counter", "Changes stored since start, by origin.")
         .sample(&[("origin", "local")], c.changes_local)
         .sample(&[("origin", "remote")], c.changes_remote);

@@ -147,6 +147,7 @@ async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
         peers_connected: net.connected.len(),
         uptime_s: state.started.elapsed().as_secs(),
         transport_bytes: net.transport_bytes,
+        guard: net.guard,
     };
     let body = super::metrics::render(&snapshot, facts, crate::clock::now_ms());
     Response::builder()

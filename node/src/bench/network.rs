@@ -191,13 +191,20 @@ fn run_in(bin: &Path, root: &Path, n: usize, warmup: Duration, idle: Duration) -
     let links: Vec<f64> =
         nodes.iter().map(|p| Ok(p.client()?.status()?.peers_connected as f64)).collect::<Result<_, Error>>()?;
     let now = crate::clock::now_ms() as f64;
-    let ages: Vec<f64> = founder
-        .heartbeats()?
-        .iter()
-        .filter(|b| b.via.is_some())
-        .map(|b| ((now - b.heard_ms as f64) / 1000.0).max(0.0))
-        .collect();
+    let beats = founder.heartbeats()?;
+    let ages: Vec<f64> =
+        beats.iter().filter(|b| b.via.is_some()).map(|b| ((now - b.heard_ms as f64) / 1000.0).max(0.0)).collect();
     let heard = ages.len();
+    // Whoever the founder has not heard of, by name (for the record).
+    let unheard: Vec<&str> = nodes
+        .iter()
+        .skip(1)
+        .filter(|p| !beats.iter().any(|b| b.via.is_some() && b.name.as_deref() == Some(p.name.as_str())))
+        .map(|p| p.name.as_str())
+        .collect();
+    if !unheard.is_empty() {
+        eprintln!("bench network: the founder has no heartbeat of {}", unheard.join(", "));
+    }
 
     // One change, written by a Belgian commune that is not a coordinator.
     let writer = be.first().copied().unwrap_or(0);
@@ -232,6 +239,7 @@ fn run_in(bin: &Path, root: &Path, n: usize, warmup: Duration, idle: Duration) -
         "idle_transport_bytes_per_node_per_day": spread(per_day),
         "links_per_node": spread(links),
         "coordinator_hears_nodes": heard,
+        "coordinator_unheard": unheard,
         "coordinator_view_age_s": spread(ages),
         "change_reach_ms": {"p50": pct(0.5).round(), "p99": pct(0.99).round(), "p100": pct(1.0).round()},
         "rss_mb_per_node": spread(rss),

@@ -4,6 +4,8 @@
 //! to the roster and pushed to ready peers after the flush; the roster then
 //! decides who may connect, write and receive what.
 
+use std::collections::HashMap;
+
 use passerelle_protocol::certificate::NodeCertificate;
 use passerelle_protocol::ids::{CommuneId, NodeId};
 use passerelle_protocol::network::statement::MAX_ADDRS;
@@ -91,6 +93,10 @@ impl<S: Store> Worker<S> {
             .collect();
         revoked.sort();
         revoked.dedup();
+        let mut registered: HashMap<CommuneId, Vec<&NodeId>> = HashMap::new();
+        for (node, commune) in roster.registered_nodes() {
+            registered.entry(*commune).or_default().push(node);
+        }
         Ok(NetworkView {
             network: roster.network().to_string(),
             name: roster.name().to_owned(),
@@ -107,18 +113,17 @@ impl<S: Store> Worker<S> {
                     admitted_by: m.admitted_by,
                     node: m.node,
                     nodes: {
-                        let mut keys: Vec<NodeKeyView> = self
-                            .replica
-                            .book()
-                            .iter()
-                            .filter(|c| c.commune == m.commune)
-                            .map(|c| NodeKeyView {
-                                node: c.node,
-                                certified_ms: c.issued_ms,
-                                revoked: roster.is_revoked(&c.node, &m.commune),
+                        let mut keys: Vec<NodeKeyView> = registered
+                            .get(&m.commune)
+                            .into_iter()
+                            .flatten()
+                            .map(|node| NodeKeyView {
+                                node: **node,
+                                certified_ms: self.replica.book().get(node).map_or(0, |c| c.issued_ms),
+                                revoked: roster.is_revoked(node, &m.commune),
                             })
                             .collect();
-                        keys.sort_by_key(|k| k.certified_ms);
+                        keys.sort_by_key(|k| (k.certified_ms, k.node));
                         keys
                     },
                     me: m.commune == self.commune,
@@ -137,6 +142,7 @@ impl<S: Store> Worker<S> {
                 })
                 .collect(),
             revoked,
+            key_conflicts: roster.key_conflicts().copied().collect(),
             statements: roster.len(),
         })
     }

@@ -259,7 +259,9 @@ impl<S: Store> Worker<S> {
                 let _ = reply.send(Ok(self.heartbeat_views()));
             }
             Command::Metrics(reply) => {
-                let peers = self.peer_views();
+                // Strangers are not worth a metric series each.
+                let mut peers = self.peer_views();
+                peers.retain(|p| self.replica.is_known_peer(&p.record.node));
                 let snapshot = self.counts().map(|counts| super::MetricsSnapshot {
                     counters: self.counters(),
                     sessions_ready: self.replica.ready_peers().len() as u64,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{StreamProtocol, autonat, dcutr, identify, mdns, ping, relay, request_response};
+use libp2p::{StreamProtocol, autonat, connection_limits, dcutr, identify, mdns, ping, relay, request_response};
 use passerelle_protocol::sync::message::PROTOCOL;
 
 use super::codec::SyncCodec;
@@ -16,10 +16,11 @@ const RELAYED_CONNECTION_MAX: Duration = Duration::from_secs(60 * 60);
 /// 128 KiB libp2p allows by default for hole-punching handshakes only.
 const RELAYED_CONNECTION_BYTES: u64 = 4 << 30;
 
-/// identify + ping + optional mDNS + NAT traversal (relay client, optional
+/// connection limits + identify + ping + optional mDNS + NAT traversal (relay client, optional
 /// relay server, DCUtR, AutoNAT) + the sync protocol.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    pub limits: connection_limits::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
@@ -74,6 +75,7 @@ impl Behaviour {
             .autonat
             .then(|| autonat::Behaviour::new(me, autonat::Config { only_global_ips: false, ..Default::default() }));
         Ok(Self {
+            limits: connection_limits::Behaviour::new(super::guard::connection_limits()),
             identify: identify::Behaviour::new(
                 identify::Config::new("/passerelle/1.0.0".into(), key.public()).with_interval(super::IDENTIFY_INTERVAL),
             ),

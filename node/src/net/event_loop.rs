@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use libp2p::Transport as _;
+use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, Message, OutboundRequestId};
@@ -19,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use super::behaviour::{Behaviour, BehaviourEvent, Options};
 use super::counting::{Counted, TransportBytes};
+use super::guard::{GuardCounts, MAX_QUEUED_BYTES, MAX_TIMEOUTS_IN_A_ROW, PerIp};
 use super::identity::{keypair, node_id, peer_id};
 use super::{
     IDLE_CONNECTION_TIMEOUT, MAX_REDIAL_DELAY, MIN_REDIAL_DELAY, NET_INBOX, NET_OUTBOX, NetCommand, NetError,
@@ -97,6 +99,10 @@ struct Outgoing {
     budget: Option<(f64, Instant)>,
     /// The budget's rate (bytes/s), when there is one.
     budget_per_s: Option<f64>,
+    /// Bytes in `queue` (bounded by [`MAX_QUEUED_BYTES`]).
+    queued_bytes: usize,
+    /// Requests that timed out since the last answer.
+    timeouts: u32,
 }
 
 impl Outgoing {
@@ -248,6 +254,10 @@ struct EventLoop {
     /// again, in order, on the next tick: a lost delivery report would
     /// stall a transfer.
     unreported: VecDeque<NetEvent>,
+    /// Incoming connections per IP address.
+    per_ip: PerIp,
+    /// What the guard refused or dropped.
+    guard: GuardCounts,
 }
 
 fn build_err(e: impl std::fmt::Display) -> NetError {
@@ -379,6 +389,8 @@ pub async fn spawn(
         peer_budget: config.peer_budget_bytes_per_s,
         last_rates: HashMap::new(),
         unreported: VecDeque::new(),
+        per_ip: PerIp::default(),
+        guard: GuardCounts::default(),
     };
     let span = tracing::Span::current();
     let join = tokio::spawn(tracing::Instrument::instrument(event_loop.run(), span));
@@ -479,6 +491,7 @@ impl EventLoop {
                     connected,
                     reachability: self.reachability,
                     transport_bytes: self.bytes.totals(),
+                    guard: self.guard,
                 });
             }
             NetCommand::Shutdown(_) => unreachable!("handled by the loop"),
@@ -564,11 +577,19 @@ impl EventLoop {
                     return;
                 }
                 let last_rate = self.last_rates.get(&pid).copied();
-                self.outgoing.entry(pid).or_insert_with(|| Outgoing::starting_at(last_rate)).queue.push_back(Queued {
-                    kind,
-                    bytes: bytes.into(),
-                    tag,
-                });
+                let out = self.outgoing.entry(pid).or_insert_with(|| Outgoing::starting_at(last_rate));
+                if out.queued_bytes + bytes.len() > MAX_QUEUED_BYTES {
+                    // The peer reads slower than we write: drop, count, and
+                    // let anti-entropy (or the transfer's loss) repair.
+                    self.guard.messages_dropped += 1;
+                    tracing::debug!(peer = %to.short(), kind, "queue full: message dropped");
+                    if let Some(tag) = tag {
+                        self.report(NetEvent::Lost { node: to, tag });
+                    }
+                    return;
+                }
+                out.queued_bytes += bytes.len();
+                out.queue.push_back(Queued { kind, bytes: bytes.into(), tag });
                 self.pump(pid);
             }
             NetOut::Dial { node, addrs } => self.remember_and_dial(node, addrs),
@@ -591,6 +612,7 @@ impl EventLoop {
         out.paused_until = None;
         while out.queue.front().is_some_and(|q| out.may_send(q.bytes.len())) {
             let Some(Queued { kind, bytes, tag }) = out.queue.pop_front() else { break };
+            out.queued_bytes = out.queued_bytes.saturating_sub(bytes.len());
             tracing::trace!(kind, len = bytes.len(), "sending");
             let id = self.swarm.behaviour_mut().sync.send_request(&pid, bytes.clone());
             if let Some((tokens, _)) = &mut out.budget {
@@ -639,6 +661,9 @@ impl EventLoop {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        if let SwarmEvent::ConnectionClosed { connection_id, .. } = &event {
+            self.per_ip.closed(*connection_id);
+        }
         match event {
             SwarmEvent::NewListenAddr { address, .. } if !self.listen.contains(&address) => {
                 if address.iter().any(|p| p == Protocol::P2pCircuit) {
@@ -655,7 +680,15 @@ impl EventLoop {
                     r.retry_at = Instant::now() + RELAY_RETRY;
                 }
             }
-            SwarmEvent::ConnectionEstablished { peer_id: pid, num_established, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id: pid, num_established, endpoint, connection_id, .. } => {
+                if let ConnectedPoint::Listener { send_back_addr, .. } = &endpoint
+                    && !self.per_ip.admit(connection_id, send_back_addr)
+                {
+                    self.guard.connections_refused += 1;
+                    tracing::debug!(peer = %pid, addr = %send_back_addr, "too many connections from one address: closing");
+                    let _ = self.swarm.close_connection(connection_id);
+                    return;
+                }
                 let Some(node) = node_id(&pid) else {
                     tracing::warn!(peer = %pid, "peer without an ed25519 key: disconnecting");
                     let _ = self.swarm.disconnect_peer_id(pid);
@@ -674,7 +707,11 @@ impl EventLoop {
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id: pid, num_established: 0, cause, .. } => {
-                if let Some(rate) = self.outgoing.remove(&pid).and_then(|o| o.rate) {
+                // Remembered for the peers this node dials only: strangers
+                // leave nothing here.
+                if let Some(rate) = self.outgoing.remove(&pid).and_then(|o| o.rate)
+                    && self.known.contains_key(&pid)
+                {
                     self.last_rates.insert(pid, rate);
                 }
                 if let Some(k) = self.known.get_mut(&pid)
@@ -770,6 +807,7 @@ impl EventLoop {
                         let sent = out.in_flight.remove(&request_id);
                         match response {
                             SyncReply::Ok => {
+                                out.timeouts = 0;
                                 if let Some(f) = &sent {
                                     out.acknowledged(f);
                                     delivered = f.tag;
@@ -779,6 +817,7 @@ impl EventLoop {
                                 // The peer could not take it: send it again shortly.
                                 tracing::debug!(%peer, "peer busy: pausing");
                                 if let Some(f) = sent {
+                                    out.queued_bytes += f.bytes.len();
                                     out.queue.push_front(Queued { kind: f.kind, bytes: f.bytes, tag: f.tag });
                                 }
                                 out.paused_until = Some(Instant::now() + BUSY_PAUSE);
@@ -798,9 +837,23 @@ impl EventLoop {
                 }
             },
             request_response::Event::OutboundFailure { peer, error, request_id, .. } => {
-                let lost = self.outgoing.get_mut(&peer).and_then(|out| out.in_flight.remove(&request_id));
+                let mut silent = false;
+                let lost = self.outgoing.get_mut(&peer).and_then(|out| {
+                    if matches!(error, request_response::OutboundFailure::Timeout) {
+                        out.timeouts += 1;
+                        silent = out.timeouts >= MAX_TIMEOUTS_IN_A_ROW;
+                    }
+                    out.in_flight.remove(&request_id)
+                });
                 if let (Some(tag), Some(node)) = (lost.and_then(|f| f.tag), node_id(&peer)) {
                     self.report(NetEvent::Lost { node, tag });
+                }
+                if silent {
+                    // It takes our requests and never answers: it does not read.
+                    self.guard.slow_peers_disconnected += 1;
+                    tracing::warn!(%peer, "{MAX_TIMEOUTS_IN_A_ROW} requests in a row unanswered: disconnecting");
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                    return;
                 }
                 tracing::debug!(%peer, %error, "sync request failed");
                 self.pump(peer);

@@ -365,6 +365,11 @@ impl Roster {
         out
     }
 
+    /// Every registered node key with its commune.
+    pub fn registered_nodes(&self) -> impl Iterator<Item = (&NodeId, &CommuneId)> {
+        self.folded.nodes.iter()
+    }
+
     /// Node keys that two or more communes claim (registered to neither).
     pub fn key_conflicts(&self) -> impl Iterator<Item = &NodeId> {
         self.folded.conflicts.iter()

@@ -229,7 +229,8 @@ impl Replica {
     /// This node's status now.
     fn own_status(&mut self, now: Millis, docs: &mut impl DocSource) -> Option<Heartbeat> {
         let network = self.roster.as_ref()?.network();
-        let nodes: Vec<NodeId> = self.peers.keys().copied().collect();
+        // Strangers (neither chosen nor admitted) are not listed.
+        let nodes: Vec<NodeId> = self.peers.keys().filter(|n| self.is_known_peer(n)).copied().collect();
         let mut peers = Vec::new();
         for node in nodes {
             let queued = self.transfers.queue_len(&node, docs);

@@ -22,6 +22,10 @@ impl Replica {
         for node in connected {
             if self.session(&node).is_none() {
                 self.open_session(node, docs);
+                // The peer has a while from now to answer our hello.
+                if let Some(link) = self.links.get_mut(&node) {
+                    link.awaiting_hello = Some((now + super::HELLO_DEADLINE_MS, 0));
+                }
             }
             if let Some(hello) = self.early_hellos.remove(&node) {
                 self.message_received(now, node, hello, 0, docs);

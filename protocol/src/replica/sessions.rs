@@ -7,7 +7,7 @@ use crate::sync::message::SyncMessage;
 use crate::sync::session::{Effect, Phase, Session, refusal_is_fault};
 
 use super::io::{IngestBatch, IngestOutcome, Output};
-use super::{DocSource, Event, Link, Millis, Replica};
+use super::{DocSource, Event, HELLO_DEADLINE_MS, Link, MAX_PRE_HELLO_BYTES, Millis, Replica};
 use crate::ids::NodeId;
 
 impl Replica {
@@ -22,8 +22,17 @@ impl Replica {
         record.last_error = None;
         self.unreachable.remove(&node);
         let base = self.config.anti_entropy_ms as Millis;
-        self.links
-            .insert(node, Link { session: None, next_round: now + base, interval: base, last_summary: 0, eager: true });
+        self.links.insert(
+            node,
+            Link {
+                session: None,
+                next_round: now + base,
+                interval: base,
+                last_summary: 0,
+                eager: true,
+                awaiting_hello: Some((now + HELLO_DEADLINE_MS, 0)),
+            },
+        );
         if let Some(join) = self.joining.as_ref().filter(|j| j.invitation.issuer_node == node) {
             let msg = SyncMessage::Join {
                 invitation: Box::new(join.invitation.clone()),
@@ -42,10 +51,52 @@ impl Replica {
         self.transfers.connection_lost(&node);
         self.early_hellos.remove(&node);
         self.beats_on_gone(_now, &node);
-        if let Some(e) = error {
-            self.peer_mut(node).last_error = Some(e);
+        if self.is_known_peer(&node) {
+            if let Some(e) = error {
+                self.peer_mut(node).last_error = Some(e);
+            }
+        } else {
+            // A stranger: nothing of it stays.
+            self.peers.remove(&node);
+            self.dirty.remove(&node);
         }
         self.keep_on_tree();
+    }
+
+    /// Disconnects peers that did not say hello in time
+    /// ([`HELLO_DEADLINE_MS`]); the node a join goes through is spared.
+    pub(super) fn hello_deadlines(&mut self, now: Millis) {
+        let late: Vec<NodeId> = self
+            .links
+            .iter()
+            .filter(|(node, l)| l.awaiting_hello.is_some_and(|(by, _)| by <= now) && !self.is_joining_through(node))
+            .map(|(n, _)| *n)
+            .collect();
+        for node in late {
+            if let Some(link) = self.links.get_mut(&node) {
+                link.awaiting_hello = None;
+            }
+            self.counters.faults += 1;
+            let reason = format!("no hello within {} s", HELLO_DEADLINE_MS / 1000);
+            self.push(Output::Disconnect { node, reason });
+        }
+    }
+
+    /// Counts what a peer sends before its hello; too much is a fault
+    /// that ends the connection. Returns whether the message may be read.
+    fn within_pre_hello_budget(&mut self, from: NodeId, bytes: usize) -> bool {
+        let Some(link) = self.links.get_mut(&from) else { return true };
+        let Some((_, sent)) = link.awaiting_hello.as_mut() else { return true };
+        *sent += bytes;
+        if *sent <= MAX_PRE_HELLO_BYTES {
+            return true;
+        }
+        link.awaiting_hello = None;
+        link.session = None;
+        self.counters.faults += 1;
+        let reason = format!("more than {} KiB before its hello", MAX_PRE_HELLO_BYTES / 1024);
+        self.push(Output::Disconnect { node: from, reason });
+        false
     }
 
     /// Opens a sync session with a connected peer and says hello, if this
@@ -86,6 +137,9 @@ impl Replica {
         bytes: usize,
         docs: &mut impl DocSource,
     ) {
+        if !self.within_pre_hello_budget(from, bytes) {
+            return;
+        }
         self.peer_mut(from).bytes_in += bytes as u64;
         match msg {
             SyncMessage::Welcome { statements } if self.is_joining_through(&from) => {
@@ -119,6 +173,10 @@ impl Replica {
         session.set_pending(pending);
         let effects = session.on_message(msg, &self.index.view(self.me.commune(), roster), roster);
         let now_ready = session.phase() == Phase::Ready;
+        let said_hello = session.phase() != Phase::AwaitingHello;
+        if said_hello && let Some(link) = self.links.get_mut(&from) {
+            link.awaiting_hello = None;
+        }
         self.run_effects(now, from, effects, docs);
         if now_ready && !was_ready {
             // A transfer cut by the last disconnection resumes now.

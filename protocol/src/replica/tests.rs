@@ -211,3 +211,86 @@ fn a_watcher_hears_every_node_and_forgets_those_gone_a_week() {
     sim.run_for(BEAT_EXPIRY_MS + 2 * 3_600_000);
     assert!(!sim.nodes[0].replica.beats().latest.contains_key(&member));
 }
+
+/// Drains a replica's outputs: the disconnections it asked for, and whether
+/// it persisted a record of `peer`.
+fn drain(node: &mut crate::sim::SimNode, peer: &NodeId) -> (Vec<String>, bool) {
+    let mut disconnects = Vec::new();
+    let mut persisted = false;
+    while let Some(out) = node.replica.poll() {
+        if let super::Output::Disconnect { node: n, reason } = out
+            && n == *peer
+        {
+            disconnects.push(reason);
+        }
+    }
+    persisted |= node.replica.take_dirty_peers().iter().any(|r| r.node == *peer);
+    (disconnects, persisted)
+}
+
+#[test]
+fn a_stranger_that_does_not_say_hello_is_dropped_and_leaves_nothing() {
+    let specs = vec![member(0, "BE", Role::Coordinator)];
+    let fed = Federation::new(&specs, 11);
+    let mut node = fed.node(0, &specs[0], fed.roster(), ReplicaConfig::default(), EPOCH_MS);
+    let stranger = SecretKey::from_seed([77; 32]).node_id();
+    let mut docs = crate::sim::MemDocs::default();
+    node.replica.peer_connected(EPOCH_MS, stranger, "/ip4/10.0.0.9/tcp/7421".into(), &mut docs);
+    // Silent: nothing stored, nothing listed in the heartbeat.
+    let (gone, persisted) = drain(&mut node, &stranger);
+    assert!(gone.is_empty() && !persisted, "{gone:?} {persisted}");
+    assert!(!node.replica.is_known_peer(&stranger));
+    node.replica.tick(EPOCH_MS + super::HELLO_DEADLINE_MS - 1, &mut docs);
+    assert!(drain(&mut node, &stranger).0.is_empty(), "dropped before its deadline");
+    node.replica.tick(EPOCH_MS + super::HELLO_DEADLINE_MS, &mut docs);
+    let (gone, persisted) = drain(&mut node, &stranger);
+    assert_eq!(gone, ["no hello within 30 s"]);
+    assert!(!persisted);
+    node.replica.peer_disconnected(EPOCH_MS + super::HELLO_DEADLINE_MS, stranger, Some("closed".into()));
+    assert!(node.replica.peer(&stranger).is_none(), "the stranger's record is gone");
+    assert!(node.replica.take_dirty_peers().is_empty());
+
+    // Another one talks a lot before any hello: cut at the byte budget.
+    let chatty = SecretKey::from_seed([78; 32]).node_id();
+    node.replica.peer_connected(EPOCH_MS, chatty, "/ip4/10.0.0.10/tcp/7421".into(), &mut docs);
+    let have = crate::sync::message::SyncMessage::RosterHave { hashes: vec![[0; 16]; 4096] };
+    let bytes = have.encode().len();
+    let mut sent = 0;
+    while sent <= super::MAX_PRE_HELLO_BYTES {
+        node.replica.message_received(EPOCH_MS + 1, chatty, have.clone(), bytes, &mut docs);
+        sent += bytes;
+    }
+    let (gone, persisted) = drain(&mut node, &chatty);
+    assert_eq!(gone, ["more than 256 KiB before its hello"]);
+    assert!(!persisted);
+}
+
+#[test]
+fn a_member_asking_for_the_roster_in_a_loop_is_cut_off() {
+    let (mut sim, _) = pair_sim(ReplicaConfig::default());
+    sim.run_for(10_000);
+    assert!(sim.nodes[0].replica.is_ready(&sim.nodes[1].replica.me().node()));
+    let asker = sim.nodes[1].replica.me().node();
+    let mut docs = crate::sim::MemDocs::default();
+    // Flush what the simulation left, then the flood: a RosterHave listing
+    // nothing, which buys the whole roster each time it is answered.
+    drain(&mut sim.nodes[0], &asker);
+    let have = crate::sync::message::SyncMessage::RosterHave { hashes: Vec::new() };
+    let mut answers = 0;
+    let mut disconnects = Vec::new();
+    for _ in 0..20 {
+        sim.nodes[0].replica.message_received(sim.now, asker, have.clone(), 8, &mut docs);
+        while let Some(out) = sim.nodes[0].replica.poll() {
+            match out {
+                super::Output::Send { kind: "roster", .. } => answers += 1,
+                super::Output::Disconnect { reason, .. } => disconnects.push(reason),
+                _ => {}
+            }
+        }
+        if !disconnects.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(answers, crate::sync::session::MAX_ROSTER_ANSWERS_PER_ROUND as usize);
+    assert!(disconnects[0].contains("roster requests in one round"), "{disconnects:?}");
+}

@@ -35,6 +35,12 @@ pub fn refusal_is_fault(code: &str) -> bool {
     )
 }
 
+/// Joins a peer may present on one connection (an honest joiner sends
+/// one, and one more on a retry; an operator's tool checking a few).
+pub const MAX_JOINS: u8 = 4;
+/// `RosterHave`s answered per round of this node's: more is a fault.
+pub const MAX_ROSTER_ANSWERS_PER_ROUND: u8 = 3;
+
 /// Messages kept while waiting for the peer's hello: messages travel on
 /// separate streams, so one may overtake the hello.
 pub const MAX_EARLY_MESSAGES: usize = 16;
@@ -123,6 +129,11 @@ pub struct Session {
     items_sent: std::collections::HashSet<u8>,
     /// Whether this round already answered a repeated hello with ours.
     hello_answered: bool,
+    /// Joins presented on this connection (see [`MAX_JOINS`]).
+    joins: u8,
+    /// `RosterHave`s answered since this node's last round started (see
+    /// [`MAX_ROSTER_ANSWERS_PER_ROUND`]).
+    roster_answers: u8,
     /// Documents this node still has queued for the peer (set by the
     /// caller): while either side has a transfer under way, rounds compare
     /// rosters only, so a resumed transfer is not re-listed after each cut.
@@ -145,6 +156,8 @@ impl Session {
             early: Vec::new(),
             items_sent: std::collections::HashSet::new(),
             hello_answered: false,
+            joins: 0,
+            roster_answers: 0,
             pending_out: 0,
             rounds: 0,
             in_sync_rounds: 0,
@@ -213,6 +226,7 @@ impl Session {
     /// again (the last request or answer may have been lost).
     pub fn start_round(&mut self, local: &impl LocalSet, roster: &Roster) -> Vec<Effect> {
         self.hello_answered = false;
+        self.roster_answers = 0;
         match (self.phase, self.commune) {
             // Still no hello from the peer: ours may have been lost too.
             (Phase::AwaitingHello, _) => vec![Effect::SendHello],
@@ -338,6 +352,10 @@ impl Session {
                 self.on_hello(certificate, network, (roster_count, roster_fingerprint), proof, local, roster)
             }
             (Phase::AwaitingHello, SyncMessage::Join { invitation, certificate, addrs }) => {
+                self.joins = self.joins.saturating_add(1);
+                if self.joins > MAX_JOINS {
+                    return self.refuse(format!("more than {MAX_JOINS} joins on one connection"));
+                }
                 if certificate.node != self.remote || certificate.verify().is_err() {
                     return self.refuse("join: the certificate is not the connected node's".into());
                 }
@@ -356,6 +374,14 @@ impl Session {
                 }
             }
             (_, SyncMessage::RosterHave { hashes }) => {
+                // Honest peers ask once or twice a round of ours (after our
+                // summary, or while their session is still reconciling); a
+                // peer asking in a loop would buy the roster again each time.
+                self.roster_answers = self.roster_answers.saturating_add(1);
+                if self.roster_answers > MAX_ROSTER_ANSWERS_PER_ROUND {
+                    return self
+                        .fault(format!("more than {MAX_ROSTER_ANSWERS_PER_ROUND} roster requests in one round"));
+                }
                 Session::roster_answer(roster, &hashes).into_iter().map(Effect::Send).collect()
             }
             (Phase::Roster, SyncMessage::Roster { statements, complete }) => {
