@@ -115,15 +115,6 @@ pub struct DocMeta {
 }
 
 impl DocMeta {
-    /// Who may receive the document (from its scope and owner).
-    pub fn audience(&self) -> passerelle_protocol::sync::audience::Audience {
-        use passerelle_protocol::sync::audience::Audience;
-        match (self.scope.parse::<passerelle_protocol::header::Scope>(), self.owner.parse()) {
-            (Ok(scope), Ok(owner)) => Audience::of(&scope, owner),
-            _ => Audience::Nobody,
-        }
-    }
-
     /// Its heads as bytes (hex that does not decode is left out).
     pub fn head_bytes(&self) -> Vec<[u8; 32]> {
         self.heads

@@ -509,12 +509,7 @@ impl Sim {
             .iter()
             .map(|(id, d)| {
                 let heads = d.doc.get_heads().iter().map(|h| h.0).collect::<Vec<_>>();
-                (
-                    *id,
-                    crate::sync::audience::Audience::of(&d.header.header.scope, d.header.header.owner),
-                    heads,
-                    d.updated_ms,
-                )
+                (*id, crate::sync::audience::Audience::of(&d.header.header), heads, d.updated_ms)
             })
             .collect();
         for (id, audience, heads, stored) in docs {

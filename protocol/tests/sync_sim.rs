@@ -63,7 +63,7 @@ fn check(sim: &Sim, live: &[usize]) -> Result<(), String> {
             return Err(format!("node {i}: roster differs"));
         }
         for (id, d) in &node.docs.docs {
-            let audience = Audience::of(&d.header.header.scope, d.header.header.owner);
+            let audience = Audience::of(&d.header.header);
             let mut heads: Vec<[u8; 32]> = d.doc.get_heads().iter().map(|h| h.0).collect();
             heads.sort();
             all.entry(*id).or_insert((audience, BTreeSet::new())).1.insert(heads);

@@ -344,6 +344,80 @@ fn partnership_documents_never_reach_a_non_partner() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// ```text
+///   Tala-n-Asif ═══ Senneval ═══ Oued-Zem     Senneval has two partners
+///          \_______________________/          (connected to each other too)
+/// ```
+/// A request Senneval addresses to Tala-n-Asif reaches Tala-n-Asif only;
+/// Senneval's other partner never holds it, whoever it syncs with, and a
+/// request with no addressee is refused while Senneval has two partners.
+#[test]
+fn a_partnership_request_reaches_the_partner_it_names_only() -> anyhow::Result<()> {
+    let [senneval, tala, mut other] = federation([("Senneval", "BE"), ("Tala-n-Asif", "MA"), ("Oued-Zem", "MA")])?;
+    make_partners(&senneval, &tala)?;
+    make_partners(&senneval, &other)?;
+    wait_until(
+        "Senneval to see both partnerships active",
+        DEADLINE,
+        || senneval.cli_json(&["partners"]),
+        |p| p.as_array().is_some_and(|l| l.iter().filter(|p| p["active"] == true).count() == 2),
+    )?;
+    senneval.connect_to(&tala)?;
+    other.connect_to(&senneval)?;
+    other.connect_to(&tala)?;
+
+    let refused = senneval.cli(&["request", "create", "--title", "Pour qui ?"]);
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("addressee"), "the refusal names the field: {}", refused.stderr);
+
+    let title = "Demande pour Tala-n-Asif 91c2";
+    let addressee = format!("addressee={}", tala.commune_id()?);
+    let secret = senneval.cli_json(&["request", "create", "--title", title, "--field", &addressee])?;
+    assert_eq!(secret["scope"], "partnership");
+    let secret_id = secret["id"].as_str().unwrap().to_owned();
+    // A sheet for all of Senneval's partners shows that the other partner syncs.
+    let shared =
+        senneval.cli_json(&["practice", "create", "--title", "Fiche partenaires", "--scope", "partnership"])?;
+    let shared_id = shared["id"].as_str().unwrap().to_owned();
+    wait_until(
+        "Tala-n-Asif to hold the request",
+        DEADLINE,
+        || Ok(tala.cli(&["request", "show", &secret_id]).code),
+        |c| *c == 0,
+    )?;
+    wait_until(
+        "both partners to hold the sheet",
+        DEADLINE,
+        || Ok((tala.cli(&["practice", "show", &shared_id]).code, other.cli(&["practice", "show", &shared_id]).code)),
+        |c| *c == (0, 0),
+    )?;
+    // A live edit, then a few reconciliation rounds.
+    senneval.cli_json(&["request", "update", &secret_id, "--deadline", "2027-03-31"])?;
+    wait_until(
+        "the edit to reach Tala-n-Asif",
+        DEADLINE,
+        || Ok(tala.cli_json(&["request", "show", &secret_id])?["fields"]["deadline"].clone()),
+        |v| v == "2027-03-31",
+    )?;
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(other.cli(&["request", "show", &secret_id]).code, 1, "the other partner must not hold the request");
+
+    other.terminate()?;
+    let mut stored = Vec::new();
+    for entry in walk(other.home().root())? {
+        stored.extend(std::fs::read(entry)?);
+    }
+    let id: DocId = secret_id.parse()?;
+    let shared: DocId = shared_id.parse()?;
+    assert!(
+        contains(&stored, shared.as_bytes()) || contains(&stored, shared_id.as_bytes()),
+        "the other partner stored the shared sheet"
+    );
+    assert!(!contains(&stored, id.as_bytes()) && !contains(&stored, secret_id.as_bytes()));
+    assert!(!contains(&stored, title.as_bytes()));
+    Ok(())
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }

@@ -14,6 +14,7 @@ use crate::clock;
 use crate::store::{DocMeta, Snapshot, Store, StoredChange, WriteOp};
 use crate::views::{CreateDoc, DocSummary, DocView, HistoryEntry, UpdateDoc};
 use passerelle_protocol::replica::Announcement;
+use passerelle_protocol::sync::audience::Audience;
 
 /// A snapshot is saved every this many changes, so loading a long history
 /// replays at most this many changes after the snapshot.
@@ -126,6 +127,19 @@ fn view(id: DocId, header: &SignedHeader, meta: &DocMeta, doc: &Automerge, lang:
 }
 
 impl<S: Store> Worker<S> {
+    /// Who may receive a stored document: from its scope, and for a
+    /// partnership document from its header's owner and writers.
+    pub(crate) fn audience_of(&self, meta: &DocMeta) -> Result<Audience, EngineError> {
+        Ok(match meta.scope.parse::<Scope>() {
+            Ok(Scope::Network) => Audience::Network,
+            Ok(Scope::Partnership) => match self.store.header(&meta.id)? {
+                Some(h) => Audience::of(&h.header),
+                None => Audience::Nobody,
+            },
+            _ => Audience::Nobody,
+        })
+    }
+
     fn schema_for_create(kind: &str) -> Result<(DocKind, &'static KindSchema), EngineError> {
         let kind: DocKind =
             kind.parse().map_err(|e: passerelle_protocol::header::UnknownName| invalid("kind", e.to_string()))?;
@@ -174,6 +188,18 @@ impl<S: Store> Worker<S> {
         if writers.len() > MAX_WRITERS {
             return Err(invalid("writers", format!("at most {MAX_WRITERS} writers")));
         }
+        if scope == Scope::Partnership && writers.len() == 1 && kind == DocKind::Request {
+            let partners = self.replica.roster().map_or(0, |r| r.partners_of(&self.commune).len());
+            if partners > 1 {
+                return Err(invalid(
+                    "addressee",
+                    format!(
+                        "this commune has {partners} partners and a partnership request goes to the one it names: \
+                         set the addressee (--field addressee=COMMUNE), or use --scope network"
+                    ),
+                ));
+            }
+        }
         let header = DocHeader {
             kind: kind.clone(),
             schema: CONTENT_SCHEMA,
@@ -196,7 +222,7 @@ impl<S: Store> Worker<S> {
         let announced = announcement(&op, Some(signed.clone()));
         let ops = vec![WriteOp::Header(signed.clone()), op, WriteOp::Meta(meta.clone())];
         self.store.write(ops)?;
-        self.replica.doc_changed(meta.id, meta.audience(), meta.head_bytes(), meta.stored_ms);
+        self.replica.doc_changed(meta.id, Audience::of(&signed.header), meta.head_bytes(), meta.stored_ms);
         self.announcements.push(announced);
         let loaded = self.cache.insert(id, signed, meta, doc);
         tracing::info!(doc = %id.short(), %kind, "document created");
@@ -261,7 +287,7 @@ impl<S: Store> Worker<S> {
             self.cache.evict(&id);
             return Err(e.into());
         }
-        self.replica.doc_changed(meta.id, meta.audience(), meta.head_bytes(), meta.stored_ms);
+        self.replica.doc_changed(meta.id, Audience::of(&loaded.header.header), meta.head_bytes(), meta.stored_ms);
         self.announcements.push(announced);
         loaded.meta = meta;
         tracing::info!(doc = %id.short(), seq, "document updated");

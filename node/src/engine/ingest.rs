@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use passerelle_protocol::envelope::{self, ChangeEnvelope, VerifiedChange};
 use passerelle_protocol::header::SignedHeader;
 use passerelle_protocol::ids::DocId;
+use passerelle_protocol::sync::audience::Audience;
 use serde::{Deserialize, Serialize};
 
 use super::docs::{refreshed_meta, snapshot_due};
@@ -205,7 +206,7 @@ impl<S: Store> Worker<S> {
             ops.push(WriteOp::Meta(meta.clone()));
             self.store.write(ops)?;
             report.applied += added;
-            self.replica.doc_changed(meta.id, meta.audience(), meta.head_bytes(), meta.stored_ms);
+            self.replica.doc_changed(meta.id, Audience::of(&header.header), meta.head_bytes(), meta.stored_ms);
             // Relay: what is new here goes on to the other peers once durable.
             self.announcements.push(Announcement {
                 from: batch.from,

@@ -148,7 +148,8 @@ impl<S: Store> Worker<S> {
             refusals: Default::default(),
         };
         for meta in worker.store.metas()? {
-            worker.replica.doc_changed(meta.id, meta.audience(), meta.head_bytes(), meta.stored_ms);
+            let audience = worker.audience_of(&meta)?;
+            worker.replica.doc_changed(meta.id, audience, meta.head_bytes(), meta.stored_ms);
         }
         worker.register_node_key()?;
         worker.ensure_profile(&identity.config.commune.name, &identity.config.commune.country)?;

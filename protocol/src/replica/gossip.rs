@@ -111,14 +111,14 @@ impl Replica {
         }
         for a in announcements {
             let docs: BTreeMap<DocId, Option<Audience>> =
-                a.changes.iter().map(|c| (c.doc, self.index.audience(&c.doc))).collect();
+                a.changes.iter().map(|c| (c.doc, self.index.audience(&c.doc).cloned())).collect();
             for peer in ready.iter().copied().filter(|p| Some(*p) != a.from) {
                 let Some(commune) = self.session(&peer).and_then(Session::commune) else { continue };
                 let Some(roster) = &self.roster else { continue };
                 let (mut push, mut lazy): (Vec<DocId>, Vec<Item>) = (Vec::new(), Vec::new());
                 let eager = self.is_eager(&peer);
                 for (doc, audience) in &docs {
-                    if !audience.is_some_and(|a| a.admits(&commune, roster)) {
+                    if !audience.as_ref().is_some_and(|a| a.admits(&commune, roster)) {
                         continue;
                     }
                     // Partnership documents are never on the tree: pushed to whoever may hold them.

@@ -87,7 +87,7 @@ impl MemDocs {
         d.changes.push(envelope.clone());
         d.updated_ms = now;
         self.by_hash.insert(change.hash().0, envelope.clone());
-        let audience = crate::sync::audience::Audience::of(&d.header.header.scope, d.header.header.owner);
+        let audience = crate::sync::audience::Audience::of(&d.header.header);
         replica.doc_changed(doc, audience, heads(&d.doc), now);
         Announcement { from: None, new_docs: header.into_iter().collect(), changes: vec![envelope] }
     }
@@ -182,7 +182,7 @@ impl MemDocs {
             }
             d.updated_ms = now;
             outcome.applied += fresh.len() as u64;
-            let audience = crate::sync::audience::Audience::of(&header.header.scope, header.header.owner);
+            let audience = crate::sync::audience::Audience::of(&header.header);
             replica.doc_changed(id, audience, heads(&d.doc), now);
             if let Some(h) = new_header {
                 announced.new_docs.push(h);

@@ -2,38 +2,52 @@
 //! far it may travel, and the per-peer view the sync sessions read.
 //!
 //! Scopes decide the audience: a `network` document goes to every member; a
-//! `partnership` document only to its owner's nodes and the owner's active
-//! partners (never relayed to anyone else, whoever holds it); a scope from a
-//! newer release is kept and sent to nobody. Fingerprints are kept per
-//! audience (one set for network documents, one per owner for partnership
-//! documents) and combined per peer, so a view costs a few XORs, not a scan.
+//! `partnership` document only to its owner and those of its writers that
+//! are the owner's active partners (a request reaches the partner it is
+//! addressed to, not the owner's other partners), or, when the owner is its
+//! only writer, to the owner's active partners; never relayed to anyone
+//! else, whoever holds it. A scope from a newer release is kept and sent to
+//! nobody. Fingerprints are kept per audience (one set for network
+//! documents, one per pair of owner and partner writer, one per owner for
+//! documents to all its partners) and combined per peer, so a view costs a
+//! few XORs, not a scan.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use super::fingerprint::{SetFingerprints, item_hash};
 use super::message::Item;
 use super::session::LocalSet;
-use crate::header::Scope;
+use crate::header::{DocHeader, Scope};
 use crate::ids::{CommuneId, DocId};
 use crate::network::Roster;
 
 /// Who may receive a document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Audience {
     /// Every member.
     Network,
-    /// The owner and its active partners.
-    Partners(CommuneId),
+    /// The owner and those of the other writers that are its active
+    /// partners; all its active partners when it has no other writer.
+    Pair {
+        /// The document's owner.
+        owner: CommuneId,
+        /// Its writers other than the owner (fixed by the header).
+        with: Arc<[CommuneId]>,
+    },
     /// Nobody (a scope this release does not know).
     Nobody,
 }
 
 impl Audience {
-    /// The audience of a document of `owner` with `scope`.
-    pub fn of(scope: &Scope, owner: CommuneId) -> Self {
-        match scope {
+    /// The audience of a document with this header.
+    pub fn of(header: &DocHeader) -> Self {
+        match &header.scope {
             Scope::Network => Audience::Network,
-            Scope::Partnership => Audience::Partners(owner),
+            Scope::Partnership => Audience::Pair {
+                owner: header.owner,
+                with: header.writers.iter().filter(|w| **w != header.owner).copied().collect(),
+            },
             Scope::Unknown(_) => Audience::Nobody,
         }
     }
@@ -42,7 +56,25 @@ impl Audience {
     pub fn admits(&self, peer: &CommuneId, roster: &Roster) -> bool {
         match self {
             Audience::Network => roster.is_member(peer),
-            Audience::Partners(owner) => owner == peer || roster.are_partners(owner, peer),
+            Audience::Pair { owner, with } => {
+                owner == peer || ((with.is_empty() || with.contains(peer)) && roster.are_partners(owner, peer))
+            }
+            Audience::Nobody => false,
+        }
+    }
+
+    /// Whether two nodes of `me` and `peer` compare the document when they
+    /// reconcile: network documents between members, a pair's documents
+    /// between its owner and a partner writer (two writers that are both
+    /// partners of the owner each get it from the owner, or by live push),
+    /// and between two nodes of one commune that may hold it.
+    fn compared(&self, me: &CommuneId, peer: &CommuneId, roster: &Roster) -> bool {
+        match self {
+            Audience::Network => roster.is_member(me) && roster.is_member(peer),
+            Audience::Pair { .. } if me == peer => self.admits(me, roster),
+            Audience::Pair { owner, .. } => {
+                (owner == me && self.admits(peer, roster)) || (owner == peer && self.admits(me, roster))
+            }
             Audience::Nobody => false,
         }
     }
@@ -55,38 +87,51 @@ pub struct SyncIndex {
     heads: BTreeMap<DocId, Vec<[u8; 32]>>,
     items: HashMap<DocId, ([u8; 16], Audience)>,
     network: SetFingerprints,
-    partnership: HashMap<CommuneId, SetFingerprints>,
+    /// Per (owner, other writer): the documents those two compare when they
+    /// are partners.
+    pairs: HashMap<(CommuneId, CommuneId), SetFingerprints>,
+    /// Per owner: its partnership documents with no other writer, which
+    /// all its partners compare with it.
+    to_partners: HashMap<CommuneId, SetFingerprints>,
+    /// Per owner: all its partnership documents (what two of its own nodes
+    /// compare, with what its partners share with it).
+    owned: HashMap<CommuneId, SetFingerprints>,
 }
 
 impl SyncIndex {
     /// Records a document's audience and current heads.
     pub fn set(&mut self, doc: DocId, audience: Audience, heads: Vec<[u8; 32]>) {
         let item = item_hash(&doc, &heads);
-        let old = self.items.insert(doc, (item, audience));
-        if old != Some((item, audience)) {
-            if let Some((old_item, old_audience)) = old
-                && let Some(fps) = self.fps_mut(old_audience)
-            {
-                fps.remove(&doc, &old_item);
+        let old = self.items.insert(doc, (item, audience.clone()));
+        if old.as_ref() != Some(&(item, audience.clone())) {
+            if let Some((old_item, old_audience)) = old {
+                self.each_set(&old_audience, |fps| fps.remove(&doc, &old_item));
             }
-            if let Some(fps) = self.fps_mut(audience) {
-                fps.update(&doc, None, &item);
-            }
+            self.each_set(&audience, |fps| fps.update(&doc, None, &item));
         }
         self.heads.insert(doc, heads);
     }
 
-    fn fps_mut(&mut self, audience: Audience) -> Option<&mut SetFingerprints> {
+    /// Runs `f` on each fingerprint set a document of `audience` is in.
+    fn each_set(&mut self, audience: &Audience, mut f: impl FnMut(&mut SetFingerprints)) {
         match audience {
-            Audience::Network => Some(&mut self.network),
-            Audience::Partners(owner) => Some(self.partnership.entry(owner).or_default()),
-            Audience::Nobody => None,
+            Audience::Network => f(&mut self.network),
+            Audience::Pair { owner, with } => {
+                f(self.owned.entry(*owner).or_default());
+                if with.is_empty() {
+                    f(self.to_partners.entry(*owner).or_default());
+                }
+                for w in with.iter() {
+                    f(self.pairs.entry((*owner, *w)).or_default());
+                }
+            }
+            Audience::Nobody => {}
         }
     }
 
     /// A document's audience, if this node holds it.
-    pub fn audience(&self, doc: &DocId) -> Option<Audience> {
-        self.items.get(doc).map(|(_, a)| *a)
+    pub fn audience(&self, doc: &DocId) -> Option<&Audience> {
+        self.items.get(doc).map(|(_, a)| a)
     }
 
     /// A document's heads, if this node holds it.
@@ -99,13 +144,7 @@ impl SyncIndex {
         self.items.get(doc).is_some_and(|(_, a)| a.admits(peer, roster))
     }
 
-    /// Whether both `me` and `peer` may hold `doc`: what two nodes compare.
-    fn common(&self, doc: &DocId, me: &CommuneId, peer: &CommuneId, roster: &Roster) -> bool {
-        self.items.get(doc).is_some_and(|(_, a)| a.admits(peer, roster) && a.admits(me, roster))
-    }
-
-    /// The documents of some buckets that a node of `peer` may receive and
-    /// this node (of commune `me`) may hold.
+    /// The documents of some buckets that nodes of `me` and `peer` compare.
     pub fn ids_in(&self, buckets: &[u8], me: &CommuneId, peer: &CommuneId, roster: &Roster) -> Vec<DocId> {
         buckets
             .iter()
@@ -115,7 +154,7 @@ impl SyncIndex {
                 hi[0] = *b;
                 self.heads.range(DocId::from_bytes(lo)..=DocId::from_bytes(hi)).map(|(id, _)| *id)
             })
-            .filter(|id| self.common(id, me, peer, roster))
+            .filter(|id| self.items.get(id).is_some_and(|(_, a)| a.compared(me, peer, roster)))
             .collect()
     }
 
@@ -126,7 +165,7 @@ impl SyncIndex {
     }
 }
 
-/// The index seen from one peer's side: the documents both sides may hold
+/// The index seen from one peer's side: the documents both sides compare
 /// (two honest nodes compute the same set for each other).
 #[derive(Debug)]
 pub struct PeerView<'a> {
@@ -143,14 +182,26 @@ impl LocalSet for PeerView<'_> {
         } else {
             SetFingerprints::default()
         };
-        let audience = |c: &CommuneId| {
-            let mut a = roster.partners_of(c);
-            a.push(*c);
-            a
-        };
-        let mine = audience(me);
-        for owner in audience(peer).into_iter().filter(|o| mine.contains(o)) {
-            if let Some(p) = self.index.partnership.get(&owner) {
+        if me == peer {
+            if let Some(own) = self.index.owned.get(me) {
+                fps.merge(own);
+            }
+            for owner in roster.partners_of(me) {
+                for p in [self.index.pairs.get(&(owner, *me)), self.index.to_partners.get(&owner)].into_iter().flatten()
+                {
+                    fps.merge(p);
+                }
+            }
+        } else if roster.are_partners(me, peer) {
+            for p in [
+                self.index.pairs.get(&(*me, *peer)),
+                self.index.pairs.get(&(*peer, *me)),
+                self.index.to_partners.get(me),
+                self.index.to_partners.get(peer),
+            ]
+            .into_iter()
+            .flatten()
+            {
                 fps.merge(p);
             }
         }
@@ -201,10 +252,15 @@ mod tests {
     }
 
     fn doc(index: &mut SyncIndex, owner: u8, scope: Scope, n: u8) -> DocId {
+        doc_with(index, owner, &[], scope, n)
+    }
+
+    fn doc_with(index: &mut SyncIndex, owner: u8, writers: &[u8], scope: Scope, n: u8) -> DocId {
         let owner = key(owner).commune_id();
-        let header = DocHeader::new(DocKind::Request, owner, scope.clone(), 1, [n; 16]);
+        let mut header = DocHeader::new(DocKind::Request, owner, scope, 1, [n; 16]);
+        header.writers.extend(writers.iter().map(|w| key(*w).commune_id()));
         let id = header.id();
-        index.set(id, Audience::of(&scope, owner), vec![[n; 32]]);
+        index.set(id, Audience::of(&header), vec![[n; 32]]);
         id
     }
 
@@ -214,8 +270,8 @@ mod tests {
         let (a, b, m) = (key(2).commune_id(), key(3).commune_id(), key(4).commune_id());
         let mut index = SyncIndex::default();
         let n1 = doc(&mut index, 2, Scope::Network, 1);
-        let p_a = doc(&mut index, 2, Scope::Partnership, 2);
-        let p_m = doc(&mut index, 4, Scope::Partnership, 3);
+        let p_a = doc_with(&mut index, 2, &[4], Scope::Partnership, 2);
+        let p_m = doc_with(&mut index, 4, &[2], Scope::Partnership, 3);
         let p_b = doc(&mut index, 3, Scope::Partnership, 4);
         let unknown = doc(&mut index, 2, Scope::Unknown("event-only".into()), 5);
 
@@ -240,5 +296,59 @@ mod tests {
         let moved = index.view(a, &r).fingerprints(&m);
         assert_eq!(moved.total().count, 3);
         assert_ne!(moved.total(), a_for_m.total());
+    }
+
+    /// A request A addresses to M reaches M, not A's other partner S, and
+    /// the two do not even compare it; A's own nodes do. A document with no
+    /// other writer goes to both partners.
+    #[test]
+    fn a_partnership_document_reaches_its_pair_only() {
+        let mut r = roster();
+        let f = key(1);
+        let net = r.network();
+        let spy = key(5);
+        let admit = Statement::Admit {
+            member: spy.commune_id(),
+            name: "spy".into(),
+            country: "MA".into(),
+            role: Role::Commune,
+            invitation: [1; 16],
+            node: spy.node_id(),
+            addrs: vec![],
+        };
+        r.insert(SignedStatement::sign(&f, net, 2, admit)).unwrap();
+        r.insert(SignedStatement::sign(&key(2), net, 3, Statement::Partner { with: spy.commune_id() })).unwrap();
+        r.insert(SignedStatement::sign(&spy, net, 3, Statement::Partner { with: key(2).commune_id() })).unwrap();
+        let (a, m, s) = (key(2).commune_id(), key(4).commune_id(), spy.commune_id());
+        assert!(r.are_partners(&a, &s) && r.are_partners(&a, &m));
+
+        let mut index = SyncIndex::default();
+        let to_m = doc_with(&mut index, 2, &[4], Scope::Partnership, 1);
+        let to_s = doc_with(&mut index, 2, &[5], Scope::Partnership, 2);
+        let alone = doc(&mut index, 2, Scope::Partnership, 3);
+        let to_b = doc_with(&mut index, 2, &[3], Scope::Partnership, 4);
+
+        assert!(index.may_share(&to_m, &m, &r) && !index.may_share(&to_m, &s, &r));
+        assert!(index.may_share(&to_s, &s, &r) && !index.may_share(&to_s, &m, &r));
+        assert!(index.may_share(&alone, &m, &r) && index.may_share(&alone, &s, &r), "no addressee: all partners");
+        assert!(!index.may_share(&to_b, &key(3).commune_id(), &r), "a writer that is not a partner gets nothing");
+        assert!(index.may_share(&alone, &a, &r), "the owner's other nodes hold everything it owns");
+
+        let ids = |me: &CommuneId, peer: &CommuneId| -> Vec<DocId> {
+            (0..=255u8).flat_map(|bucket| index.ids_in(&[bucket], me, peer, &r)).collect()
+        };
+        let sorted = |mut v: Vec<DocId>| {
+            v.sort();
+            v
+        };
+        assert_eq!(ids(&a, &s), sorted(vec![to_s, alone]));
+        assert_eq!(ids(&a, &m), sorted(vec![to_m, alone]));
+        assert_eq!(index.view(a, &r).fingerprints(&s).total().count, 2);
+        assert_eq!(index.view(a, &r).fingerprints(&s).total(), index.view(s, &r).fingerprints(&a).total());
+        // Two nodes of A compare all four; two nodes of M compare the one addressed to M.
+        assert_eq!(index.view(a, &r).fingerprints(&a).total().count, 4);
+        assert_eq!(ids(&a, &a).len(), 4);
+        assert_eq!(index.view(m, &r).fingerprints(&m).total().count, 2);
+        assert_eq!(ids(&m, &m), sorted(vec![to_m, alone]));
     }
 }
