@@ -44,6 +44,9 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Show the running node's ids, addresses and document counts.
     Status,
+    /// Print a one-time link that opens the node's web pages in a browser
+    /// (valid 5 minutes; the session lasts 12 hours).
+    Login,
     /// This commune's profile.
     #[command(subcommand)]
     Profile(cmd::docs::ProfileCommand),
@@ -65,8 +68,13 @@ enum Command {
     Followup(cmd::docs::DocCommand),
     /// Show every change of a document: author, key, time, what changed.
     History(cmd::history::Args),
-    /// Re-check every stored signature and name any change that fails.
+    /// Re-check every stored signature and record, and name what fails
+    /// (through the running node, or on the store of a stopped one).
     Verify,
+    /// On a stopped node: set damaged records aside (into the store's
+    /// quarantine), rebuild what can be rebuilt; dropped documents come
+    /// back from the peers at the next sync.
+    Repair,
     /// Add or remove a peer node.
     #[command(subcommand)]
     Peer(cmd::peers::PeerCommand),
@@ -131,6 +139,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(&home, args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Status => cmd::status::run(&home, &out),
+        Command::Login => cmd::status::login(&home, &out),
         Command::Profile(c) => cmd::docs::run_profile(&home, c, &out),
         Command::Project(c) => cmd::docs::run(&home, "project", c, &out),
         Command::Request(c) => cmd::docs::run_request(&home, c, &out),
@@ -139,6 +148,7 @@ fn main() -> ExitCode {
         Command::Followup(c) => cmd::docs::run(&home, "followup", c, &out),
         Command::History(args) => cmd::history::run(&home, args, &out),
         Command::Verify => cmd::verify::run(&home, &out),
+        Command::Repair => cmd::verify::repair(&home, &out),
         Command::Peer(c) => cmd::peers::run(&home, c, &out),
         Command::Peers => cmd::peers::list(&home, &out),
         Command::Network(c) => cmd::network::run(&home, c, &out),

@@ -26,6 +26,7 @@
 /// them ([`crate::views`]) and named here as the API serves them.
 pub use crate::views as types;
 
+pub mod access;
 mod dashboard;
 mod error;
 pub mod metrics;
@@ -33,4 +34,4 @@ pub mod openapi;
 mod routes;
 
 pub use error::ApiError;
-pub use routes::{ApiState, router};
+pub use routes::{ApiState, LIST_PAGE, MAX_EVENT_STREAMS, MAX_LIST_PAGE, router};

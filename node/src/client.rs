@@ -103,8 +103,26 @@ impl ApiClient {
         }
     }
 
+    /// The token's header, when this client has one (without, the node
+    /// answers with how to get one).
+    fn auth(&self) -> Option<String> {
+        self.token.as_deref().map(|t| format!("Bearer {t}"))
+    }
+
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.finish(self.agent.get(format!("{}{path}", self.base)).call())
+        let mut req = self.agent.get(format!("{}{path}", self.base));
+        if let Some(auth) = self.auth() {
+            req = req.header("Authorization", &auth);
+        }
+        self.finish(req.call())
+    }
+
+    /// `POST /v1/login`: a one-time link that opens a browser session.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn login_link(&self) -> Result<crate::views::LoginLink, ClientError> {
+        self.send("POST", "/v1/login", &serde_json::json!({}))
     }
 
     fn send<B: Serialize, T: DeserializeOwned>(&self, method: &str, path: &str, body: &B) -> Result<T, ClientError> {
@@ -130,11 +148,12 @@ impl ApiClient {
     /// # Errors
     /// [`ClientError`].
     pub fn metrics(&self) -> Result<String, ClientError> {
-        let mut resp = self
-            .agent
-            .get(format!("{}/metrics", self.base))
-            .call()
-            .map_err(|e| ClientError::NotReachable { home: self.home.clone(), reason: e.to_string() })?;
+        let mut req = self.agent.get(format!("{}/metrics", self.base));
+        if let Some(auth) = self.auth() {
+            req = req.header("Authorization", &auth);
+        }
+        let mut resp =
+            req.call().map_err(|e| ClientError::NotReachable { home: self.home.clone(), reason: e.to_string() })?;
         if !resp.status().is_success() {
             let status = resp.status().as_u16();
             return Err(ClientError::Api { status, code: "http".into(), message: format!("HTTP {status}") });
@@ -158,8 +177,20 @@ impl ApiClient {
                 query.push(format!("{k}={}", encode(v)));
             }
         }
-        let q = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
-        self.get(&format!("/v1/docs{q}"))
+        // Page through the list: the node answers at most MAX_LIST_PAGE at a time.
+        let page = crate::api::MAX_LIST_PAGE;
+        let mut all: Vec<DocSummary> = Vec::new();
+        loop {
+            let mut q = query.clone();
+            q.push(format!("limit={page}"));
+            q.push(format!("offset={}", all.len()));
+            let got: Vec<DocSummary> = self.get(&format!("/v1/docs?{}", q.join("&")))?;
+            let done = got.len() < page;
+            all.extend(got);
+            if done {
+                return Ok(all);
+            }
+        }
     }
 
     /// `GET /v1/docs/{id}`.

@@ -50,10 +50,16 @@ fn default_language() -> String {
 /// The local HTTP API.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ApiConfig {
-    /// Address to listen on; port 0 picks any free port. Loopback by default:
-    /// reads are open to local users, writes need the token.
+    /// Address to listen on; port 0 picks any free port. Loopback by
+    /// default. Reads need the token or a browser session (`passerelle
+    /// login`), writes need the token.
     #[serde(default = "default_api_listen")]
     pub listen: SocketAddr,
+    /// Host names, besides IP addresses and `localhost`, that browsers may
+    /// use to reach the API (e.g. `passerelle.senneval.be` behind a reverse
+    /// proxy). Any other name in `Host` is refused (DNS rebinding).
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 fn default_api_listen() -> SocketAddr {
@@ -62,7 +68,7 @@ fn default_api_listen() -> SocketAddr {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { listen: default_api_listen() }
+        Self { listen: default_api_listen(), hosts: Vec::new() }
     }
 }
 
@@ -112,6 +118,10 @@ pub struct NetworkConfig {
     /// NAT be reached through it. Off by default.
     #[serde(default)]
     pub relay_server: bool,
+    /// With `relay_server`: relay for any peer, not only for the registered
+    /// nodes of the network's members (the default).
+    #[serde(default)]
+    pub relay_for_anyone: bool,
     /// Relays this node uses (multiaddrs ending in `/p2p/<peer id>`, e.g.
     /// a partner's node with a public address): it stays reachable through
     /// each (a reservation), and dials through them the peers it cannot
@@ -158,6 +168,7 @@ impl Default for NetworkConfig {
             anti_entropy_secs: DEFAULT_ANTI_ENTROPY_SECS,
             auto_links: true,
             relay_server: false,
+            relay_for_anyone: false,
             relays: Vec::new(),
             peer_budget_bytes_per_s: None,
             heartbeat_secs: DEFAULT_HEARTBEAT_SECS,
@@ -186,7 +197,7 @@ impl Config {
     pub fn new(name: &str, country: &str, api_port: u16) -> Self {
         Self {
             commune: CommuneConfig { name: name.to_owned(), country: country.to_owned(), language: default_language() },
-            api: ApiConfig { listen: SocketAddr::from(([127, 0, 0, 1], api_port)) },
+            api: ApiConfig { listen: SocketAddr::from(([127, 0, 0, 1], api_port)), hosts: Vec::new() },
             store: StoreConfig::default(),
             network: NetworkConfig::default(),
         }

@@ -183,9 +183,13 @@ pub async fn start(root: Option<PathBuf>, poor_link: bool) -> Result<Demo, Box<d
     }
     let mut demo = Demo { root, nodes, homes, started, poor_link: None, deadline: TRAVEL_DEADLINE };
     demo.say(&format!("5 nodes running on loopback, homes in {}", demo.root.display()));
+    let secretariat = &demo.nodes[SECRETARIAT];
     demo.say(&format!(
-        "watch it live: the coordinators' dashboard at http://{}/ (English: http://{}/?lang=en)",
-        demo.nodes[SECRETARIAT].api_addr, demo.nodes[SECRETARIAT].api_addr
+        "watch it live: the coordinators' dashboard at {} (English: {}; each link opens a session once, \
+         within 5 minutes; for another: passerelle --home {} login)",
+        secretariat.login_url("/"),
+        secretariat.login_url("/?lang=en"),
+        demo.homes[SECRETARIAT].root().display()
     ));
     if poor_link {
         use crate::bench::sync::{POOR_LINK_CUT_EVERY, POOR_LINK_KBIT_S, POOR_LINK_RTT};

@@ -141,6 +141,7 @@ pub fn init_with_listen(
         }
     }
     std::fs::create_dir_all(home.root()).map_err(io(home.root()))?;
+    keep_private(home.root())?;
     create_private_dir(&home.keys())?;
 
     let commune_key = SecretKey::from_seed(clock::random_bytes());
@@ -244,6 +245,46 @@ fn create_private_dir(path: &Path) -> Result<(), IdentityError> {
 #[cfg(not(unix))]
 fn create_private_dir(path: &Path) -> Result<(), IdentityError> {
     std::fs::create_dir_all(path).map_err(io(path))
+}
+
+/// Makes a directory (or file) readable by its owner only, if others could
+/// read it: the home holds the API token, keys and invitations. Returns
+/// whether it had to change anything.
+///
+/// # Errors
+/// [`IdentityError::Io`].
+pub fn keep_private(path: &Path) -> Result<bool, IdentityError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(io(path))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            let private = if path.is_dir() { 0o700 } else { 0o600 };
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(private)).map_err(io(path))?;
+            return Ok(true);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(false)
+}
+
+/// Writes a file readable by its owner only, replacing any: what a command
+/// writes for its operator (an invitation token).
+///
+/// # Errors
+/// [`IdentityError::Io`].
+pub fn write_private_replacing(path: &Path, contents: &[u8]) -> Result<(), IdentityError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(io(path))?;
+    keep_private(path)?;
+    file.write_all(contents).and_then(|()| file.sync_all()).map_err(io(path))
 }
 
 /// Writes a new file readable by its owner only; never replaces one.

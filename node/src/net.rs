@@ -138,6 +138,9 @@ pub enum NetOut {
         /// Why.
         reason: String,
     },
+    /// The registered nodes of the network's members, sent when the roster
+    /// changes: whom the relay server serves (unless it serves anyone).
+    Members(Vec<NodeId>),
 }
 
 /// A cloneable handle to the swarm task.

@@ -56,6 +56,8 @@ pub struct RunningNode {
     pub engine: EngineHandle,
     /// The API token.
     pub token: Arc<str>,
+    /// Login links and browser sessions of the API.
+    pub logins: Arc<api::access::Logins>,
     /// The swarm task.
     pub net: NetHandle,
     net_task: tokio::task::JoinHandle<()>,
@@ -90,6 +92,11 @@ fn api_token(home: &Home) -> Result<String, NodeError> {
 /// [`NodeError`] saying what failed; nothing keeps running then.
 pub async fn start(home: &Home) -> Result<RunningNode, NodeError> {
     let identity = identity::load(home)?;
+    for path in [home.root().to_path_buf(), home.api_token()] {
+        if path.exists() && identity::keep_private(&path)? {
+            tracing::warn!(path = %path.display(), "others could read this: made it readable by the node's user only");
+        }
+    }
     let store = SledStore::open(&home.store())?;
     let (engine, engine_thread) = engine::spawn(store, &identity)?;
     let peers = engine.peers().await?;
@@ -129,10 +136,14 @@ pub async fn start(home: &Home) -> Result<RunningNode, NodeError> {
         network: None,
         role: None,
     };
+    let logins = Arc::new(api::access::Logins::new(api_addr.port()));
     let state = ApiState {
         engine: engine.clone(),
         net: net.clone(),
         token: token.clone(),
+        logins: logins.clone(),
+        event_streams: Arc::new(tokio::sync::Semaphore::new(api::MAX_EVENT_STREAMS)),
+        hosts: identity.config.api.hosts.iter().map(|h| h.trim_end_matches('.').to_ascii_lowercase()).collect(),
         status: Arc::new(status),
         started: Instant::now(),
     };
@@ -152,10 +163,36 @@ pub async fn start(home: &Home) -> Result<RunningNode, NodeError> {
     std::fs::write(&tmp, format!("{api_addr}\n")).map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, &addr_path).map_err(io_err(&addr_path))?;
     tracing::info!(commune = %identity.config.commune.name, node = %identity.node_id().short(), api = %api_addr, "node started");
-    Ok(RunningNode { api_addr, engine, token, net, net_task, home: home.clone(), stop_api, api_task, engine_thread })
+    Ok(RunningNode {
+        api_addr,
+        engine,
+        token,
+        logins,
+        net,
+        net_task,
+        home: home.clone(),
+        stop_api,
+        api_task,
+        engine_thread,
+    })
 }
 
 impl RunningNode {
+    /// A one-time link that opens a browser session on this node's pages,
+    /// going on to `next` (a path such as `/?lang=en`).
+    pub fn login_url(&self, next: &str) -> String {
+        let (code, _) = self.logins.new_link(crate::clock::now_ms());
+        let next: String = next
+            .chars()
+            .map(|c| match c {
+                '?' | '&' | '=' | '%' | '#' | '+' => format!("%{:02X}", c as u32),
+                c if c.is_ascii_graphic() => c.to_string(),
+                c => c.to_string().bytes().map(|b| format!("%{b:02X}")).collect(),
+            })
+            .collect();
+        format!("http://{}/login?code={code}&next={next}", self.api_addr)
+    }
+
     /// Stops gracefully: no new API requests, those under way finish, the
     /// engine flushes and stops, `api.addr` is removed.
     pub async fn shutdown(self) {
@@ -250,4 +287,30 @@ pub async fn join(
         Ok(Err(_)) => Err(JoinError::Engine(EngineError::Stopped)),
         Err(_) => Err(JoinError::Timeout(issuer.short())),
     }
+}
+
+/// Re-checks a stopped node's store: every signature, as `verify` does on a
+/// running node, and every record's encoding.
+///
+/// # Errors
+/// [`NodeError`]: no identity, or the store is in use (the node runs) or
+/// cannot be opened.
+pub async fn verify_stopped(home: &Home) -> Result<crate::views::VerifyReport, NodeError> {
+    let identity = identity::load(home)?;
+    let store = SledStore::open(&home.store())?;
+    let (engine, engine_thread) = engine::spawn(store, &identity)?;
+    let report = engine.verify().await;
+    engine.shutdown().await;
+    let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
+    Ok(report?)
+}
+
+/// Sets a stopped node's damaged records aside (`passerelle repair`; see
+/// `store::repair`).
+///
+/// # Errors
+/// [`NodeError`]: the store is in use (the node runs) or cannot be read.
+pub fn repair_stopped(home: &Home) -> Result<crate::store::RepairReport, NodeError> {
+    let store = SledStore::open(&home.store())?;
+    Ok(store.repair()?)
 }

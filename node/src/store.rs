@@ -19,7 +19,10 @@ use passerelle_protocol::ids::{CommuneId, DocId, NodeId};
 use passerelle_protocol::network::SignedStatement;
 use serde::{Deserialize, Serialize};
 
+mod repair;
 mod sled_store;
+
+pub use repair::{DamagedRecord, RepairReport};
 
 pub use passerelle_protocol::heartbeat::StoredHeartbeat;
 pub use passerelle_protocol::replica::{PeerRecord, QueuedDoc};
@@ -246,6 +249,12 @@ pub trait Store: Send + 'static {
     /// # Errors
     /// [`StoreError`].
     fn doc_ids(&self) -> Result<Vec<DocId>, StoreError>;
+    /// Every record that does not decode (what `verify` reports and
+    /// `repair` sets aside).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn damaged_records(&self) -> Result<Vec<DamagedRecord>, StoreError>;
     /// A document's changes from position `from_seq` on, in order; each
     /// record decoded or with the reason it does not decode.
     ///

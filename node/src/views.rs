@@ -153,6 +153,10 @@ pub struct VerifyReport {
     pub changes: u64,
     /// What failed; empty when everything holds.
     pub failures: Vec<VerifyFailure>,
+    /// Records of the store that do not decode (`passerelle repair` sets
+    /// them aside).
+    #[serde(default)]
+    pub damaged: Vec<crate::store::DamagedRecord>,
 }
 
 /// Result of `GET /v1/status`.
@@ -192,6 +196,16 @@ pub struct NodeStatus {
     /// This commune's role in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+}
+
+/// A one-time link that opens a browser session on the node's API
+/// (`POST /v1/login`, `passerelle login`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LoginLink {
+    /// Open it in a browser on a machine that reaches the API.
+    pub url: String,
+    /// It can be used once, until then (ms since the Unix epoch).
+    pub expires_ms: i64,
 }
 
 /// Body of every error response.

@@ -66,6 +66,15 @@ pub enum ValidationFailure {
     /// the revocation keeps.
     #[error("node key {0} is revoked and this change is not among those it signed before")]
     Revoked(String),
+    /// A writer other than the owner set or removed a field only the owner
+    /// decides (a request's `consent_relay`: consent is the requester's).
+    #[error("only the owner of document {doc} may change {field}")]
+    OwnerOnly {
+        /// The field.
+        field: &'static str,
+        /// The document.
+        doc: String,
+    },
     /// The change claims a time too far in the future.
     #[error("change time {time_ms} is more than {skew_s} s ahead of now ({now_ms})", skew_s = MAX_CLOCK_SKEW_MS / 1000)]
     FromTheFuture {
@@ -91,6 +100,7 @@ impl ValidationFailure {
             ValidationFailure::NotAMember(_) => "not_a_member",
             ValidationFailure::NotRegistered(_) => "not_registered",
             ValidationFailure::Revoked(_) => "revoked",
+            ValidationFailure::OwnerOnly { .. } => "owner_only",
         }
     }
 }
@@ -193,6 +203,11 @@ impl ChangeEnvelope {
         if change.timestamp() > now_ms.saturating_add(MAX_CLOCK_SKEW_MS) {
             return Err(ValidationFailure::FromTheFuture { time_ms: change.timestamp(), now_ms });
         }
+        if commune != header.owner
+            && let Some(field) = touched_owner_field(&change, crate::schema::owner_only_fields(&header.kind))
+        {
+            return Err(ValidationFailure::OwnerOnly { field, doc: id.short() });
+        }
         Ok(VerifiedChange { envelope: self, change, commune })
     }
 
@@ -234,6 +249,19 @@ impl ChangeEnvelope {
         self.check_signature()?;
         self.validate_signed(id, header, book, now_ms)
     }
+}
+
+/// The first of `fields` (root fields of the document) that `change` sets
+/// or deletes.
+fn touched_owner_field(change: &Change, fields: &'static [&'static str]) -> Option<&'static str> {
+    use automerge::legacy::{Key, ObjectId};
+    if fields.is_empty() {
+        return None;
+    }
+    change.decode().operations.iter().find_map(|op| match (&op.obj, &op.key) {
+        (ObjectId::Root, Key::Map(k)) => fields.iter().find(|f| **f == k.as_str()).copied(),
+        _ => None,
+    })
 }
 
 fn signed_bytes(doc: &DocId, author: &NodeId, change: &[u8]) -> Vec<u8> {
@@ -335,6 +363,31 @@ mod tests {
 
         let now = 1_000 - MAX_CLOCK_SKEW_MS - 1;
         assert_eq!(env.validate(&id, &f.header, &f.book, now).unwrap_err().code(), "from_the_future");
+    }
+
+    /// The addressee of a request writes it (to record relays) but cannot
+    /// give or withdraw the requester's consent to relay; the owner can.
+    #[test]
+    fn consent_to_relay_is_the_requesters() {
+        let f = fixture();
+        let partner = SecretKey::from_seed([6; 32]);
+        let partner_node = SecretKey::from_seed([7; 32]);
+        let mut book = f.book.clone();
+        book.insert(NodeCertificate::issue(&partner, partner_node.node_id(), 0)).unwrap();
+        let mut header = f.header.clone();
+        header.writers.push(partner.commune_id());
+        let id = header.id();
+        let edit = |key: &SecretKey, field: &str| {
+            let mut doc = Automerge::new().with_actor(ActorId::from(key.public().as_slice()));
+            let mut tx = doc.transaction();
+            tx.put(ROOT, field, true).unwrap();
+            tx.commit_with(CommitOptions::default().with_time(1_000));
+            ChangeEnvelope::sign(id, &doc.get_last_local_change().unwrap(), key)
+        };
+        let forged = edit(&partner_node, "consent_relay").validate(&id, &header, &book, 2_000).unwrap_err();
+        assert_eq!(forged.code(), "owner_only");
+        assert!(edit(&partner_node, "relays").validate(&id, &header, &book, 2_000).is_ok(), "other fields are open");
+        assert!(edit(&f.node, "consent_relay").validate(&id, &header, &book, 2_000).is_ok(), "the owner decides");
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub mod certificate;
 pub mod codes;
 pub mod document;
 pub mod envelope;
+pub mod fuzzing;
 pub mod header;
 pub mod heartbeat;
 pub mod ids;

@@ -111,6 +111,56 @@ struct Link {
     /// Until the peer's hello: when it must have arrived, and the bytes
     /// it sent before it ([`HELLO_DEADLINE_MS`], [`MAX_PRE_HELLO_BYTES`]).
     awaiting_hello: Option<(Millis, usize)>,
+    /// The peer's requests that make this node work ([`ASKS_PER_MINUTE`]).
+    asks: AskBudget,
+}
+
+/// Requests that make a node work for a peer (`Summary`, `Buckets`,
+/// `Items`: each answered with fingerprints or documents) that one peer
+/// may send a minute, sustained; beyond, they are dropped and counted. An
+/// honest peer sends one of each per round, and rounds are a second apart
+/// at the most eager. (`Graft` answers this node's own announcements and
+/// also shapes the push tree: it is never dropped.)
+pub const ASKS_PER_MINUTE: u32 = 240;
+/// How many such requests may come at once (a burst of rounds after a
+/// reconnection).
+pub const ASKS_BURST: u32 = 60;
+/// Requests dropped within a minute after which the peer is disconnected:
+/// it is not slowing down.
+pub const MAX_ASKS_DROPPED: u32 = 120;
+
+/// A token bucket of [`ASKS_PER_MINUTE`], [`ASKS_BURST`] deep.
+#[derive(Debug, Clone, Copy)]
+struct AskBudget {
+    tokens: f64,
+    at: Millis,
+    /// Requests dropped since `window`, a minute at most ago.
+    dropped: u32,
+    window: Millis,
+}
+
+impl AskBudget {
+    fn new(now: Millis) -> Self {
+        Self { tokens: f64::from(ASKS_BURST), at: now, dropped: 0, window: now }
+    }
+
+    /// Takes one token: whether the request may be answered.
+    fn take(&mut self, now: Millis) -> bool {
+        let elapsed = now.saturating_sub(self.at) as f64;
+        self.tokens = (self.tokens + elapsed * f64::from(ASKS_PER_MINUTE) / 60_000.0).min(f64::from(ASKS_BURST));
+        self.at = now;
+        if now.saturating_sub(self.window) > 60_000 {
+            self.window = now;
+            self.dropped = 0;
+        }
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
 }
 
 /// How long a connected peer has to say hello (or, to a node not yet in a

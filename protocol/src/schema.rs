@@ -247,6 +247,16 @@ static SCHEMAS: [KindSchema; 6] = [
     },
 ];
 
+/// Root fields of a kind that only the document's owner may set or remove,
+/// whoever else may write it: a request's consent to relay is the
+/// requester's (its addressee writes the request to record relays).
+pub fn owner_only_fields(kind: &DocKind) -> &'static [&'static str] {
+    match kind {
+        DocKind::Request => &["consent_relay"],
+        _ => &[],
+    }
+}
+
 /// The schema of a kind this release knows.
 pub fn schema_of(kind: &DocKind) -> Option<&'static KindSchema> {
     SCHEMAS.iter().find(|s| &s.kind == kind)

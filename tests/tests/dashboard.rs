@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use serde_json::{Value, json};
 
 use passerelle_tests::{TestNode, form_network, make_partners, wait_until};
@@ -51,6 +52,13 @@ fn artifacts() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
     std::fs::create_dir_all(&dir).expect("artifact directory");
     dir
+}
+
+/// A one-time login link of `node` (`passerelle login`) that goes on to `next`.
+fn login(node: &TestNode, next: &str) -> anyhow::Result<String> {
+    let url = node.cli_json(&["login"])?["url"].as_str().context("login url")?.to_owned();
+    let next: String = next.replace('?', "%3F").replace('&', "%26").replace('=', "%3D");
+    Ok(format!("{url}&next={next}"))
 }
 
 /// Runs headless Chromium on `url`: dumps the DOM once the page has run,
@@ -239,8 +247,13 @@ fn the_dashboard_shows_what_the_api_says_in_each_language() -> anyhow::Result<()
     let base = if api.starts_with("http") { api } else { format!("http://{api}") };
     let shots = artifacts();
 
-    // French, by default.
+    // Without a session the page holds no data and says how to log in.
     let dom = browse(&format!("{base}/?live=0"), &[])?;
+    assert!(dom.contains("data-login=\"1\"") && dom.contains("passerelle login"), "{dom}");
+    assert!(!dom.contains("Formation au compostage collectif"));
+
+    // French, by default.
+    let dom = browse(&login(&senneval, "/?live=0")?, &[])?;
     assert!(dom.contains("data-ready=\"1\""), "the script drew the page:\n{dom}");
     assert!(dom.contains("lang=\"fr\"") && dom.contains("Observatoire du réseau") && dom.contains(">Demandes<"));
     for m in &state.members {
@@ -257,21 +270,21 @@ fn the_dashboard_shows_what_the_api_says_in_each_language() -> anyhow::Result<()
     assert_eq!(tbody.matches("<tr").count(), rows, "one row per node of the API");
 
     // English.
-    let dom = browse(&format!("{base}/?lang=en&live=0"), &[])?;
+    let dom = browse(&login(&senneval, "/?lang=en&live=0")?, &[])?;
     assert!(dom.contains("lang=\"en\"") && dom.contains("Network observatory") && dom.contains(">Requests<"));
     assert!(dom.contains("answers it"));
     assert!(dom.contains("Tala-n-Asif · open"), "statuses in English on the board");
     assert!(!dom.contains("Observatoire du réseau"));
 
     // Arabic: right to left.
-    let dom = browse(&format!("{base}/?lang=ar&live=0"), &[])?;
+    let dom = browse(&login(&senneval, "/?lang=ar&live=0")?, &[])?;
     assert!(dom.contains("dir=\"rtl\"") && dom.contains("lang=\"ar\""));
 
     // Screenshots, kept as test artifacts.
     for (lang, file) in [("fr", "dashboard-fr.png"), ("en", "dashboard-en.png"), ("ar", "dashboard-ar.png")] {
         let path = shots.join(file);
         let _ = std::fs::remove_file(&path);
-        browse(&format!("{base}/?lang={lang}&live=0"), &[&format!("--screenshot={}", path.display())])?;
+        browse(&login(&senneval, &format!("/?lang={lang}&live=0"))?, &[&format!("--screenshot={}", path.display())])?;
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         assert!(size > 10_000, "{} is {size} bytes", path.display());
     }
@@ -279,7 +292,7 @@ fn the_dashboard_shows_what_the_api_says_in_each_language() -> anyhow::Result<()
     // In a live page: the language buttons switch the page, and a new
     // offer appears on its own (server-sent events).
     let mut browser = Devtools::launch()?;
-    browser.open(&format!("{base}/"))?;
+    browser.open(&login(&senneval, "/")?)?;
     browser.wait_for("the live page to draw", "document.body.dataset.ready === '1'")?;
     assert_eq!(browser.eval("document.documentElement.lang")?, "fr");
     browser.eval("document.querySelector('#langs button[data-lang=en]').click()")?;

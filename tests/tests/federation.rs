@@ -355,6 +355,10 @@ fn partnership_documents_never_reach_a_non_partner() -> anyhow::Result<()> {
 fn a_partnership_request_reaches_the_partner_it_names_only() -> anyhow::Result<()> {
     let [senneval, tala, mut other] = federation([("Senneval", "BE"), ("Tala-n-Asif", "MA"), ("Oued-Zem", "MA")])?;
     make_partners(&senneval, &tala)?;
+    // With one partner, a request names it: a partner made later never gets it.
+    let early = senneval.cli_json(&["request", "create", "--title", "Demande d'avant"])?;
+    assert_eq!(early["fields"]["addressee"], tala.commune_id()?, "{early}");
+    let early_id = early["id"].as_str().unwrap().to_owned();
     make_partners(&senneval, &other)?;
     wait_until(
         "Senneval to see both partnerships active",
@@ -401,6 +405,8 @@ fn a_partnership_request_reaches_the_partner_it_names_only() -> anyhow::Result<(
     )?;
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(other.cli(&["request", "show", &secret_id]).code, 1, "the other partner must not hold the request");
+    assert_eq!(other.cli(&["request", "show", &early_id]).code, 1, "nor the request made before it was a partner");
+    assert_eq!(tala.cli(&["request", "show", &early_id]).code, 0);
 
     other.terminate()?;
     let mut stored = Vec::new();

@@ -36,6 +36,15 @@ fn a_node_that_cannot_be_dialled_syncs_through_a_relay() -> anyhow::Result<()> {
     tala.set_network("auto_links", "false")?;
     tala.start()?;
 
+    // A node outside the network asks the relay too: it serves members only.
+    let mut intruder = TestNode::init_p2p("Intrus", "BE")?;
+    intruder.set_listen(&[])?;
+    intruder.set_network("relays", &format!("[\"{relay}\"]"))?;
+    intruder.start()?;
+
+    form_network(&senneval, &[&verbois, &tala])?;
+    make_partners(&verbois, &tala)?;
+
     // No listener of its own; reachable through the relay once the reservation holds.
     wait_until(
         "Tala-n-Asif to be reachable through the relay",
@@ -47,9 +56,6 @@ fn a_node_that_cannot_be_dialled_syncs_through_a_relay() -> anyhow::Result<()> {
             })
         },
     )?;
-
-    form_network(&senneval, &[&verbois, &tala])?;
-    make_partners(&verbois, &tala)?;
 
     // Verbois dials Tala-n-Asif through the relay (automatic link with a partner).
     let tala_node = tala.node_id()?;
@@ -105,6 +111,21 @@ fn a_node_that_cannot_be_dialled_syncs_through_a_relay() -> anyhow::Result<()> {
     }
     assert!(!senneval.log().contains("Accueil d'une délégation"));
     assert!(tala.log().contains("a peer reached this node through a relay"), "{}", tala.log());
+    // The relay closed each reservation of the stranger as soon as it accepted it.
+    let refused = |m: &str| -> u64 {
+        m.lines()
+            .find(|l| l.starts_with("passerelle_net_refusals_total{what=\"relay\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    wait_until(
+        "the relay to refuse the stranger",
+        DEADLINE,
+        || Ok(refused(&senneval.client()?.metrics()?)),
+        |n| *n >= 1,
+    )?;
+    intruder.terminate()?;
     println!("Verbois ↔ Tala-n-Asif through the relay: both requests crossed; the relay stored neither");
     Ok(())
 }

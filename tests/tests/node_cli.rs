@@ -183,7 +183,10 @@ fn bad_input_gets_a_clear_error_and_loses_nothing() -> anyhow::Result<()> {
     assert!(body.contains("malformed JSON"), "{body}");
     let (code, body) = raw("POST", "/v1/docs", Some(&token), r#"{"kind":"spaceship","fields":{}}"#);
     assert_eq!(code, 422, "{body}");
-    let (code, _) = raw("GET", "/v1/nothing-here", None, "");
+    let (code, body) = raw("GET", "/v1/docs", None, "");
+    assert_eq!(code, 401, "reads need the token too: {body}");
+    assert!(body.contains("passerelle login"), "{body}");
+    let (code, _) = raw("GET", "/v1/nothing-here", Some(&token), "");
     assert_eq!(code, 404);
     let (code, body) = raw("PATCH", &format!("/v1/docs/{kept_id}"), Some(&token), r#"{"fields":{"title":""}}"#);
     assert_eq!(code, 422, "{body}");
@@ -194,6 +197,96 @@ fn bad_input_gets_a_clear_error_and_loses_nothing() -> anyhow::Result<()> {
     let doc = node.cli_json(&["request", "show", &kept_id])?;
     assert_eq!(doc["changes"], 1);
     assert_eq!(doc["title"], "Demande valide");
+    node.terminate()?;
+    Ok(())
+}
+
+/// The API as a web page meets it: reads need the token or a session from a
+/// one-time login link, sessions only read, a rebinding host name is
+/// refused; the home, the token and an invitation file are private.
+#[test]
+fn the_api_is_safe_from_web_pages() -> anyhow::Result<()> {
+    let mut node = TestNode::init("Verbois", "BE")?;
+    node.start()?;
+    node.cli_json(&["network", "create", "--name", "Réseau test"])?;
+    let addr = std::fs::read_to_string(node.home().api_addr())?.trim().to_owned();
+    let token = std::fs::read_to_string(node.home().api_token())?.trim().to_owned();
+    let bearer = format!("Bearer {token}");
+    let get = |path: &str, headers: &[(&str, &str)]| raw_http::exchange("GET", &addr, path, headers, "");
+
+    // A page on a rebinding name gets nothing, token or not.
+    let (code, _, body) = get("/v1/network/state", &[("Host", "attacker.example:7420"), ("Authorization", &bearer)]);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("wrong_host") && body.contains("api.hosts"), "{body}");
+    let (code, _, _) = get("/", &[("Host", "rebind.attacker.example")]);
+    assert_eq!(code, 403, "even the page is refused on a foreign host name");
+    // Reads need the token.
+    let (code, _, body) = get("/v1/network/state", &[]);
+    assert_eq!(code, 401, "{body}");
+    let (code, _, _) = get("/metrics", &[]);
+    assert_eq!(code, 401);
+    let (code, _, _) = get("/v1/network/state", &[("Authorization", &bearer)]);
+    assert_eq!(code, 200);
+    let (code, _, _) = get("/", &[]);
+    assert_eq!(code, 200, "the page itself holds no data");
+    // Heavy reads come in pages.
+    let (code, _, body) = get("/v1/docs?limit=20000", &[("Authorization", &bearer)]);
+    assert_eq!(code, 400, "{body}");
+    let (code, headers, body) = get("/v1/docs?limit=1", &[("Authorization", &bearer)]);
+    assert_eq!(code, 200, "{body}");
+    assert!(headers.contains("x-total-count: 1"), "{headers}");
+
+    // A one-time login link opens a read-only session.
+    let link = node.cli_json(&["login"])?;
+    let url = link["url"].as_str().unwrap().to_owned();
+    let path = url.split_once(&addr).map(|(_, p)| p.to_owned()).unwrap();
+    assert!(path.starts_with("/login?code="), "{url}");
+    let (code, headers, _) = get(&format!("{path}&next=/%3Flang%3Den"), &[]);
+    assert_eq!(code, 303);
+    assert!(headers.contains("location: /?lang=en"), "{headers}");
+    let cookie_line = headers.lines().find(|l| l.starts_with("set-cookie:")).expect("a session cookie").to_owned();
+    assert!(cookie_line.contains("httponly") && cookie_line.contains("samesite=strict"), "{cookie_line}");
+    let session = cookie_line.trim_start_matches("set-cookie:").trim().split(';').next().unwrap().to_owned();
+    let (code, _, _) = get("/v1/network/state", &[("Cookie", &session)]);
+    assert_eq!(code, 200, "the session reads");
+    let (code, _, _) = get(&path, &[]);
+    assert_eq!(code, 401, "a login link works once");
+    let (code, _, _) = get("/login?code=00ff", &[]);
+    assert_eq!(code, 401);
+    let (code, headers, _) = get(&format!("{path}&next=//attacker.example/"), &[]);
+    assert!(code == 401 && !headers.contains("attacker"), "a used link redirects nowhere");
+    let other = node.cli_json(&["login"])?["url"].as_str().unwrap().to_owned();
+    let other_path = other.split_once(&addr).map(|(_, p)| p.to_owned()).unwrap();
+    let (code, headers, _) = get(&format!("{other_path}&next=//attacker.example/"), &[]);
+    assert_eq!(code, 303);
+    assert!(headers.contains("location: /\r\n") || headers.contains("location: /\n"), "no open redirect: {headers}");
+    // A session cannot write: no cross-site form can change anything.
+    let (code, _, body) = raw_http::exchange(
+        "POST",
+        &addr,
+        "/v1/docs",
+        &[("Cookie", &session), ("Content-Type", "application/json")],
+        r#"{"kind":"request","fields":{"title":"x"}}"#,
+    );
+    assert_eq!(code, 401, "{body}");
+    let (code, _, _) = raw_http::exchange("POST", &addr, "/logout", &[("Cookie", &session)], "");
+    assert_eq!(code, 204);
+    let (code, _, _) = get("/v1/network/state", &[("Cookie", &session)]);
+    assert_eq!(code, 401, "logged out");
+
+    // What the node keeps is its user's only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(node.home().root()), 0o700);
+    assert_eq!(mode(&node.home().api_token()), 0o600);
+    let invitation = node.home().root().join("invitation.txt");
+    node.cli_json(&["invite", "--name", "Hautrieu", "--country", "BE", "-o", invitation.to_str().unwrap()])?;
+    assert_eq!(mode(&invitation), 0o600);
+    // A home made readable by others is made private again at start.
+    node.terminate()?;
+    std::fs::set_permissions(node.home().root(), std::fs::Permissions::from_mode(0o755))?;
+    node.start()?;
+    assert_eq!(mode(node.home().root()), 0o700);
     node.terminate()?;
     Ok(())
 }
@@ -219,5 +312,31 @@ mod raw_http {
         let code = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
         let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
         (code, body)
+    }
+
+    /// Sends a request with exactly these headers (`Host` is the address
+    /// unless given); returns the status, the headers (lower case) and the body.
+    pub fn exchange(
+        method: &str,
+        addr: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String, String) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let mut head = format!("{method} {path} HTTP/1.1\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            head.push_str(&format!("Host: {addr}\r\n"));
+        }
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        write!(s, "{head}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let code = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let (head, body) =
+            resp.split_once("\r\n\r\n").map(|(h, b)| (h.to_lowercase(), b.to_owned())).unwrap_or_default();
+        (code, head, body)
     }
 }

@@ -138,7 +138,11 @@ fn the_coordinator_hears_of_every_node_and_refuses_bad_heartbeats() -> anyhow::R
     let api = api.trim_start_matches("http://").to_owned();
     let mut sse = std::net::TcpStream::connect(&api)?;
     sse.set_read_timeout(Some(Duration::from_secs(30)))?;
-    std::io::Write::write_all(&mut sse, format!("GET /v1/events HTTP/1.1\r\nHost: {api}\r\n\r\n").as_bytes())?;
+    let token = std::fs::read_to_string(senneval.home().api_token())?.trim().to_owned();
+    std::io::Write::write_all(
+        &mut sse,
+        format!("GET /v1/events HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes(),
+    )?;
     let mut seen = String::new();
     let mut buf = [0u8; 4096];
     let n = std::io::Read::read(&mut sse, &mut buf)?;

@@ -41,6 +41,9 @@ fn a_request_is_relayed_answered_and_accepted_across_the_network() -> anyhow::Re
     let r = senneval.cli(&["request", "relay", &private_id]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("did not consent"), "{}", r.stderr);
+    // Consent is the requester's: the addressee, a writer, cannot give it.
+    let r = senneval.cli(&["request", "update", &private_id, "--field", "consent_relay=true"]);
+    assert!(r.code == 1 && r.stderr.contains("consent to relay is the requester's"), "{}", r.stderr);
 
     // With consent: relayed once, by the addressee only.
     let request = tala.cli_json(&[
@@ -116,6 +119,26 @@ fn a_request_is_relayed_answered_and_accepted_across_the_network() -> anyhow::Re
     }
     let relay = sec.cli_json(&["request", "show", &rel])?;
     assert_eq!(relay["fields"]["accepted_offers"][0], off.as_str());
+
+    // While consent holds, the requester's edits reach its relays; once it
+    // is withdrawn, they no longer do.
+    tala.cli_json(&["request", "update", &req, "--deadline", "2031-01-31"])?;
+    wait_until(
+        "the deadline mirrored to the relay",
+        DEADLINE,
+        || Ok(sec.cli_json(&["request", "show", &rel])?["fields"]["deadline"].clone()),
+        |d| d == "2031-01-31",
+    )?;
+    tala.cli_json(&["request", "update", &req, "--field", "consent_relay=false"])?;
+    tala.cli_json(&["request", "update", &req, "--deadline", "2032-02-29"])?;
+    wait_until(
+        "the withdrawal and the edit at Senneval",
+        DEADLINE,
+        || senneval.cli_json(&["request", "show", &req]),
+        |v| v["fields"]["consent_relay"] == false && v["fields"]["deadline"] == "2032-02-29",
+    )?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(sec.cli_json(&["request", "show", &rel])?["fields"]["deadline"], "2031-01-31", "not mirrored");
     // The original stayed between the partners.
     for n in [&sec, &hautrieu] {
         assert_eq!(n.cli(&["request", "show", &req]).code, 1, "{} holds the partnership request", n.name);

@@ -182,7 +182,7 @@ pub fn invite(home: &Home, args: InviteArgs, out: &Output) -> anyhow::Result<Exi
     };
     let inv = super::client(home)?.invite(&req)?;
     if let Some(path) = &args.output {
-        std::fs::write(path, format!("{}\n", inv.token))
+        passerelle_node::identity::write_private_replacing(path, format!("{}\n", inv.token).as_bytes())
             .map_err(|e| anyhow::anyhow!("cannot write the token to {}: {e}", path.display()))?;
     }
     out.print(&inv, || {

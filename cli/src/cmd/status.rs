@@ -47,3 +47,15 @@ pub fn run(home: &Home, out: &Output) -> anyhow::Result<ExitCode> {
     });
     Ok(ExitCode::SUCCESS)
 }
+
+/// Prints a one-time login link for the node's web pages.
+pub fn login(home: &Home, out: &Output) -> anyhow::Result<ExitCode> {
+    let link = super::client(home)?.login_link()?;
+    out.print(&link, || {
+        format!(
+            "Open this link in a browser; it works once, for 5 minutes, and the session lasts 12 hours:\n{}",
+            link.url
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}

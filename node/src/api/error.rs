@@ -22,6 +22,11 @@ impl ApiError {
         Self { status, code, message: message.into() }
     }
 
+    /// The stable code clients match on.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
     /// 400: the request cannot be understood.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)

@@ -83,11 +83,12 @@ pub fn render(m: &MetricsSnapshot, net: NetFacts, now_ms: i64) -> String {
         o,
         "net_refusals_total",
         "counter",
-        "Connections refused (per-address limit), messages dropped (a peer's queue full), slow peers disconnected.",
+        "Connections refused (per-address limit), messages dropped (a peer's queue full), slow peers disconnected, relay use by non-members closed.",
     )
     .sample(&[("what", "connection")], net.guard.connections_refused)
     .sample(&[("what", "message")], net.guard.messages_dropped)
-    .sample(&[("what", "slow_peer")], net.guard.slow_peers_disconnected);
+    .sample(&[("what", "slow_peer")], net.guard.slow_peers_disconnected)
+    .sample(&[("what", "relay")], net.guard.relay_refused);
     Family::new(o, "changes_applied_total", "counter", "Changes stored since start, by origin.")
         .sample(&[("origin", "local")], c.changes_local)
         .sample(&[("origin", "remote")], c.changes_remote);

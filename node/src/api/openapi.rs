@@ -45,7 +45,14 @@ const OPS: &[Op] = &[
         (200, "text/plain"),
     ),
     op("get", "/openapi.json", "This document.", false, None, (200, "OpenAPI 3.1 document")),
-    op("get", "/v1/docs", "Documents (query: kind, status, owner).", false, None, (200, "DocSummary[]")),
+    op(
+        "get",
+        "/v1/docs",
+        "Documents, a page at a time (query: kind, status, owner, limit, offset).",
+        false,
+        None,
+        (200, "DocSummary[]"),
+    ),
     op("post", "/v1/docs", "Create a document (kind, scope, fields, lang).", true, Some("CreateDoc"), (201, "DocView")),
     op("get", "/v1/docs/{id}", "One document (query: lang).", false, None, (200, "DocView")),
     op(
@@ -176,6 +183,23 @@ const OPS: &[Op] = &[
     ),
     op("get", "/", "The dashboard (HTML; query: lang = fr, en, nl, ar).", false, None, (200, "text/html")),
     op(
+        "post",
+        "/v1/login",
+        "A one-time link that opens a browser session (valid 5 minutes; the session reads for 12 hours).",
+        true,
+        None,
+        (200, "LoginLink"),
+    ),
+    op(
+        "get",
+        "/login",
+        "Use a login link (query: code, next): sets the session cookie, goes on to next or /.",
+        false,
+        None,
+        (303, "text/plain"),
+    ),
+    op("post", "/logout", "Close this browser's session.", false, None, (204, "text/plain")),
+    op(
         "get",
         "/assets/{file}",
         "The dashboard's script (app.js) and style sheet (style.css).",
@@ -211,8 +235,11 @@ pub fn document() -> Value {
                 "4XX": {"description": "Refused, with the reason", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ApiError"}}}},
             },
         });
+        let open = matches!(o.path, "/" | "/assets/{file}" | "/login" | "/logout");
         if o.write {
             operation["security"] = json!([{"token": []}]);
+        } else if !open {
+            operation["security"] = json!([{"token": []}, {"session": []}]);
         }
         if let Some(body) = o.body {
             operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "title": body}}}});
@@ -224,13 +251,17 @@ pub fn document() -> Value {
         "info": {
             "title": "Passerelle node API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "The local API of a Passerelle node. Reads are open on the loopback address; \
-                            writes need `Authorization: Bearer <token>` (the node's api.token file). \
+            "description": "The local API of a Passerelle node. Host must be an IP address, localhost or a \
+                            name in api.hosts. Reads need `Authorization: Bearer <token>` (the node's \
+                            api.token file) or a browser session from a login link; writes need the token. \
                             Errors are JSON {code, error} with a 4xx or 5xx status.",
         },
         "paths": paths,
         "components": {
-            "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "token": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "passerelle_session_<port>"},
+            },
             "schemas": {"ApiError": {"type": "object", "required": ["code", "error"], "properties": {
                 "code": {"type": "string"}, "error": {"type": "string"}}}},
         },

@@ -8,7 +8,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use passerelle_protocol::ids::{DocId, NodeId};
@@ -33,8 +33,14 @@ pub struct ApiState {
     pub engine: EngineHandle,
     /// The swarm task.
     pub net: crate::net::NetHandle,
-    /// Token that write requests must present.
+    /// Token that writes, and reads outside a browser session, present.
     pub token: Arc<str>,
+    /// Login links and browser sessions.
+    pub logins: Arc<super::access::Logins>,
+    /// Host names allowed besides addresses and `localhost` (`api.hosts`).
+    pub hosts: Arc<[String]>,
+    /// Live event streams still allowed ([`MAX_EVENT_STREAMS`]).
+    pub event_streams: Arc<tokio::sync::Semaphore>,
     /// The fixed part of the status.
     pub status: Arc<NodeStatus>,
     /// When the node started.
@@ -45,6 +51,9 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/", get(super::dashboard::index))
+        .route("/login", get(login))
+        .route("/logout", post(logout))
+        .route("/v1/login", post(login_link))
         .route("/assets/{file}", get(super::dashboard::assets))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
@@ -75,24 +84,91 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Every method but GET and HEAD needs the token.
+/// Every request must name this node in `Host`; data reads need the token
+/// or a browser session; writes need the token (module `access`).
 async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Result<Response, ApiError> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        check_token(req.headers(), &state.token)?;
+    use super::access::{bearer, check_host, same_secret, session_cookie};
+    check_host(req.headers(), &state.hosts)?;
+    let path = req.uri().path();
+    let public = path == "/" || path.starts_with("/assets/") || path == "/login" || path == "/logout";
+    if public {
+        return Ok(next.run(req).await);
     }
-    Ok(next.run(req).await)
+    let token = bearer(req.headers());
+    if let Some(given) = token
+        && same_secret(given, &state.token)
+    {
+        return Ok(next.run(req).await);
+    }
+    let reading = req.method() == Method::GET || req.method() == Method::HEAD;
+    if reading
+        && session_cookie(req.headers(), state.logins.cookie())
+            .is_some_and(|s| state.logins.is_open(s, crate::clock::now_ms()))
+    {
+        return Ok(next.run(req).await);
+    }
+    Err(match (token, reading) {
+        (Some(_), _) => ApiError::unauthorized("wrong API token"),
+        (None, true) => ApiError::unauthorized(
+            "reading needs `Authorization: Bearer <token>` (api.token in the node's home) \
+             or a browser session: run `passerelle login` and open the link it prints",
+        ),
+        (None, false) => ApiError::unauthorized(
+            "this request changes data: send `Authorization: Bearer <token>` (the token is in api.token in the node's home)",
+        ),
+    })
 }
 
-fn check_token(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::unauthorized("this request changes data: send `Authorization: Bearer <token>` (the token is in api.token in the node's home)"))?;
-    // Compare in constant time so the token cannot be guessed byte by byte.
-    let same =
-        given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-    if same { Ok(()) } else { Err(ApiError::unauthorized("wrong API token")) }
+/// `POST /v1/login` (token): a one-time link that opens a browser session.
+async fn login_link(State(state): State<ApiState>, headers: HeaderMap) -> Json<super::types::LoginLink> {
+    let (code, expires_ms) = state.logins.new_link(crate::clock::now_ms());
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+    Json(super::types::LoginLink { url: format!("http://{host}/login?code={code}"), expires_ms })
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    code: String,
+    next: Option<String>,
+}
+
+/// `GET /login?code=…[&next=/path]`: uses a login link, sets the session
+/// cookie (HttpOnly, SameSite=Strict) and goes on to `next` (a path on
+/// this node) or the dashboard.
+async fn login(
+    State(state): State<ApiState>,
+    query: Result<Query<LoginQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let session = state.logins.redeem(&q.code, crate::clock::now_ms()).ok_or_else(|| {
+        ApiError::unauthorized("this login link is unknown, used or expired: run `passerelle login` for a new one")
+    })?;
+    // A path on this node only: no scheme, no host, nothing a browser
+    // would strip or reinterpret (controls, spaces, backslashes).
+    let next = q
+        .next
+        .filter(|n| n.starts_with('/') && !n.starts_with("//") && n.chars().all(|c| c.is_ascii_graphic() && c != '\\'));
+    let cookie = format!(
+        "{}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        state.logins.cookie(),
+        super::access::SESSION_MS / 1000
+    );
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, next.as_deref().unwrap_or("/"))
+        .header(header::SET_COOKIE, cookie)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(axum::body::Body::empty())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
+/// `POST /logout`: closes this browser's session.
+async fn logout(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Some(session) = super::access::session_cookie(&headers, state.logins.cookie()) {
+        state.logins.close(session);
+    }
+    let cookie = format!("{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0", state.logins.cookie());
+    (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -107,25 +183,33 @@ fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     json.map(|Json(v)| v).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {}", e.body_text())))
 }
 
+/// Live event streams served at once; beyond, `/v1/events` answers 503.
+pub const MAX_EVENT_STREAMS: usize = 32;
+
 /// Server-sent events: one `doc`, `heartbeat` or `peer` event (data: the
 /// JSON `{kind, id}`) whenever something changed, `lagged` when this
 /// client read too slowly and missed some, a comment every 15 s.
-async fn events(
-    State(state): State<ApiState>,
-) -> axum::response::sse::Sse<impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>>
-{
+async fn events(State(state): State<ApiState>) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
+    let permit = state.event_streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("{MAX_EVENT_STREAMS} live event streams are open already: close one, or poll /v1/network/state"),
+        )
+    })?;
     let rx = state.engine.subscribe();
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
+    // The permit lives as long as the stream.
+    let stream = futures::stream::unfold((rx, permit), |(mut rx, permit)| async move {
         let event = match rx.recv().await {
             Ok(e) => Event::default().event(e.kind).data(serde_json::to_string(&e).unwrap_or_default()),
             Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
             Err(RecvError::Closed) => return None,
         };
-        Some((Ok(event), rx))
+        Some((Ok::<_, std::convert::Infallible>(event), (rx, permit)))
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))).into_response())
 }
 
 async fn openapi() -> Json<serde_json::Value> {
@@ -180,17 +264,34 @@ struct ListQuery {
     kind: Option<String>,
     status: Option<String>,
     owner: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
 }
 
+/// Documents a list answers by default, and at most: a page of the list,
+/// so that one read cannot make the node serialise its whole store.
+pub const LIST_PAGE: usize = 1_000;
+/// The largest page a list answers.
+pub const MAX_LIST_PAGE: usize = 10_000;
+
+/// `GET /v1/docs`: a page of the list (`limit`, `offset`), most recently
+/// changed first; `X-Total-Count` says how many match.
 async fn list(
     State(state): State<ApiState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<DocSummary>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     if let Some(kind) = &q.kind {
         kind.parse::<passerelle_protocol::header::DocKind>().map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
-    Ok(Json(state.engine.list(ListFilter { kind: q.kind, status: q.status, owner: q.owner }).await?))
+    let limit = q.limit.unwrap_or(LIST_PAGE);
+    if limit == 0 || limit > MAX_LIST_PAGE {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_LIST_PAGE}")));
+    }
+    let all = state.engine.list(ListFilter { kind: q.kind, status: q.status, owner: q.owner }).await?;
+    let total = all.len();
+    let page: Vec<DocSummary> = all.into_iter().skip(q.offset.unwrap_or(0)).take(limit).collect();
+    Ok(([("x-total-count", total.to_string())], Json(page)).into_response())
 }
 
 async fn create(

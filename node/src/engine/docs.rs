@@ -132,9 +132,11 @@ impl<S: Store> Worker<S> {
     pub(crate) fn audience_of(&self, meta: &DocMeta) -> Result<Audience, EngineError> {
         Ok(match meta.scope.parse::<Scope>() {
             Ok(Scope::Network) => Audience::Network,
-            Ok(Scope::Partnership) => match self.store.header(&meta.id)? {
-                Some(h) => Audience::of(&h.header),
-                None => Audience::Nobody,
+            Ok(Scope::Partnership) => match self.store.header(&meta.id) {
+                Ok(Some(h)) => Audience::of(&h.header),
+                // A damaged header: shared with nobody until `repair`.
+                Ok(None) | Err(crate::store::StoreError::Corrupt { .. }) => Audience::Nobody,
+                Err(e) => return Err(e.into()),
             },
             _ => Audience::Nobody,
         })
@@ -160,6 +162,29 @@ impl<S: Store> Worker<S> {
             Some(s) => s.parse::<Scope>().map_err(|e| invalid("scope", e.to_string()))?,
             None => schema.default_scope.clone(),
         };
+        let mut fields = req.fields.clone();
+        let partners = self.replica.roster().map_or_else(Vec::new, |r| r.partners_of(&self.commune));
+        if scope == Scope::Partnership && kind == DocKind::Request && req.writers.is_empty() {
+            match (fields.get("addressee"), partners.as_slice()) {
+                // One partner: the request is for it, and its header says so (a
+                // partner made later does not receive it).
+                (None, [only]) => {
+                    fields.insert("addressee".into(), only.to_string().into());
+                }
+                (None, [_, _, ..]) => {
+                    return Err(invalid(
+                        "addressee",
+                        format!(
+                            "this commune has {} partners and a partnership request goes to the one it names: \
+                             set the addressee (--field addressee=COMMUNE), or use --scope network",
+                            partners.len()
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let req = CreateDoc { fields, ..req };
         let lang = req.lang.clone().unwrap_or_else(|| self.language.clone());
         let now = clock::now_ms();
         let mut edits = vec![Edit::Put { field: SCHEMA_KEY.into(), value: Scalar::Int(CONTENT_SCHEMA.into()) }];
@@ -187,18 +212,6 @@ impl<S: Store> Worker<S> {
         }
         if writers.len() > MAX_WRITERS {
             return Err(invalid("writers", format!("at most {MAX_WRITERS} writers")));
-        }
-        if scope == Scope::Partnership && writers.len() == 1 && kind == DocKind::Request {
-            let partners = self.replica.roster().map_or(0, |r| r.partners_of(&self.commune).len());
-            if partners > 1 {
-                return Err(invalid(
-                    "addressee",
-                    format!(
-                        "this commune has {partners} partners and a partnership request goes to the one it names: \
-                         set the addressee (--field addressee=COMMUNE), or use --scope network"
-                    ),
-                ));
-            }
         }
         let header = DocHeader {
             kind: kind.clone(),
@@ -239,6 +252,13 @@ impl<S: Store> Worker<S> {
             return Err(EngineError::NotAWriter(id));
         }
         let kind = loaded.header.header.kind.clone();
+        if loaded.header.header.owner != commune
+            && let Some(field) = schema::owner_only_fields(&kind).iter().find(|f| req.fields.contains_key(**f))
+        {
+            return Err(EngineError::Forbidden(format!(
+                "only the commune that owns this {kind} may set {field} (consent to relay is the requester's)"
+            )));
+        }
         let schema =
             schema::schema_of(&kind).ok_or_else(|| EngineError::Invalid(FieldError::UnknownKind(kind.to_string())))?;
         // Only the fields being set are read back: set updates diff against them.

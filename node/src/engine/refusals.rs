@@ -17,7 +17,16 @@ pub const REFUSAL_LOGS_PER_MINUTE: u32 = 10;
 /// may be remembered. An unknown author or a revoked member is not: the
 /// certificate may arrive, the roster may change.
 pub fn is_stable(code: &str) -> bool {
-    matches!(code, "malformed" | "bad_signature" | "wrong_document" | "bad_change" | "actor_mismatch" | "not_a_writer")
+    matches!(
+        code,
+        "malformed"
+            | "bad_signature"
+            | "wrong_document"
+            | "bad_change"
+            | "actor_mismatch"
+            | "not_a_writer"
+            | "owner_only"
+    )
 }
 
 /// Refused items and the refusal log's budget.

@@ -233,7 +233,24 @@ impl<S: Store> Worker<S> {
                 Output::Event(Event::Heartbeat(node)) => self.live("heartbeat", node.to_string()),
             }
         }
+        self.tell_members();
         Ok(())
+    }
+
+    /// Tells the swarm task the members' registered nodes when the roster
+    /// changed since it last heard (its relay server serves only those).
+    fn tell_members(&mut self) {
+        let Some(roster) = self.replica.roster() else { return };
+        if self.net.is_none() || self.members_sent == Some(roster.fingerprint()) {
+            return;
+        }
+        let nodes = roster
+            .registered_nodes()
+            .filter(|(node, commune)| roster.is_member(commune) && !roster.is_revoked(node, commune))
+            .map(|(node, _)| *node)
+            .collect();
+        self.members_sent = Some(roster.fingerprint());
+        self.to_net(NetOut::Members(nodes));
     }
 
     /// Handles an event from the swarm task.

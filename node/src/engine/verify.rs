@@ -11,7 +11,8 @@ use crate::views::{VerifyFailure, VerifyReport};
 
 impl<S: Store> Worker<S> {
     pub(crate) fn verify(&self) -> Result<VerifyReport, EngineError> {
-        let mut report = VerifyReport { documents: 0, changes: 0, failures: Vec::new() };
+        let mut report =
+            VerifyReport { documents: 0, changes: 0, failures: Vec::new(), damaged: self.store.damaged_records()? };
         for id in self.store.doc_ids()? {
             report.documents += 1;
             let mut fail = |seq: Option<u64>, hash: Option<String>, reason: String| {
@@ -56,6 +57,12 @@ impl<S: Store> Worker<S> {
                     fail(Some(seq), hash, e.to_string());
                 }
             }
+        }
+        if !report.damaged.is_empty() {
+            tracing::warn!(
+                damaged = report.damaged.len(),
+                "verify: damaged records (run `passerelle repair` with the node stopped)"
+            );
         }
         if report.failures.is_empty() {
             tracing::info!(documents = report.documents, changes = report.changes, "verify: every signature holds");

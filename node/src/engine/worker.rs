@@ -68,6 +68,9 @@ pub(crate) struct Worker<S> {
     pub wrote: bool,
     /// Items refused before, and the refusal log's budget.
     pub refusals: super::refusals::Refusals,
+    /// The roster whose members' nodes the swarm task last heard of (its
+    /// relay server serves those).
+    pub members_sent: Option<passerelle_protocol::sync::fingerprint::Fingerprint>,
 }
 
 impl<S: Store> Worker<S> {
@@ -146,6 +149,7 @@ impl<S: Store> Worker<S> {
             announcements: Vec::new(),
             wrote: false,
             refusals: Default::default(),
+            members_sent: None,
         };
         for meta in worker.store.metas()? {
             let audience = worker.audience_of(&meta)?;

@@ -57,7 +57,11 @@ impl<S: Store> Worker<S> {
             return Ok(());
         }
         let view = self.get(id, None)?;
-        if view.kind != "request" || view.owner != self.commune {
+        // Relays copy the request only while the requester's consent is in force.
+        if view.kind != "request"
+            || view.owner != self.commune
+            || view.fields.get("consent_relay") != Some(&Value::Bool(true))
+        {
             return Ok(());
         }
         for relay in relays_of(&view.fields) {

@@ -11,10 +11,18 @@ use super::codec::SyncCodec;
 
 /// How long one relayed connection may last before the relay closes it
 /// (the nodes then reconnect, or have upgraded to a direct connection).
-const RELAYED_CONNECTION_MAX: Duration = Duration::from_secs(60 * 60);
-/// Bytes one relayed connection may carry: a whole catch-up, not the
-/// 128 KiB libp2p allows by default for hole-punching handshakes only.
-const RELAYED_CONNECTION_BYTES: u64 = 4 << 30;
+pub const RELAYED_CONNECTION_MAX: Duration = Duration::from_secs(30 * 60);
+/// Bytes one relayed connection may carry: a catch-up of thousands of
+/// documents, not the 128 KiB libp2p allows by default for hole-punching
+/// handshakes only.
+pub const RELAYED_CONNECTION_BYTES: u64 = 256 << 20;
+/// Relayed connections at once, in all and per peer: so at most 4 GiB (1 GiB
+/// per peer) cross the relay per half hour.
+pub const RELAY_CIRCUITS: usize = 16;
+/// Relayed connections one peer may have at once.
+pub const RELAY_CIRCUITS_PER_PEER: usize = 4;
+/// Reservations held at once (peers reachable through this relay).
+pub const RELAY_RESERVATIONS: usize = 64;
 
 /// connection limits + identify + ping + optional mDNS + NAT traversal (relay client, optional
 /// relay server, DCUtR, AutoNAT) + the sync protocol.
@@ -61,10 +69,13 @@ impl Behaviour {
             relay::Behaviour::new(
                 me,
                 relay::Config {
-                    max_circuits: 64,
-                    max_circuits_per_peer: 8,
+                    max_reservations: RELAY_RESERVATIONS,
+                    max_reservations_per_peer: 2,
+                    max_circuits: RELAY_CIRCUITS,
+                    max_circuits_per_peer: RELAY_CIRCUITS_PER_PEER,
                     max_circuit_duration: RELAYED_CONNECTION_MAX,
                     max_circuit_bytes: RELAYED_CONNECTION_BYTES,
+                    // libp2p's rate limits on new reservations and circuits per peer and per IP stay.
                     ..relay::Config::default()
                 },
             )

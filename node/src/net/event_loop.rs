@@ -1,6 +1,6 @@
 //! The swarm owner task.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -217,6 +217,9 @@ struct RelayListen {
 
 /// How long to wait before asking a relay for a reservation again.
 const RELAY_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a peer may use this node's relay before it must be known as a
+/// member's registered node (the hello deadline's length).
+pub const RELAY_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Parses a relay's address; it must name the relay's peer id.
 fn relay_addr(text: &str) -> Result<(Multiaddr, PeerId), NetError> {
@@ -258,6 +261,11 @@ struct EventLoop {
     per_ip: PerIp,
     /// What the guard refused or dropped.
     guard: GuardCounts,
+    /// Whom the relay server serves: the members' registered nodes, once
+    /// the engine said (`None`: anyone, with `relay_for_anyone`).
+    relay_members: Option<HashSet<PeerId>>,
+    /// Peers holding a reservation or a circuit here, since when.
+    relay_users: HashMap<PeerId, Instant>,
 }
 
 fn build_err(e: impl std::fmt::Display) -> NetError {
@@ -391,6 +399,8 @@ pub async fn spawn(
         unreported: VecDeque::new(),
         per_ip: PerIp::default(),
         guard: GuardCounts::default(),
+        relay_members: (!config.relay_for_anyone).then(HashSet::new),
+        relay_users: HashMap::new(),
     };
     let span = tracing::Span::current();
     let join = tokio::spawn(tracing::Instrument::instrument(event_loop.run(), span));
@@ -427,6 +437,7 @@ impl EventLoop {
                     self.report_again();
                     self.listen_through_relays();
                     self.redial_due();
+                    self.check_relay_users();
                     self.pump_all();
                 }
             }
@@ -495,6 +506,54 @@ impl EventLoop {
                 });
             }
             NetCommand::Shutdown(_) => unreachable!("handled by the loop"),
+        }
+    }
+
+    /// The relay server serves members only (unless `relay_for_anyone`).
+    /// libp2p's relay accepts first and has no hook before, so whoever
+    /// holds a reservation or opens a circuit is watched: once it has had
+    /// [`RELAY_GRACE`] to become known as a member's registered node (a
+    /// joining node, or a start before the roster reached the swarm task),
+    /// it is disconnected if it is not one.
+    fn on_relay_event(&mut self, event: relay::Event) {
+        match &event {
+            relay::Event::ReservationReqAccepted { src_peer_id, .. } => self.watch_relay_user(*src_peer_id),
+            relay::Event::CircuitReqAccepted { src_peer_id, dst_peer_id } => {
+                self.watch_relay_user(*src_peer_id);
+                self.watch_relay_user(*dst_peer_id);
+            }
+            relay::Event::ReservationClosed { src_peer_id } | relay::Event::ReservationTimedOut { src_peer_id } => {
+                self.relay_users.remove(src_peer_id);
+            }
+            _ => {}
+        }
+        tracing::debug!(?event, "relay server");
+    }
+
+    fn watch_relay_user(&mut self, pid: PeerId) {
+        if self.relay_members.is_some() {
+            self.relay_users.entry(pid).or_insert_with(Instant::now);
+        }
+    }
+
+    /// Disconnects relay users that are not (or no longer) members' nodes
+    /// after their grace.
+    fn check_relay_users(&mut self) {
+        let Some(members) = &self.relay_members else { return };
+        let now = Instant::now();
+        let out: Vec<PeerId> = self
+            .relay_users
+            .iter()
+            .filter(|(pid, since)| !members.contains(pid) && now.duration_since(**since) >= RELAY_GRACE)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in out {
+            self.relay_users.remove(&pid);
+            if self.swarm.is_connected(&pid) {
+                self.guard.relay_refused += 1;
+                tracing::info!(peer = %pid, "relay: not a registered node of a member: disconnected");
+                let _ = self.swarm.disconnect_peer_id(pid);
+            }
         }
     }
 
@@ -598,6 +657,11 @@ impl EventLoop {
                 if let Some(pid) = peer_id(&to) {
                     tracing::warn!(peer = %to.short(), %reason, "disconnecting peer");
                     let _ = self.swarm.disconnect_peer_id(pid);
+                }
+            }
+            NetOut::Members(nodes) => {
+                if let Some(members) = &mut self.relay_members {
+                    *members = nodes.iter().filter_map(peer_id).collect();
                 }
             }
         }
@@ -752,9 +816,7 @@ impl EventLoop {
                     tracing::info!(peer = %src_peer_id, "a peer reached this node through a relay");
                 }
             },
-            SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
-                tracing::debug!(?event, "relay server");
-            }
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => self.on_relay_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result })) => match result {
                 Ok(_) => tracing::info!(peer = %remote_peer_id, "relayed connection upgraded to a direct one"),
                 Err(e) => tracing::debug!(peer = %remote_peer_id, error = %e, "hole punching failed: staying relayed"),

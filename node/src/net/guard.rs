@@ -50,6 +50,10 @@ pub struct GuardCounts {
     pub messages_dropped: u64,
     /// Peers disconnected because they stopped reading.
     pub slow_peers_disconnected: u64,
+    /// Relay reservations and circuits of peers that are not registered
+    /// nodes of members, closed.
+    #[serde(default)]
+    pub relay_refused: u64,
 }
 
 /// Incoming connections per remote IP address.

@@ -33,19 +33,23 @@ use super::{
     StoredHeartbeat, WriteOp,
 };
 
-const HEADER: u8 = b'h';
-const META: u8 = b'm';
-const CHANGE: u8 = b'c';
-const SNAPSHOT: u8 = b's';
-const INDEX: u8 = b'x';
-const CERT: u8 = b'k';
-const PEER: u8 = b'p';
-const STATEMENT: u8 = b'r';
-const INVITATION: u8 = b'i';
-const QUEUE: u8 = b'q';
-const QUEUE_INDEX: u8 = b'o';
-const HEARTBEAT: u8 = b'b';
-const CHAIN: u8 = b'a';
+/// The first byte of each record type's keys (the table above).
+pub(super) mod prefix {
+    pub const HEADER: u8 = b'h';
+    pub const META: u8 = b'm';
+    pub const CHANGE: u8 = b'c';
+    pub const SNAPSHOT: u8 = b's';
+    pub const INDEX: u8 = b'x';
+    pub const CERT: u8 = b'k';
+    pub const PEER: u8 = b'p';
+    pub const STATEMENT: u8 = b'r';
+    pub const INVITATION: u8 = b'i';
+    pub const QUEUE: u8 = b'q';
+    pub const QUEUE_INDEX: u8 = b'o';
+    pub const HEARTBEAT: u8 = b'b';
+    pub const CHAIN: u8 = b'a';
+}
+use prefix::*;
 
 /// sled's page cache; its default (1 GiB) would let a node's memory grow
 /// with its store.
@@ -82,7 +86,8 @@ pub mod keys {
         k
     }
 
-    pub(super) fn prefixed(p: u8, rest: &[u8]) -> Vec<u8> {
+    /// A key of record type `p`.
+    pub fn prefixed(p: u8, rest: &[u8]) -> Vec<u8> {
         let mut k = Vec::with_capacity(1 + rest.len() + 8);
         k.push(p);
         k.extend_from_slice(rest);
@@ -134,7 +139,7 @@ fn decode_heads(v: &[u8]) -> Result<Option<Vec<[u8; 32]>>, String> {
     }
 }
 
-fn decode_queued(key: &[u8], value: &[u8]) -> Result<QueuedDoc, StoreError> {
+pub(super) fn decode_queued(key: &[u8], value: &[u8]) -> Result<QueuedDoc, StoreError> {
     // q, peer (32), priority (8), doc (32)
     if key.len() != 73 {
         return Err(corrupt(key, "queue key of the wrong length"));
@@ -151,15 +156,34 @@ fn doc_id_of(key: &[u8]) -> Result<DocId, StoreError> {
 }
 
 impl SledStore {
-    /// Decodes every record under a prefix, naming the first damaged one.
+    /// Decodes every record under a prefix. A record that does not decode
+    /// is skipped with a warning (the first few of each scan), so that one
+    /// damaged record never stops a node: `passerelle repair` sets it aside.
     fn scan<T>(&self, prefix: u8, decode: impl Fn(&[u8]) -> Result<T, String>) -> Result<Vec<T>, StoreError> {
-        self.tree
-            .scan_prefix([prefix])
-            .map(|item| {
-                let (k, v) = item.map_err(backend)?;
-                decode(&v).map_err(|e| corrupt(&k, e))
-            })
-            .collect()
+        const WARNINGS: usize = 5;
+        let mut out = Vec::new();
+        let mut skipped = 0usize;
+        for item in self.tree.scan_prefix([prefix]) {
+            let (k, v) = item.map_err(backend)?;
+            match decode(&v) {
+                Ok(t) => out.push(t),
+                Err(reason) => {
+                    skipped += 1;
+                    if skipped <= WARNINGS {
+                        tracing::warn!(key = %hex::encode(&k), %reason, "damaged record skipped: run `passerelle repair` with the node stopped");
+                    }
+                }
+            }
+        }
+        if skipped > WARNINGS {
+            tracing::warn!(skipped, record = %(prefix as char), "damaged records skipped");
+        }
+        Ok(out)
+    }
+
+    /// The database, for tools that need another tree (the quarantine).
+    pub(super) fn db(&self) -> &sled::Db {
+        &self.db
     }
 
     /// Opens (or creates) the store in `path`.
@@ -211,6 +235,10 @@ impl Store for SledStore {
 
     fn metas(&self) -> Result<Vec<DocMeta>, StoreError> {
         self.scan(META, |v| serde_json::from_slice(v).map_err(|e| e.to_string()))
+    }
+
+    fn damaged_records(&self) -> Result<Vec<super::DamagedRecord>, StoreError> {
+        self.audit()
     }
 
     fn doc_ids(&self) -> Result<Vec<DocId>, StoreError> {

@@ -45,6 +45,10 @@ pub struct PeerRecord {
     /// address when it went through a relay).
     #[serde(default)]
     pub last_addr: Option<String>,
+    /// Requests for rounds this node dropped because the peer sent them
+    /// too fast ([`super::ASKS_PER_MINUTE`]).
+    #[serde(default)]
+    pub rounds_refused: u64,
 }
 
 impl PeerRecord {
@@ -65,6 +69,7 @@ impl PeerRecord {
             last_error: None,
             link_bytes_per_s: None,
             last_addr: None,
+            rounds_refused: 0,
         }
     }
 }

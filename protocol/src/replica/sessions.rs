@@ -31,6 +31,7 @@ impl Replica {
                 last_summary: 0,
                 eager: true,
                 awaiting_hello: Some((now + HELLO_DEADLINE_MS, 0)),
+                asks: super::AskBudget::new(now),
             },
         );
         if let Some(join) = self.joining.as_ref().filter(|j| j.invitation.issuer_node == node) {
@@ -162,6 +163,22 @@ impl Replica {
                 return;
             }
             _ => {}
+        }
+        if matches!(msg, SyncMessage::Summary { .. } | SyncMessage::Buckets { .. } | SyncMessage::Items { .. })
+            && let Some(link) = self.links.get_mut(&from)
+            && !link.asks.take(now)
+        {
+            let dropped = link.asks.dropped;
+            self.peer_mut(from).rounds_refused += 1;
+            if dropped == 1 {
+                tracing::warn!(peer = %from.short(), kind = msg.kind(), "asks for work faster than {} a minute: dropped", super::ASKS_PER_MINUTE);
+            }
+            if dropped >= super::MAX_ASKS_DROPPED {
+                let reason = format!("kept asking for rounds faster than {} a minute", super::ASKS_PER_MINUTE);
+                self.peer_mut(from).last_error = Some(reason.clone());
+                self.push(Output::Disconnect { node: from, reason });
+            }
+            return;
         }
         let Some(roster) = self.roster.as_ref() else { return };
         let pending = self.transfers.queue_len(&from, docs);

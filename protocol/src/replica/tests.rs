@@ -294,3 +294,49 @@ fn a_member_asking_for_the_roster_in_a_loop_is_cut_off() {
     assert_eq!(answers, crate::sync::session::MAX_ROSTER_ANSWERS_PER_ROUND as usize);
     assert!(disconnects[0].contains("roster requests in one round"), "{disconnects:?}");
 }
+
+/// A member sending summaries in a loop, each of which would buy a
+/// `Buckets` answer, gets a burst answered, then a few a second, then is
+/// cut off; its record counts what was dropped.
+#[test]
+fn a_member_starting_rounds_in_a_loop_is_slowed_then_cut_off() {
+    let (mut sim, _) = pair_sim(ReplicaConfig::default());
+    sim.run_for(10_000);
+    let asker = sim.nodes[1].replica.me().node();
+    let mut docs = crate::sim::MemDocs::default();
+    drain(&mut sim.nodes[0], &asker);
+    // A summary that differs from everything: each one answered costs fingerprints.
+    let summary = crate::sync::message::SyncMessage::Summary {
+        count: 999,
+        fingerprint: [9; 16],
+        roster_count: 1,
+        roster_fingerprint: [9; 16],
+        pending: 0,
+    };
+    let (mut answered, mut disconnected) = (0, None);
+    for i in 0..1_000i64 {
+        // 100 a second, far beyond the budget.
+        let now = sim.now + i * 10;
+        sim.nodes[0].replica.message_received(now, asker, summary.clone(), 60, &mut docs);
+        let mut sent = false;
+        while let Some(out) = sim.nodes[0].replica.poll() {
+            match out {
+                super::Output::Send { .. } => sent = true,
+                super::Output::Disconnect { reason, .. } => disconnected = Some((i, reason)),
+                _ => {}
+            }
+        }
+        answered += usize::from(sent);
+        if disconnected.is_some() {
+            break;
+        }
+    }
+    let (at, reason) = disconnected.expect("the flood was cut off");
+    assert!(reason.contains("faster than"), "{reason}");
+    // The burst, plus what the rate allows over the flood's duration, at most.
+    let allowed = super::ASKS_BURST as u64 + (at as u64 * 10) * super::ASKS_PER_MINUTE as u64 / 60_000 + 1;
+    assert!(answered as u64 <= allowed, "{answered} answers sent, at most {allowed} allowed");
+    assert!(answered >= super::ASKS_BURST as usize / 2, "honest bursts are answered: {answered}");
+    let record = sim.nodes[0].replica.peer(&asker).expect("a member's record");
+    assert!(record.rounds_refused >= super::MAX_ASKS_DROPPED as u64);
+}

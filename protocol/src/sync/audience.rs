@@ -44,10 +44,13 @@ impl Audience {
     pub fn of(header: &DocHeader) -> Self {
         match &header.scope {
             Scope::Network => Audience::Network,
-            Scope::Partnership => Audience::Pair {
-                owner: header.owner,
-                with: header.writers.iter().filter(|w| **w != header.owner).copied().collect(),
-            },
+            Scope::Partnership => {
+                // Sorted and without duplicates: each pair's set holds a document once.
+                let mut with: Vec<CommuneId> = header.writers.iter().filter(|w| **w != header.owner).copied().collect();
+                with.sort();
+                with.dedup();
+                Audience::Pair { owner: header.owner, with: with.into() }
+            }
             Scope::Unknown(_) => Audience::Nobody,
         }
     }

@@ -27,11 +27,19 @@ pub const MAX_FAULTS: u32 = 3;
 /// clock slightly ahead, can come from an honest peer and is only dropped.
 /// Membership refusals depend on what each node knows of the roster (a
 /// relay may not have heard of a revocation yet), so they are not counted
-/// against the relay either.
+/// against the relay either. An owner-only field changed by another writer
+/// (`owner_only`) may sit in a history an older release accepted: an
+/// honest relay of it is not at fault.
 pub fn refusal_is_fault(code: &str) -> bool {
     !matches!(
         code,
-        "unknown_document" | "from_the_future" | "not_a_member" | "not_registered" | "revoked" | "role_forbids_kind"
+        "unknown_document"
+            | "from_the_future"
+            | "not_a_member"
+            | "not_registered"
+            | "revoked"
+            | "role_forbids_kind"
+            | "owner_only"
     )
 }
 

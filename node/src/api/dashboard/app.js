@@ -13,6 +13,7 @@ const I18N = {
     no_requests: "Aucune demande pour l’instant.", first_offer: "première offre en {t}", answered_in: "répondue en {t}",
     stats: "{n} demandes · délai médian jusqu’à une offre : {o} · jusqu’à une réponse : {a}", created: "créée",
     by: "par", unknown: "—", status: {}, kind: { request: "demande", offer: "offre" },
+    login: "Connexion requise : lancez « passerelle login » sur le serveur du nœud et ouvrez le lien qu’il affiche.",
   },
   en: {
     title: "Network observatory", graph: "Communes and partnerships", nodes: "Nodes", requests: "Requests",
@@ -23,11 +24,18 @@ const I18N = {
     no_requests: "No requests yet.", first_offer: "first offer after {t}", answered_in: "answered after {t}",
     stats: "{n} requests · median time to an offer: {o} · to an answer: {a}", created: "created",
     by: "by", unknown: "—", status: {}, kind: { request: "request", offer: "offer" },
+    login: "Log in: run “passerelle login” on the node's server and open the link it prints.",
   },
   // Dutch and Arabic: labels fall back to English until translated; the
   // layout already follows the language's direction.
-  nl: { title: "Netwerkobservatorium", requests: "Aanvragen", nodes: "Knooppunten" },
-  ar: { title: "مرصد الشبكة", requests: "الطلبات", nodes: "العُقد" },
+  nl: {
+    title: "Netwerkobservatorium", requests: "Aanvragen", nodes: "Knooppunten",
+    login: "Aanmelden: voer „passerelle login” uit op de server van het knooppunt en open de link die het toont.",
+  },
+  ar: {
+    title: "مرصد الشبكة", requests: "الطلبات", nodes: "العُقد",
+    login: "تسجيل الدخول: شغّل الأمر ‎passerelle login‎ على خادم العقدة وافتح الرابط الذي يعرضه.",
+  },
 };
 const RTL = new Set(["ar"]);
 
@@ -190,6 +198,10 @@ async function refresh() {
   try {
     const r = await fetch("/v1/network/state");
     if (r.ok) state = await r.json();
+    if (r.status === 401) {
+      document.getElementById("updated").textContent = t("login");
+      document.body.dataset.login = "1";
+    }
   } catch (_) { /* the node may be restarting: keep the last view */ }
   render();
 }

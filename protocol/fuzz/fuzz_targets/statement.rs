@@ -1,0 +1,4 @@
+//! Fuzz target: `passerelle_protocol::fuzzing::statement`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| passerelle_protocol::fuzzing::statement(data));
