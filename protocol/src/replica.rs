@@ -116,7 +116,8 @@ struct Link {
 }
 
 /// Requests that make a node work for a peer (`Summary`, `Buckets`,
-/// `Items`: each answered with fingerprints or documents) that one peer
+/// `Items`, `RosterHave`: each answered with fingerprints, documents or
+/// statements) that one peer
 /// may send a minute, sustained; beyond, they are dropped and counted. An
 /// honest peer sends one of each per round, and rounds are a second apart
 /// at the most eager. (`Graft` answers this node's own announcements and

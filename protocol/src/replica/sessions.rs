@@ -164,8 +164,13 @@ impl Replica {
             }
             _ => {}
         }
-        if matches!(msg, SyncMessage::Summary { .. } | SyncMessage::Buckets { .. } | SyncMessage::Items { .. })
-            && let Some(link) = self.links.get_mut(&from)
+        if matches!(
+            msg,
+            SyncMessage::Summary { .. }
+                | SyncMessage::Buckets { .. }
+                | SyncMessage::Items { .. }
+                | SyncMessage::RosterHave { .. }
+        ) && let Some(link) = self.links.get_mut(&from)
             && !link.asks.take(now)
         {
             let dropped = link.asks.dropped;

@@ -278,7 +278,7 @@ fn a_member_asking_for_the_roster_in_a_loop_is_cut_off() {
     let have = crate::sync::message::SyncMessage::RosterHave { hashes: Vec::new() };
     let mut answers = 0;
     let mut disconnects = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..1_000 {
         sim.nodes[0].replica.message_received(sim.now, asker, have.clone(), 8, &mut docs);
         while let Some(out) = sim.nodes[0].replica.poll() {
             match out {
@@ -291,8 +291,9 @@ fn a_member_asking_for_the_roster_in_a_loop_is_cut_off() {
             break;
         }
     }
+    // Three answers a round; the rest unanswered, then cut off by the request budget.
     assert_eq!(answers, crate::sync::session::MAX_ROSTER_ANSWERS_PER_ROUND as usize);
-    assert!(disconnects[0].contains("roster requests in one round"), "{disconnects:?}");
+    assert!(disconnects.first().is_some_and(|d| d.contains("faster than")), "{disconnects:?}");
 }
 
 /// A member sending summaries in a loop, each of which would buy a
