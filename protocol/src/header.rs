@@ -220,7 +220,12 @@ impl DocHeader {
         }
         let mut writers = Vec::with_capacity(count);
         for _ in 0..count {
-            writers.push(CommuneId::from_bytes(r.fixed("writer")?));
+            let writer = CommuneId::from_bytes(r.fixed("writer")?);
+            // A writer named twice would count twice in the audience's fingerprints.
+            if writers.contains(&writer) {
+                return Err(DecodeError::Invalid { field: "writers", reason: "a writer is named twice".into() });
+            }
+            writers.push(writer);
         }
         let scope = Scope::parse_any(r.str("scope", MAX_NAME_BYTES)?);
         let created_ms = r.u64("created")?;
@@ -360,6 +365,17 @@ impl SignedHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_writer_named_twice_is_refused() {
+        let (signed, node) = sample();
+        let mut header = signed.header.clone();
+        let partner = SecretKey::from_seed([3; 32]).commune_id();
+        header.writers.extend([partner, partner]);
+        let twice = SignedHeader::sign(header, &node, signed.certificate.clone());
+        let err = SignedHeader::decode(&twice.encode()).unwrap_err();
+        assert!(err.to_string().contains("named twice"), "{err}");
+    }
 
     fn sample() -> (SignedHeader, SecretKey) {
         let commune = SecretKey::from_seed([1; 32]);

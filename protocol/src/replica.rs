@@ -130,6 +130,14 @@ pub const ASKS_BURST: u32 = 60;
 /// it is not slowing down.
 pub const MAX_ASKS_DROPPED: u32 = 120;
 
+/// How many documents a peer's claims (`Buckets`, `Items`: "I lack
+/// these") may make this node queue for it in a day, as a multiple of what
+/// the two share, plus [`PUSH_ALLOWANCE_EXTRA`]: a whole catch-up, and
+/// another after a loss, but not the whole corpus in a loop.
+pub const PUSH_ALLOWANCE_PER_DAY: u64 = 2;
+/// Documents a day a peer may ask for beyond twice what the two share.
+pub const PUSH_ALLOWANCE_EXTRA: u64 = 1_000;
+
 /// A token bucket of [`ASKS_PER_MINUTE`], [`ASKS_BURST`] deep.
 #[derive(Debug, Clone, Copy)]
 struct AskBudget {

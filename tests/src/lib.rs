@@ -301,6 +301,11 @@ impl TestNode {
         }
     }
 
+    /// The process id of the running node, to read its memory and CPU.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The API client of the running node.
     ///
     /// # Errors

@@ -49,6 +49,16 @@ pub struct PeerRecord {
     /// too fast ([`super::ASKS_PER_MINUTE`]).
     #[serde(default)]
     pub rounds_refused: u64,
+    /// Documents queued for the peer at its request since `pushed_since_ms`
+    /// (a day at most; see [`super::PUSH_ALLOWANCE_PER_DAY`]).
+    #[serde(default)]
+    pub pushed: u64,
+    /// When the current day of `pushed` began (ms).
+    #[serde(default)]
+    pub pushed_since_ms: i64,
+    /// Documents the peer asked for beyond its allowance, not queued.
+    #[serde(default)]
+    pub pushes_refused: u64,
 }
 
 impl PeerRecord {
@@ -70,6 +80,9 @@ impl PeerRecord {
             link_bytes_per_s: None,
             last_addr: None,
             rounds_refused: 0,
+            pushed: 0,
+            pushed_since_ms: 0,
+            pushes_refused: 0,
         }
     }
 }

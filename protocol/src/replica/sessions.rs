@@ -207,6 +207,37 @@ impl Replica {
         }
     }
 
+    /// Whether a peer's claim that it lacks `n` documents may make this
+    /// node queue them: at most [`super::PUSH_ALLOWANCE_PER_DAY`] times what
+    /// the two share, plus [`super::PUSH_ALLOWANCE_EXTRA`], a day. Beyond,
+    /// the claim is not acted on (counted); the next day it is again.
+    fn within_push_allowance(&mut self, now: Millis, peer: NodeId, n: usize) -> bool {
+        const DAY_MS: Millis = 24 * 60 * 60 * 1000;
+        let shared = match (self.session(&peer).and_then(Session::commune), &self.roster) {
+            (Some(commune), Some(roster)) => {
+                crate::sync::session::LocalSet::fingerprints(&self.index.view(self.me.commune(), roster), &commune)
+                    .total()
+                    .count
+            }
+            _ => 0,
+        };
+        let allowance = super::PUSH_ALLOWANCE_PER_DAY * shared + super::PUSH_ALLOWANCE_EXTRA;
+        let record = self.peer_mut(peer);
+        if now.saturating_sub(record.pushed_since_ms) >= DAY_MS {
+            record.pushed_since_ms = now;
+            record.pushed = 0;
+        }
+        if record.pushed + n as u64 > allowance {
+            record.pushes_refused += n as u64;
+            if record.pushes_refused == n as u64 {
+                tracing::warn!(peer = %peer.short(), asked = n, allowance, "asks for more documents than its daily allowance: not queued");
+            }
+            return false;
+        }
+        record.pushed += n as u64;
+        true
+    }
+
     /// Starts a reconciliation round with a connected peer.
     pub(super) fn start_round(&mut self, now: Millis, peer: NodeId, docs: &mut impl DocSource) {
         let pending = self.transfers.queue_len(&peer, docs);
@@ -238,7 +269,9 @@ impl Replica {
                         continue;
                     };
                     let ids = self.index.ids_in(&buckets, &self.me.commune(), &commune, roster);
-                    self.enqueue(peer, ids.into_iter().map(|id| (id, None)).collect(), docs);
+                    if self.within_push_allowance(now, peer, ids.len()) {
+                        self.enqueue(peer, ids.into_iter().map(|id| (id, None)).collect(), docs);
+                    }
                 }
                 Effect::IngestRoster(statements) => self.add_statements(now, statements, Some(peer), docs),
                 Effect::SendHello => {
@@ -250,9 +283,15 @@ impl Replica {
                 Effect::Redeem { invitation, certificate, addrs } => {
                     self.push(Output::Redeem { from: peer, invitation, certificate, addrs });
                 }
-                Effect::PushDocs(ids) => self.enqueue(peer, ids.into_iter().map(|id| (id, None)).collect(), docs),
+                Effect::PushDocs(ids) => {
+                    if self.within_push_allowance(now, peer, ids.len()) {
+                        self.enqueue(peer, ids.into_iter().map(|id| (id, None)).collect(), docs);
+                    }
+                }
                 Effect::PushMissing(list) => {
-                    self.enqueue(peer, list.into_iter().map(|(id, heads)| (id, Some(heads))).collect(), docs);
+                    if self.within_push_allowance(now, peer, list.len()) {
+                        self.enqueue(peer, list.into_iter().map(|(id, heads)| (id, Some(heads))).collect(), docs);
+                    }
                 }
                 Effect::Ingest { certificates, headers, changes } => {
                     // Certificates first: the changes that follow are checked against them.

@@ -341,3 +341,46 @@ fn a_member_starting_rounds_in_a_loop_is_slowed_then_cut_off() {
     let record = sim.nodes[0].replica.peer(&asker).expect("a member's record");
     assert!(record.rounds_refused >= super::MAX_ASKS_DROPPED as u64);
 }
+
+/// A peer that keeps claiming to hold nothing (all its buckets empty)
+/// makes this node queue what they share a few times a day, not at every
+/// round: the claims beyond the daily allowance are counted, not acted on.
+/// (Each claim counts, whether or not the documents were queued already.)
+#[test]
+fn a_peer_claiming_to_hold_nothing_cannot_make_the_node_upload_in_a_loop() {
+    let (mut sim, fed) = pair_sim(ReplicaConfig::default());
+    for n in 0..5 {
+        sim::create(&mut sim, &fed.keys[0], 0, Scope::Network, &[], n);
+    }
+    sim.run_for(60_000);
+    let claimer = sim.nodes[1].replica.me().node();
+    drain(&mut sim.nodes[0], &claimer);
+    let empty = crate::sync::message::SyncMessage::Buckets {
+        buckets: vec![Default::default(); crate::sync::fingerprint::BUCKETS],
+    };
+    let shared = 5 + 2; // the documents, and the two profiles... at most
+    let mut now = sim.now;
+    for _ in 0..2_000 {
+        // Slow enough for the request budget: it is the claims that are bounded here.
+        now += 300;
+        let node = &mut sim.nodes[0];
+        node.replica.message_received(now, claimer, empty.clone(), 600, &mut node.docs);
+        while node.replica.poll().is_some() {}
+    }
+    let record = sim.nodes[0].replica.peer(&claimer).expect("the peer's record");
+    let allowance = super::PUSH_ALLOWANCE_PER_DAY * shared + super::PUSH_ALLOWANCE_EXTRA;
+    assert!(record.pushed <= allowance, "{} queued, allowance {allowance}", record.pushed);
+    assert!(record.pushes_refused > 0, "claims beyond the allowance are refused");
+    assert!(record.pushed >= 5, "the first claims were acted on");
+    // Item lists that name nothing in every bucket are the same claim: refused too.
+    let refused = record.pushes_refused;
+    let items = crate::sync::message::SyncMessage::Items { buckets: (0..=255u8).map(|b| (b, Vec::new())).collect() };
+    for _ in 0..10 {
+        now += 300;
+        let node = &mut sim.nodes[0];
+        node.replica.message_received(now, claimer, items.clone(), 600, &mut node.docs);
+        while node.replica.poll().is_some() {}
+    }
+    let record = sim.nodes[0].replica.peer(&claimer).expect("the peer's record");
+    assert!(record.pushed <= allowance && record.pushes_refused > refused, "{record:?}");
+}
