@@ -36,6 +36,11 @@ use super::{DocSource, Millis, Replica};
 pub const PULSE_EVERY_MS: Millis = 8 * 60 * 1000;
 /// A node says its full status at least this often, changed or not.
 pub const FULL_EVERY_MS: Millis = 6 * 60 * 60 * 1000;
+/// After its first full heartbeat, a node says it again this long after
+/// the one before, changed or not: while a network forms, links come and
+/// go and a heartbeat lost on the way would otherwise wait for the next
+/// change (or [`FULL_EVERY_MS`]) to reach the coordinators.
+pub const EARLY_FULLS_MS: [Millis; 3] = [2 * 60 * 1000, 8 * 60 * 1000, 20 * 60 * 1000];
 /// Heartbeats and chains waiting to go to one peer are sent together
 /// after this.
 pub const BEAT_BATCH_MS: Millis = 10_000;
@@ -122,6 +127,8 @@ pub struct Beats {
     /// What this node's last full heartbeat said (everything but times).
     material: Option<Vec<u8>>,
     last_full: Millis,
+    /// Full heartbeats made since the node started (see [`EARLY_FULLS_MS`]).
+    fulls: usize,
     own: Option<OwnChain>,
     /// This node's latest words, not yet passed towards every watcher.
     own_unsent: bool,
@@ -287,7 +294,13 @@ impl Replica {
         let changed = self.beats.material.as_ref() != Some(&m);
         let offset = self.pulse_offset();
         let exhausted = self.beats.own.as_ref().is_none_or(|o| o.next > o.chain.count);
-        if changed || exhausted || now - self.beats.last_full >= FULL_EVERY_MS {
+        let early = self
+            .beats
+            .fulls
+            .checked_sub(1)
+            .and_then(|i| EARLY_FULLS_MS.get(i))
+            .is_some_and(|after| now - self.beats.last_full >= *after);
+        if changed || exhausted || early || now - self.beats.last_full >= FULL_EVERY_MS {
             let Some(network) = self.roster.as_ref().map(|r| r.network()) else { return };
             let beat = SignedHeartbeat::sign(status, &self.me.node_key);
             let every = self.pulse_every();
@@ -296,6 +309,7 @@ impl Replica {
             let (chain, values) = PulseChain::make(&network, &self.me.node_key, start as u64, every as u32, count);
             self.beats.material = Some(m);
             self.beats.last_full = now;
+            self.beats.fulls += 1;
             self.beats.own = Some(OwnChain { chain, values, next: 1 });
             self.keep(StoredHeartbeat { beat, received_ms: now, via: None });
             self.beats.own_unsent = true;

@@ -384,3 +384,20 @@ fn a_peer_claiming_to_hold_nothing_cannot_make_the_node_upload_in_a_loop() {
     let record = sim.nodes[0].replica.peer(&claimer).expect("the peer's record");
     assert!(record.pushed <= allowance && record.pushes_refused > refused, "{record:?}");
 }
+
+/// While a network forms, a node says its full status again at 2, 10 and
+/// 30 minutes, changed or not, so a heartbeat lost on the way does not
+/// leave the coordinators without it for hours; then only on change.
+#[test]
+fn early_full_heartbeats_repair_a_lost_first_one() {
+    let (mut sim, _) = pair_sim(ReplicaConfig::default());
+    sim.run_for(60_000);
+    let beats = |sim: &Sim| sim.nodes[0].received.get("heartbeats").copied().unwrap_or(0);
+    let first = beats(&sim);
+    sim.run_for(35 * 60_000);
+    let early = beats(&sim) - first;
+    assert!(early >= 3, "{early} heartbeats in the first 35 minutes after the first");
+    sim.run_for(2 * 3_600_000);
+    let later = beats(&sim) - first - early;
+    assert!(later <= 1, "{later} heartbeats in two idle hours after");
+}
