@@ -3,9 +3,9 @@
 //! the node does, and asserts what must hold whatever the input (no panic,
 //! re-encoding what decoded gives bytes that decode to the same value).
 //!
-//! The cargo-fuzz targets in `protocol/fuzz` call these, and a test replays
-//! the corpus kept in the repository on the stable toolchain, so a crash
-//! found once stays fixed.
+//! The cargo-fuzz targets in `protocol/fuzz` call these, and
+//! `tests/fuzz_corpus.rs` replays the corpus kept in the repository on the
+//! stable toolchain, so a crash found once stays fixed.
 
 use std::sync::OnceLock;
 
@@ -122,8 +122,8 @@ pub fn api_json(data: &[u8]) {
 /// Valid inputs for each target, from which the fuzzers start: what an
 /// honest node sends (a hello, a round, a push of a signed document with
 /// its header and certificate, roster statements, a heartbeat, a bundle,
-/// API bodies). `cargo test -p passerelle-protocol -- --ignored
-/// write_the_seed_corpus` writes them into `fuzz/corpus`.
+/// API bodies). `cargo test -p passerelle-protocol --test fuzz_corpus --
+/// --ignored` writes them into `fuzz/corpus`.
 pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     use crate::certificate::NodeCertificate;
     use crate::document::{Edit, Scalar, commit, new_document};
@@ -270,17 +270,6 @@ mod tests {
     use super::*;
 
     #[test]
-    #[ignore = "writes the seed corpus into protocol/fuzz/corpus"]
-    fn write_the_seed_corpus() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-        for (i, (target, bytes)) in seeds().into_iter().enumerate() {
-            let dir = root.join(target);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join(format!("seed-{i:02}")), bytes).unwrap();
-        }
-    }
-
-    #[test]
     fn the_seeds_pass_their_targets() {
         for (target, bytes) in seeds() {
             let (_, run) = TARGETS.iter().find(|(n, _)| *n == target).unwrap();
@@ -295,23 +284,5 @@ mod tests {
             };
             assert!(decodes, "a {target} seed that does not decode: the fuzzer would start from noise");
         }
-    }
-
-    /// The corpus kept in the repository (what the fuzzers found worth
-    /// keeping, crashes fixed since included) replays without a panic.
-    #[test]
-    fn the_fuzz_corpus_replays() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-        let mut replayed = 0;
-        for (name, target) in TARGETS {
-            let dir = root.join(name);
-            let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-            for entry in entries {
-                let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-                target(&bytes);
-                replayed += 1;
-            }
-        }
-        assert!(replayed >= TARGETS.len(), "the corpus has inputs for every target");
     }
 }

@@ -49,6 +49,14 @@ fn store_bytes(node: &TestNode) -> u64 {
     walk(&node.home().store())
 }
 
+/// A rogue member: redeems its invitation and says hello.
+async fn joined(key: &SecretKey, cert: &NodeCertificate, token: &str, addr: Multiaddr) -> RoguePeer {
+    let mut rogue = RoguePeer::connect(key, addr).await;
+    let roster: Roster = rogue.join(token, cert).await;
+    rogue.greet(cert, &roster).await;
+    rogue
+}
+
 /// An honest change by `honest`, and how long until `victim` holds it.
 fn honest_delay(honest: &TestNode, victim: &TestNode, n: usize) -> anyhow::Result<u128> {
     let started = Instant::now();
@@ -100,9 +108,7 @@ fn attack_figures() -> anyhow::Result<()> {
         "summary flood",
         Box::new(move |addr| {
             Box::pin(async move {
-                let mut rogue = RoguePeer::connect(&key, addr).await;
-                let roster: Roster = rogue.join(&token, &cert).await;
-                rogue.greet(&cert, &roster).await;
+                let mut rogue = joined(&key, &cert, &token, addr).await;
                 let summary = SyncMessage::Summary {
                     count: 1,
                     fingerprint: [1; 16],
@@ -128,9 +134,7 @@ fn attack_figures() -> anyhow::Result<()> {
         "claims to hold nothing",
         Box::new(move |addr| {
             Box::pin(async move {
-                let mut rogue = RoguePeer::connect(&key, addr).await;
-                let roster: Roster = rogue.join(&token, &cert).await;
-                rogue.greet(&cert, &roster).await;
+                let mut rogue = joined(&key, &cert, &token, addr).await;
                 let empty = SyncMessage::Buckets { buckets: vec![Default::default(); BUCKETS] };
                 let mut sent = 0;
                 let started = Instant::now();

@@ -98,11 +98,12 @@ fn doc_of(key: &[u8]) -> Option<DocId> {
 }
 
 impl SledStore {
-    /// Every record that does not decode, in key order.
+    /// Every record that does not decode, in key order (what
+    /// [`super::Store::damaged_records`] answers).
     ///
     /// # Errors
     /// [`StoreError::Backend`] when the database cannot be read.
-    pub fn audit(&self) -> Result<Vec<DamagedRecord>, StoreError> {
+    pub(super) fn audit(&self) -> Result<Vec<DamagedRecord>, StoreError> {
         let mut damaged = Vec::new();
         for item in self.raw_tree().iter() {
             let (k, v) = item.map_err(|e| StoreError::Backend(e.to_string()))?;

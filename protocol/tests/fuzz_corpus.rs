@@ -1,0 +1,37 @@
+//! The fuzz corpus kept in `protocol/fuzz/corpus` (what the fuzzers found
+//! worth keeping, crashes fixed since included) replays through every
+//! target on the stable toolchain; the seeds are written from
+//! `fuzzing::seeds` by the ignored test.
+
+use std::path::PathBuf;
+
+use passerelle_protocol::fuzzing::{TARGETS, seeds};
+
+fn corpus() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus")
+}
+
+#[test]
+fn the_fuzz_corpus_replays() {
+    let mut replayed = 0;
+    for (name, target) in TARGETS {
+        let dir = corpus().join(name);
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        for entry in entries {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            target(&bytes);
+            replayed += 1;
+        }
+    }
+    assert!(replayed >= TARGETS.len(), "the corpus has inputs for every target");
+}
+
+#[test]
+#[ignore = "writes the seed corpus into protocol/fuzz/corpus"]
+fn write_the_seed_corpus() {
+    for (i, (target, bytes)) in seeds().into_iter().enumerate() {
+        let dir = corpus().join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("seed-{i:02}")), bytes).unwrap();
+    }
+}
