@@ -121,7 +121,7 @@ fn a_node_that_cannot_be_dialled_syncs_through_a_relay() -> anyhow::Result<()> {
     };
     wait_until(
         "the relay to refuse the stranger",
-        DEADLINE,
+        Duration::from_secs(120),
         || Ok(refused(&senneval.client()?.metrics()?)),
         |n| *n >= 1,
     )?;
