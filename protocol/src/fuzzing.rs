@@ -234,6 +234,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         SyncMessage::Have { docs: vec![(header.id(), vec![[6; 32]])], statements: vec![[7; 16]] },
         SyncMessage::Heartbeats { beats: vec![beat.clone()] },
         SyncMessage::Routes { hops: vec![(member.node_id(), 2)] },
+        SyncMessage::BeatsWanted { nodes: vec![[9; 8]] },
         SyncMessage::Push {
             certificates: vec![cert.clone()],
             headers: vec![header.clone()],

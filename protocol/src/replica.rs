@@ -177,6 +177,9 @@ impl AskBudget {
 pub const HELLO_DEADLINE_MS: Millis = 30_000;
 /// What a peer may send before its hello (its hello included).
 pub const MAX_PRE_HELLO_BYTES: usize = 256 * 1024;
+/// Peers removed before their session was ready that are owed an `Unlink`
+/// when they next say hello; an operator removing more is not remembered.
+pub const MAX_UNLINKS_OWED: usize = 1_024;
 
 /// A join in progress: the invitation to present to its issuer.
 #[derive(Debug, Clone)]
@@ -223,6 +226,9 @@ pub struct Replica {
     rng: u64,
     /// Unlinks on their way (by tag): the connection closes once delivered.
     unlinking: BTreeMap<u64, NodeId>,
+    /// Peers the operator removed before their session was ready: told
+    /// (`Unlink`) when they next say hello. At most [`MAX_UNLINKS_OWED`].
+    unlinks_owed: BTreeSet<NodeId>,
     /// The watchers' nodes, worked out again when the roster or the book changes.
     watchers: std::cell::RefCell<Option<Vec<NodeId>>>,
 }
@@ -269,6 +275,7 @@ impl Replica {
             rng,
             watchers: std::cell::RefCell::new(None),
             unlinking: BTreeMap::new(),
+            unlinks_owed: BTreeSet::new(),
         };
         // What the roster chooses now is the baseline: links are made when
         // it changes, not at every start (a peer an operator removed stays so).

@@ -29,9 +29,15 @@ fn the_fuzz_corpus_replays() {
 #[test]
 #[ignore = "writes the seed corpus into protocol/fuzz/corpus"]
 fn write_the_seed_corpus() {
-    for (i, (target, bytes)) in seeds().into_iter().enumerate() {
+    use sha2::Digest;
+    for (target, bytes) in seeds() {
         let dir = corpus().join(target);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("seed-{i:02}")), bytes).unwrap();
+        // Only inputs the corpus lacks, named by their content.
+        let held = std::fs::read_dir(&dir).unwrap().any(|e| std::fs::read(e.unwrap().path()).unwrap() == bytes);
+        if !held {
+            let name = format!("seed-{}", hex::encode(&sha2::Sha256::digest(&bytes)[..10]));
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
     }
 }

@@ -26,7 +26,7 @@ use crate::heartbeat::{
 };
 use crate::ids::{CommuneId, NodeId};
 use crate::network::Role;
-use crate::sync::message::{MAX_HEARTBEATS, MAX_PULSES, SyncMessage};
+use crate::sync::message::{MAX_BEATS_WANTED, MAX_HEARTBEATS, MAX_PULSES, SyncMessage};
 use crate::sync::session::Effect;
 
 use super::io::{Event, Output, Persist};
@@ -51,6 +51,9 @@ pub const PULSE_WAIT_MS: Millis = 10_000;
 pub const BEAT_EXPIRY_MS: Millis = 7 * 24 * 60 * 60 * 1000;
 /// Pulses of nodes on one grid point spread over this much time.
 const PULSE_SPREAD_MS: Millis = 5_000;
+/// A node passes on a want of one node's full status (or says its own
+/// again) at most this often.
+pub const WANT_AGAIN_MS: Millis = 60 * 1000;
 /// Hops that mean "unreachable" in a distance vector.
 pub const UNREACHABLE: u8 = 16;
 
@@ -134,6 +137,13 @@ pub struct Beats {
     own_unsent: bool,
     /// The watchers routes were worked out for.
     routed_for: Vec<NodeId>,
+    /// Per node: the neighbour its latest new words came from, the way
+    /// back to it for a `BeatsWanted`.
+    came_from: HashMap<NodeId, NodeId>,
+    /// Per node: when a want of its full status last left here.
+    wanted: HashMap<NodeId, Millis>,
+    /// A watcher wants this node's full status: it says it at the next check.
+    full_wanted: bool,
 }
 
 impl Beats {
@@ -300,7 +310,8 @@ impl Replica {
             .checked_sub(1)
             .and_then(|i| EARLY_FULLS_MS.get(i))
             .is_some_and(|after| now - self.beats.last_full >= *after);
-        if changed || exhausted || early || now - self.beats.last_full >= FULL_EVERY_MS {
+        let wanted = std::mem::take(&mut self.beats.full_wanted);
+        if changed || exhausted || early || wanted || now - self.beats.last_full >= FULL_EVERY_MS {
             let Some(network) = self.roster.as_ref().map(|r| r.network()) else { return };
             let beat = SignedHeartbeat::sign(status, &self.me.node_key);
             let every = self.pulse_every();
@@ -641,6 +652,7 @@ impl Replica {
             return false;
         }
         passed[kind as usize] = time;
+        self.beats.came_from.insert(origin, from);
         for peer in self.route_peers(Some(from)) {
             self.queue_words(now, peer, &words);
         }
@@ -722,6 +734,8 @@ impl Replica {
             let words = Outbox { chains: vec![chain], ..Outbox::default() };
             self.pass_on(now, from, node, Kind::Chain, time, words);
         }
+        let watching = self.is_watcher(&self.me.node());
+        let mut lacking = Vec::new();
         for pulse in pulses {
             let Some(node) = self.node_by_prefix(&pulse.node) else {
                 self.refuse_pulse(from, "pulse of a node not known here");
@@ -755,9 +769,71 @@ impl Replica {
                 // who holds the chain checks it.
                 None => {}
             }
+            // A watcher that hears a node but lacks its status or its
+            // current chain (lost on the way) asks for them.
+            if watching && (fits != Some(true) || !self.beats.latest.contains_key(&node)) {
+                lacking.push(node);
+            }
             let time = pulse.time_ms();
             let words = Outbox { pulses: vec![pulse], ..Outbox::default() };
             self.pass_on(now, from, node, Kind::Pulse, time, words);
+        }
+        self.want_beats(now, from, lacking);
+    }
+
+    /// Asks `toward` (the way their pulses came) for the full status of
+    /// `nodes`, each at most every [`WANT_AGAIN_MS`].
+    fn want_beats(&mut self, now: Millis, toward: NodeId, nodes: Vec<NodeId>) {
+        let mut prefixes = Vec::new();
+        for node in nodes {
+            if self.beats.wanted.get(&node).is_some_and(|t| now - t < WANT_AGAIN_MS) {
+                continue;
+            }
+            self.beats.wanted.insert(node, now);
+            let mut prefix = [0; 8];
+            prefix.copy_from_slice(&node.as_bytes()[..8]);
+            prefixes.push(prefix);
+        }
+        if prefixes.is_empty() || !self.is_ready(&toward) {
+            return;
+        }
+        for chunk in prefixes.chunks(MAX_BEATS_WANTED) {
+            tracing::debug!(peer = %toward.short(), nodes = chunk.len(), "asking for full heartbeats");
+            self.send(toward, &SyncMessage::BeatsWanted { nodes: chunk.to_vec() });
+        }
+    }
+
+    /// A watcher wants the full status of some nodes: this node says its
+    /// own again (at most every [`WANT_AGAIN_MS`]), and passes the others
+    /// back the way their words came.
+    pub(super) fn on_beats_wanted(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        prefixes: Vec<[u8; 8]>,
+        docs: &mut impl DocSource,
+    ) {
+        let me = self.me.node();
+        let mut onward: BTreeMap<NodeId, Vec<NodeId>> = BTreeMap::new();
+        for prefix in prefixes {
+            let Some(node) = self.node_by_prefix(&prefix) else { continue };
+            if node == me {
+                if now - self.beats.last_full >= WANT_AGAIN_MS {
+                    tracing::debug!(peer = %from.short(), "a watcher lacks this node's status: saying it again");
+                    self.beats.full_wanted = true;
+                }
+                continue;
+            }
+            match self.beats.came_from.get(&node) {
+                Some(via) if *via != from => onward.entry(*via).or_default().push(node),
+                _ => {}
+            }
+        }
+        for (via, nodes) in onward {
+            self.want_beats(now, via, nodes);
+        }
+        if self.beats.full_wanted {
+            self.heartbeat_due(now, docs);
         }
     }
 
@@ -812,6 +888,14 @@ impl Replica {
         for node in stale {
             self.beats.chains.remove(&node);
             self.beats.passed.remove(&node);
+        }
+        // The ways back and the wants of nodes no longer admitted go too.
+        let admitted = |n: &NodeId| self.commune_of_node(n).is_some_and(|c| roster.node_admitted(n, &c).is_ok());
+        let gone: Vec<NodeId> =
+            self.beats.came_from.keys().chain(self.beats.wanted.keys()).filter(|n| !admitted(n)).copied().collect();
+        for node in gone {
+            self.beats.came_from.remove(&node);
+            self.beats.wanted.remove(&node);
         }
     }
 }

@@ -204,6 +204,7 @@ impl Replica {
             SyncMessage::Pulses { chains, pulses } => self.on_pulses(now, from, chains, pulses, docs),
             SyncMessage::Unlink => self.on_unlink(from),
             SyncMessage::Routes { hops } => self.on_routes(now, from, hops),
+            SyncMessage::BeatsWanted { nodes } => self.on_beats_wanted(now, from, nodes, docs),
             _ => {}
         }
     }

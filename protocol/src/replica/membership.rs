@@ -144,6 +144,7 @@ impl Replica {
 
     /// An operator adds a peer to dial at `addrs`.
     pub fn add_peer(&mut self, node: NodeId, addrs: Vec<String>) -> PeerRecord {
+        self.unlinks_owed.remove(&node);
         let record = self.peer_mut(node);
         record.configured = true;
         for a in addrs {
@@ -156,23 +157,44 @@ impl Replica {
 
     /// An operator removes a peer: its record and transfer queue go (a
     /// peer added again is reconciled anew), the peer is told not to dial
-    /// this node again (`Unlink`), and once it heard (or could not) the
-    /// connection closes. Returns whether it was known.
+    /// this node again (`Unlink`, now or at its next hello if its session
+    /// is not ready), and once it heard (or could not) the connection
+    /// closes. The roster rule does not bring it back while it keeps
+    /// choosing it. Returns whether it was known.
     pub fn remove_peer(&mut self, node: NodeId, docs: &mut impl DocSource) -> bool {
         if self.is_ready(&node) {
-            let tag = self.transfers.new_tag();
-            self.send_tagged(node, &SyncMessage::Unlink, Some(tag));
-            self.unlinking.insert(tag, node);
+            self.unlink(node);
         } else {
+            if self.unlinks_owed.len() < super::MAX_UNLINKS_OWED {
+                self.unlinks_owed.insert(node);
+            }
             self.push(Output::Forget { node });
         }
         let known = self.peers.remove(&node).is_some();
         self.dirty.remove(&node);
         docs.drop_queue(&node);
         self.transfers.forget(&node);
-        self.desired.remove(&node);
         self.push(Output::Persist(Persist::RemovePeer(node)));
         known
+    }
+
+    /// Tells a ready peer this node's operator removed it; the connection
+    /// closes once the message is delivered (or could not be).
+    fn unlink(&mut self, node: NodeId) {
+        let tag = self.transfers.new_tag();
+        self.send_tagged(node, &SyncMessage::Unlink, Some(tag));
+        self.unlinking.insert(tag, node);
+    }
+
+    /// A peer's session became ready: if the operator removed it before it
+    /// could be told, it is told now. Returns whether it was.
+    pub(super) fn unlink_if_owed(&mut self, node: NodeId) -> bool {
+        if !self.unlinks_owed.remove(&node) {
+            return false;
+        }
+        tracing::info!(peer = %node.short(), "a peer the operator removed came back: telling it");
+        self.unlink(node);
+        true
     }
 
     /// The peer's operator removed this node: links made automatically (by

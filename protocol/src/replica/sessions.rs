@@ -53,8 +53,10 @@ impl Replica {
         self.early_hellos.remove(&node);
         self.beats_on_gone(_now, &node);
         if self.is_known_peer(&node) {
-            if let Some(e) = error {
-                self.peer_mut(node).last_error = Some(e);
+            // Only a record still kept: one the operator just removed stays gone.
+            if let (Some(e), Some(record)) = (error, self.peers.get_mut(&node)) {
+                record.last_error = Some(e);
+                self.dirty.insert(node);
             }
         } else {
             // A stranger: nothing of it stays.
@@ -170,6 +172,7 @@ impl Replica {
                 | SyncMessage::Buckets { .. }
                 | SyncMessage::Items { .. }
                 | SyncMessage::RosterHave { .. }
+                | SyncMessage::BeatsWanted { .. }
         ) && let Some(link) = self.links.get_mut(&from)
             && !link.asks.take(now)
         {
@@ -200,7 +203,7 @@ impl Replica {
             link.awaiting_hello = None;
         }
         self.run_effects(now, from, effects, docs);
-        if now_ready && !was_ready {
+        if now_ready && !was_ready && !self.unlink_if_owed(from) {
             // A transfer cut by the last disconnection resumes now.
             self.fill(from, docs);
             self.beats_on_ready(now, from);

@@ -401,3 +401,94 @@ fn early_full_heartbeats_repair_a_lost_first_one() {
     let later = beats(&sim) - first - early;
     assert!(later <= 1, "{later} heartbeats in two idle hours after");
 }
+
+/// A peer the operator removed is told and stays away: the roster rule,
+/// run again on the next statement, does not bring it back, and one that
+/// connects again before its session was ready is told at its hello.
+#[test]
+fn a_peer_the_operator_removed_stays_away() {
+    let specs: Vec<MemberSpec> =
+        (0..3).map(|i| member(i, "BE", if i == 0 { Role::Coordinator } else { Role::Commune })).collect();
+    let fed = Federation::new(&specs, 5);
+    let nodes = (0..3).map(|i| fed.node(i, &specs[i], fed.roster(), ReplicaConfig::default(), EPOCH_MS)).collect();
+    let mut sim = Sim::new(nodes, EPOCH_MS, 5);
+    for i in 0..3 {
+        // The links the rule makes when the roster first names them (a
+        // node restarted keeps them in its peer records).
+        sim.nodes[i].replica.desired.clear();
+        sim.nodes[i].replica.relink();
+        while let Some(out) = sim.nodes[i].replica.poll() {
+            if let super::Output::Dial { node, .. } = out {
+                let j = sim.index_of(&node).unwrap();
+                sim.dial(i, j);
+            }
+        }
+    }
+    sim.run_for(60_000);
+    assert!(sim.connected(0, 1) && sim.connected(0, 2) && sim.connected(1, 2));
+    let one = sim.ids[1];
+    let node = &mut sim.nodes[0];
+    assert!(node.replica.remove_peer(one, &mut node.docs));
+    sim.run_for(60_000);
+    assert!(!sim.connected(0, 1));
+    // As on any new roster statement: the rule still chooses 1, but 0's
+    // operator removed it.
+    sim.nodes[0].replica.relink();
+    sim.run_for(30 * 60_000);
+    assert!(!sim.connected(0, 1), "the removed peer was dialled again");
+    assert!(sim.nodes[0].replica.peer(&one).is_none(), "{:?}", sim.nodes[0].replica.peer(&one));
+    assert!(sim.connected(0, 2) && sim.connected(1, 2));
+
+    // Removed while its session was not ready (no hello yet): told at its next hello.
+    let (mut lone, mut docs) =
+        (fed.node(0, &specs[0], fed.roster(), ReplicaConfig::default(), EPOCH_MS), sim::MemDocs::default());
+    let two = fed.node(2, &specs[2], fed.roster(), ReplicaConfig::default(), EPOCH_MS);
+    let peer = two.replica.me().node();
+    while lone.replica.poll().is_some() {}
+    lone.replica.peer_connected(EPOCH_MS, peer, "/ip4/127.0.0.1/tcp/7421".into(), &mut docs);
+    lone.replica.remove_peer(peer, &mut docs);
+    lone.replica.peer_disconnected(EPOCH_MS + 1, peer, None);
+    lone.replica.peer_connected(EPOCH_MS + 2, peer, "/ip4/127.0.0.1/tcp/7421".into(), &mut docs);
+    let hello = two.replica.hello().expect("a member says hello");
+    lone.replica.message_received(EPOCH_MS + 3, peer, hello, 0, &mut docs);
+    let mut kinds = Vec::new();
+    while let Some(out) = lone.replica.poll() {
+        if let super::Output::Send { to, kind, .. } = out
+            && to == peer
+        {
+            kinds.push(kind);
+        }
+    }
+    assert!(kinds.contains(&"unlink"), "{kinds:?}");
+}
+
+/// A full heartbeat lost on the way (here: forgotten by the watcher) is
+/// asked for again when the node's next pulse arrives, back the way the
+/// pulse came, instead of waiting hours for the next change.
+#[test]
+fn a_watcher_missing_a_status_asks_for_it_back_along_the_pulses_way() {
+    let specs: Vec<MemberSpec> =
+        (0..3).map(|i| member(i, "BE", if i == 0 { Role::Coordinator } else { Role::Commune })).collect();
+    let fed = Federation::new(&specs, 9);
+    let config = ReplicaConfig { auto_links: false, ..ReplicaConfig::default() };
+    let nodes = (0..3).map(|i| fed.node(i, &specs[i], fed.roster(), config.clone(), EPOCH_MS)).collect();
+    let mut sim = Sim::new(nodes, EPOCH_MS, 9);
+    // A line: 2 — 1 — 0 (the watcher).
+    sim.dial(1, 0);
+    sim.dial(2, 1);
+    // Past the early repeats of a forming network.
+    sim.run_for(40 * 60_000);
+    let far = sim.ids[2];
+    assert!(sim.nodes[0].replica.beats.latest.contains_key(&far));
+    // Lost: the watcher has neither the status nor the chain of node 2.
+    sim.nodes[0].replica.beats.latest.remove(&far);
+    sim.nodes[0].replica.beats.chains.remove(&far);
+    let asked = |sim: &Sim| sim.nodes[2].received.get("beats-wanted").copied().unwrap_or(0);
+    let before = asked(&sim);
+    sim.run_for(super::beats::PULSE_EVERY_MS + 60_000);
+    assert_eq!(asked(&sim) - before, 1, "node 2 was asked once, through node 1");
+    assert!(sim.nodes[0].replica.beats.latest.contains_key(&far), "the watcher has node 2's status again");
+    // Then nothing more is asked while the watcher has it.
+    sim.run_for(4 * super::beats::PULSE_EVERY_MS);
+    assert_eq!(asked(&sim) - before, 1);
+}

@@ -42,6 +42,8 @@ pub const MAX_HEARTBEATS: usize = 256;
 pub const MAX_PULSES: usize = 4_096;
 /// Most watchers in one `Routes`.
 pub const MAX_ROUTES: usize = 64;
+/// Most nodes named in one `BeatsWanted`.
+pub const MAX_BEATS_WANTED: usize = 64;
 /// Most documents or statements named in one `Have` or `Graft`.
 pub const MAX_ANNOUNCED: usize = 4_096;
 
@@ -170,6 +172,14 @@ pub enum SyncMessage {
         /// Watcher and hops.
         hops: Vec<(NodeId, u8)>,
     },
+    /// A watcher hears pulses of these nodes (by the first 8 bytes of
+    /// their keys) but lacks their full heartbeat or pulse chain: passed
+    /// back the way their pulses came, each node says its full status
+    /// again.
+    BeatsWanted {
+        /// The nodes' key prefixes.
+        nodes: Vec<[u8; 8]>,
+    },
     /// The sender's operator removed the receiver from its peers: the
     /// receiver stops dialling it, unless its own operator asked for the
     /// link (then it is still welcome).
@@ -228,6 +238,7 @@ impl SyncMessage {
             SyncMessage::Pulses { .. } => "pulses",
             SyncMessage::Unlink => "unlink",
             SyncMessage::Routes { .. } => "routes",
+            SyncMessage::BeatsWanted { .. } => "beats-wanted",
         }
     }
 
@@ -314,6 +325,12 @@ impl SyncMessage {
                 w.u8(18).u32(hops.len() as u32);
                 for (node, h) in hops {
                     w.fixed(node.as_bytes()).u8(*h);
+                }
+            }
+            SyncMessage::BeatsWanted { nodes } => {
+                w.u8(19).u32(nodes.len() as u32);
+                for n in nodes {
+                    w.fixed(n);
                 }
             }
             SyncMessage::Pulses { chains, pulses } => {
@@ -464,6 +481,14 @@ impl SyncMessage {
                     hops.push((NodeId::from_bytes(r.fixed("watcher")?), r.u8("hops")?));
                 }
                 SyncMessage::Routes { hops }
+            }
+            19 => {
+                let n = count(&mut r, "wanted beats", MAX_BEATS_WANTED)?;
+                let mut nodes = Vec::with_capacity(n);
+                for _ in 0..n {
+                    nodes.push(r.fixed("node prefix")?);
+                }
+                SyncMessage::BeatsWanted { nodes }
             }
             16 => {
                 let n = count(&mut r, "pulse chains", MAX_PULSES)?;

@@ -525,7 +525,8 @@ impl Session {
             | SyncMessage::Push { .. }
             | SyncMessage::Pulses { .. }
             | SyncMessage::Unlink
-            | SyncMessage::Routes { .. }) => vec![Effect::Gossip(gossip)],
+            | SyncMessage::Routes { .. }
+            | SyncMessage::BeatsWanted { .. }) => vec![Effect::Gossip(gossip)],
             // Handled before a session is ready.
             SyncMessage::Hello { .. }
             | SyncMessage::RosterHave { .. }
