@@ -236,6 +236,12 @@ pub struct PeerView {
     /// disconnection resumes with them).
     #[serde(default)]
     pub queued: u64,
+    /// Documents the two agree to differ on: one refused part of what the
+    /// other holds (a change by a key revoked since, dated ahead…), and
+    /// both leave them out of their comparison until either changes them
+    /// (listed by `GET /v1/peers/{node}/pending`).
+    #[serde(default)]
+    pub apart: u64,
 }
 
 /// What a peer has acknowledged: every document shared with it was at the
@@ -262,6 +268,21 @@ pub struct PendingDoc {
     pub title: Option<String>,
     /// When this node stored its latest change (ms).
     pub stored_ms: i64,
+    /// Set when the two agree to differ on it: who refused what the other
+    /// holds of it, and why (a reason code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apart: Option<ApartNote>,
+}
+
+/// Why a document is left out of the comparison with a peer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApartNote {
+    /// `here` (this node refused part of the peer's state) or `peer`.
+    pub refused_by: String,
+    /// The refusal's reason code (`revoked`, `from_the_future`…).
+    pub code: String,
+    /// Since when (ms).
+    pub since_ms: i64,
 }
 
 /// Body of `POST /v1/peers`.

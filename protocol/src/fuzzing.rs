@@ -235,6 +235,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         SyncMessage::Heartbeats { beats: vec![beat.clone()] },
         SyncMessage::Routes { hops: vec![(member.node_id(), 2)] },
         SyncMessage::BeatsWanted { nodes: vec![[9; 8]] },
+        SyncMessage::Differ { docs: vec![(header.id(), "revoked".into())] },
         SyncMessage::Push {
             certificates: vec![cert.clone()],
             headers: vec![header.clone()],

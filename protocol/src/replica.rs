@@ -34,6 +34,7 @@ use crate::sync::audience::{Audience, SyncIndex};
 use crate::sync::message::SyncMessage;
 use crate::sync::session::Session;
 
+mod apart;
 mod beats;
 mod config;
 mod gossip;
@@ -47,6 +48,7 @@ mod sessions;
 mod tests;
 mod transfers;
 
+pub use apart::{APART_AHEAD_FOR_MS, APART_FOR_MS, MAX_APART_PER_PEER};
 pub use beats::{BEAT_EXPIRY_MS, Beats, ChainState, FULL_EVERY_MS, PULSE_EVERY_MS};
 pub use config::{Me, ReplicaConfig};
 pub use io::{
@@ -226,6 +228,8 @@ pub struct Replica {
     rng: u64,
     /// Unlinks on their way (by tag): the connection closes once delivered.
     unlinking: BTreeMap<u64, NodeId>,
+    /// Per peer: documents the two leave out of their comparison (see `apart`).
+    apart: HashMap<NodeId, BTreeMap<DocId, crate::sync::audience::Apart>>,
     /// Peers the operator removed before their session was ready: told
     /// (`Unlink`) when they next say hello. At most [`MAX_UNLINKS_OWED`].
     unlinks_owed: BTreeSet<NodeId>,
@@ -276,6 +280,7 @@ impl Replica {
             watchers: std::cell::RefCell::new(None),
             unlinking: BTreeMap::new(),
             unlinks_owed: BTreeSet::new(),
+            apart: HashMap::new(),
         };
         // What the roster chooses now is the baseline: links are made when
         // it changes, not at every start (a peer an operator removed stays so).
@@ -516,6 +521,7 @@ impl Replica {
             self.next_beat = now + self.config.heartbeat_ms.max(1_000) as i64;
             self.heartbeat_due(now, docs);
             self.check_away(now);
+            self.expire_apart(now);
         } else if now >= self.next_pulse() {
             self.pulse_if_due(now);
         }

@@ -243,9 +243,10 @@ fn a_revoked_key_is_refused_after_its_revocation_only() -> anyhow::Result<()> {
     let token = invite(&sec, "Relais 2", "BE")?;
     let h_addr: Multiaddr = hautrieu.p2p_addr()?.parse()?;
     let s_addr: Multiaddr = sec.p2p_addr()?.parse()?;
-    rt.block_on(async {
+    let relay_key = SecretKey::from_seed([63; 32]);
+    let told = rt.block_on(async {
         let commune = SecretKey::from_seed([62; 32]);
-        let key = SecretKey::from_seed([63; 32]);
+        let key = relay_key.clone();
         let cert = NodeCertificate::issue(&commune, key.node_id(), 0);
         let mut at_sec = RoguePeer::connect(&key, s_addr).await;
         let roster = at_sec.join(&token, &cert).await;
@@ -259,10 +260,21 @@ fn a_revoked_key_is_refused_after_its_revocation_only() -> anyhow::Result<()> {
             changes: vec![theft],
         };
         rogue.ask(docs.encode()).await;
-        rogue.listen(Duration::from_millis(500)).await;
+        rogue.listen(Duration::from_secs(2)).await;
+        // Hautrieu says it refused part of the document, and why: the two
+        // leave it apart instead of sending it again at every round.
+        rogue
+            .inbox
+            .iter()
+            .any(|m| matches!(m, SyncMessage::Differ { docs } if docs.contains(&(doc_id, "revoked".into()))))
     });
     wait_until("Hautrieu's refusal", DEADLINE, || Ok(hautrieu.log()), |log| log.contains("is revoked"))?;
     assert_eq!(hautrieu.cli_json(&["history", &doc_id.to_string()])?.as_array().unwrap().len(), 1);
+    assert!(told, "the member that sent the refused change was told (Differ)");
+    let pending = hautrieu.cli_json(&["peer", "pending", &relay_key.node_id().to_string()])?;
+    let entry = pending.as_array().unwrap().iter().find(|d| d["id"] == doc_id.to_string().as_str());
+    let apart = &entry.unwrap_or_else(|| panic!("the document is listed: {pending}"))["apart"];
+    assert_eq!((apart["refused_by"].as_str(), apart["code"].as_str()), (Some("here"), Some("revoked")), "{pending}");
 
     // Verbois, restarted with its revoked key, is refused at the door.
     verbois.start()?;

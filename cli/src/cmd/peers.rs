@@ -53,6 +53,14 @@ pub fn run(home: &Home, command: PeerCommand, out: &Output) -> anyhow::Result<Ex
                         time(d.stored_ms),
                         d.title.as_deref().unwrap_or("")
                     ));
+                    if let Some(a) = &d.apart {
+                        let who = if a.refused_by == "here" { "this node refused" } else { "the peer refused" };
+                        text.push_str(&format!(
+                            " (agreed to differ since {}: {who} part of it, {}; not sent again until either side changes it)",
+                            time(a.since_ms),
+                            a.code
+                        ));
+                    }
                 }
                 text
             });
@@ -96,6 +104,14 @@ pub fn list(home: &Home, out: &Output) -> anyhow::Result<ExitCode> {
                 p.bytes_out,
                 p.changes_in,
                 p.last_error.as_deref().unwrap_or("")
+            ));
+        }
+        let apart: Vec<String> =
+            peers.iter().filter(|v| v.apart > 0).map(|v| format!("{} ({})", v.record.node.short(), v.apart)).collect();
+        if !apart.is_empty() {
+            text.push_str(&format!(
+                "\nagreed to differ on some documents with {} (one refused part of what the other holds): see `passerelle peer pending <node>`",
+                apart.join(", ")
             ));
         }
         text

@@ -2,14 +2,14 @@
 
 use passerelle_protocol::ids::{CommuneId, NodeId};
 
-use crate::views::{PeerView, PendingDoc, Receipts};
+use crate::views::{ApartNote, PeerView, PendingDoc, Receipts};
 
 use super::worker::Worker;
 use super::{EngineError, FieldError};
 use crate::store::{PeerRecord, Store, WriteOp};
 
 fn view(record: &PeerRecord, connected: bool) -> PeerView {
-    PeerView { record: record.clone(), connected, receipts: None, queued: 0 }
+    PeerView { record: record.clone(), connected, receipts: None, queued: 0, apart: 0 }
 }
 
 impl<S: Store> Worker<S> {
@@ -40,6 +40,7 @@ impl<S: Store> Worker<S> {
                     kind: meta.kind.clone(),
                     title: meta.title.clone(),
                     stored_ms: meta.stored_ms,
+                    apart: None,
                 });
             }
         }
@@ -52,7 +53,29 @@ impl<S: Store> Worker<S> {
         let record = self.replica.peer(&node).ok_or_else(|| {
             EngineError::Invalid(FieldError::Invalid { field: "node".into(), reason: format!("no peer {node}") })
         })?;
-        Ok(self.unacknowledged(record, &self.store.metas()?)?.map(|(_, p)| p).unwrap_or_default())
+        let metas = self.store.metas()?;
+        let mut pending = self.unacknowledged(record, &metas)?.map(|(_, p)| p).unwrap_or_default();
+        // Documents the two agree to differ on are said so, pending or not.
+        for (doc, apart) in self.replica.kept_apart(&node) {
+            let note = ApartNote {
+                refused_by: if apart.refused_here { "here" } else { "peer" }.into(),
+                code: apart.code,
+                since_ms: apart.since,
+            };
+            if let Some(p) = pending.iter_mut().find(|p| p.id == doc) {
+                p.apart = Some(note);
+                continue;
+            }
+            let meta = metas.iter().find(|m| m.id == doc);
+            pending.push(PendingDoc {
+                id: doc,
+                kind: meta.map(|m| m.kind.clone()).unwrap_or_else(|| "?".into()),
+                title: meta.and_then(|m| m.title.clone()),
+                stored_ms: meta.map_or(0, |m| m.stored_ms),
+                apart: Some(note),
+            });
+        }
+        Ok(pending)
     }
 
     pub(crate) fn peer_views(&self) -> Vec<PeerView> {
@@ -65,6 +88,7 @@ impl<S: Store> Worker<S> {
                 let connected = self.replica.is_ready(&r.node);
                 let mut v = view(r, connected);
                 v.queued = self.store.queue_len(&r.node).unwrap_or(0);
+                v.apart = self.replica.kept_apart(&r.node).len() as u64;
                 v.receipts = match metas.as_deref().map(|m| self.unacknowledged(r, m)) {
                     Some(Ok(Some((shared, pending)))) => Some(Receipts {
                         shared,

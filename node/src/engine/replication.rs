@@ -14,7 +14,7 @@ use passerelle_protocol::ids::{DocId, NodeId};
 use passerelle_protocol::replica::{
     DocSource, Event, IngestOutcome, LocalStatus, MissingChange, Output, Persist, QueuedDoc, Replica,
 };
-use passerelle_protocol::sync::session::missing_changes;
+use passerelle_protocol::sync::session::{missing_changes, refusal_keeps_apart};
 
 use super::cache::DocCache;
 use super::worker::Worker;
@@ -197,10 +197,17 @@ impl<S: Store> Worker<S> {
                         from: Some(from),
                     })?;
                     self.wrote = true;
+                    let apart = report
+                        .rejected
+                        .iter()
+                        .filter(|r| refusal_keeps_apart(&r.code))
+                        .filter_map(|r| Some((r.doc.parse().ok()?, r.code.clone())))
+                        .collect();
                     let outcome = IngestOutcome {
                         applied: report.applied,
                         duplicates: report.duplicates,
                         refused: report.rejected.into_iter().map(|r| (r.code, r.reason)).collect(),
+                        apart,
                         live,
                     };
                     let now = clock::now_ms();

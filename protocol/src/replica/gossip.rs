@@ -205,6 +205,7 @@ impl Replica {
             SyncMessage::Unlink => self.on_unlink(from),
             SyncMessage::Routes { hops } => self.on_routes(now, from, hops),
             SyncMessage::BeatsWanted { nodes } => self.on_beats_wanted(now, from, nodes, docs),
+            SyncMessage::Differ { docs: list } => self.on_differ(now, from, list, docs),
             _ => {}
         }
     }

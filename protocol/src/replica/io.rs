@@ -139,6 +139,11 @@ pub struct IngestOutcome {
     pub duplicates: u64,
     /// What was refused: reason code and reason.
     pub refused: Vec<(String, String)>,
+    /// Documents some of whose changes were refused for a reason that is
+    /// not a fault (a key revoked, a change dated ahead…), with the code:
+    /// this node keeps its state of them and tells the sender, so the two
+    /// agree to differ instead of sending them again every round.
+    pub apart: Vec<(DocId, String)>,
     /// The batch was a live push ([`IngestBatch::live`]).
     pub live: bool,
 }

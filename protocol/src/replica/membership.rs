@@ -65,6 +65,9 @@ impl Replica {
             tracing::info!(kind = s.body.kind(), signer = %s.signer.short(), "roster statement added");
         }
         self.watchers.replace(None);
+        // A refusal's reason may no longer hold (a member admitted again…):
+        // documents left apart are compared again.
+        self.apart.clear();
         self.push(Output::Persist(Persist::Statements(new.clone())));
         self.roster_news.push((from, new));
         self.enforce_roster();
@@ -171,6 +174,7 @@ impl Replica {
             self.push(Output::Forget { node });
         }
         let known = self.peers.remove(&node).is_some();
+        self.apart.remove(&node);
         self.dirty.remove(&node);
         docs.drop_queue(&node);
         self.transfers.forget(&node);

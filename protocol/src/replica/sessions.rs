@@ -196,7 +196,8 @@ impl Replica {
         };
         let was_ready = session.phase() == Phase::Ready;
         session.set_pending(pending);
-        let effects = session.on_message(msg, &self.index.view(self.me.commune(), roster), roster);
+        let local = self.index.view(self.me.commune(), roster).without(self.apart.get(&from));
+        let effects = session.on_message(msg, &local, roster);
         let now_ready = session.phase() == Phase::Ready;
         let said_hello = session.phase() != Phase::AwaitingHello;
         if said_hello && let Some(link) = self.links.get_mut(&from) {
@@ -218,9 +219,8 @@ impl Replica {
         const DAY_MS: Millis = 24 * 60 * 60 * 1000;
         let shared = match (self.session(&peer).and_then(Session::commune), &self.roster) {
             (Some(commune), Some(roster)) => {
-                crate::sync::session::LocalSet::fingerprints(&self.index.view(self.me.commune(), roster), &commune)
-                    .total()
-                    .count
+                let local = self.index.view(self.me.commune(), roster).without(self.apart.get(&peer));
+                crate::sync::session::LocalSet::fingerprints(&local, &commune).total().count
             }
             _ => 0,
         };
@@ -248,7 +248,8 @@ impl Replica {
         let Some(link) = self.links.get_mut(&peer) else { return };
         let Some(session) = link.session.as_mut() else { return };
         session.set_pending(pending);
-        let effects = session.start_round(&self.index.view(self.me.commune(), roster), roster);
+        let local = self.index.view(self.me.commune(), roster).without(self.apart.get(&peer));
+        let effects = session.start_round(&local, roster);
         if effects.iter().any(|e| matches!(e, Effect::Send(SyncMessage::Summary { .. }))) {
             link.last_summary = now;
         }
@@ -335,6 +336,9 @@ impl Replica {
     /// forged or unauthorised material is a fault of the peer that sent it.
     pub fn ingested(&mut self, now: Millis, from: NodeId, outcome: IngestOutcome, docs: &mut impl DocSource) {
         self.maybe_prune(from, outcome.live, outcome.applied, outcome.duplicates, outcome.refused.len());
+        if !outcome.apart.is_empty() {
+            self.keep_apart(now, from, outcome.apart);
+        }
         let record = self.peer_mut(from);
         record.changes_in += outcome.applied;
         record.rejected += outcome.refused.len() as u64;

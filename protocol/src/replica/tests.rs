@@ -492,3 +492,61 @@ fn a_watcher_missing_a_status_asks_for_it_back_along_the_pulses_way() {
     sim.run_for(4 * super::beats::PULSE_EVERY_MS);
     assert_eq!(asked(&sim) - before, 1);
 }
+
+/// A document holding changes by a key revoked since: the node that keeps
+/// it offers it, the node that refuses them says so (`Differ`), and the
+/// two stop sending it at every round — their rounds go quiet again —
+/// until either side's state of it changes.
+#[test]
+fn nodes_agree_to_differ_on_what_one_refuses_and_the_other_keeps() {
+    use crate::network::{SignedStatement, Statement};
+    let specs: Vec<MemberSpec> =
+        (0..3).map(|i| member(i, "BE", if i == 0 { Role::Coordinator } else { Role::Commune })).collect();
+    let fed = Federation::new(&specs, 21);
+    let config = ReplicaConfig { auto_links: false, ..ReplicaConfig::default() };
+    let nodes = (0..3).map(|i| fed.node(i, &specs[i], fed.roster(), config.clone(), EPOCH_MS)).collect();
+    let mut sim = Sim::new(nodes, EPOCH_MS, 21);
+    // Node 2 writes a document that reaches node 0 only.
+    sim.dial(2, 0);
+    sim.run_for(60_000);
+    let doc = sim::create(&mut sim, &fed.keys[2], 2, Scope::Network, &[], 1);
+    sim.run_for(60_000);
+    assert!(sim.nodes[0].docs.state().contains_key(&doc), "node 0 holds node 2's document");
+    sim.close(2, 0);
+    sim.nodes[2].wants.clear();
+    // Then node 2's key is revoked (nothing of it kept), everywhere.
+    let revoke = SignedStatement::sign(
+        &fed.founder,
+        fed.found.network,
+        1_000_001,
+        Statement::Revoke { node: fed.keys[2].node.node_id(), kept: vec![] },
+    );
+    for i in 0..2 {
+        let now = sim.now;
+        let node = &mut sim.nodes[i];
+        node.replica.add_statements(now, vec![revoke.clone()], None, &mut node.docs);
+    }
+    // Node 1 meets node 0: it refuses the revoked key's changes.
+    sim.dial(1, 0);
+    sim.run_for(10 * 60_000);
+    let carried = |sim: &Sim| {
+        let r = &sim.nodes[1].received;
+        r.get("docs").copied().unwrap_or(0) + r.get("push").copied().unwrap_or(0)
+    };
+    let first = carried(&sim);
+    assert!(first >= 1, "node 0 offered the document once");
+    assert!(!sim.nodes[1].docs.state().contains_key(&doc), "node 1 refused it");
+    let apart = sim.nodes[0].replica.kept_apart(&sim.ids[1]);
+    assert_eq!(apart.len(), 1, "{apart:?}");
+    assert_eq!((apart[0].0, apart[0].1.code.as_str(), apart[0].1.refused_here), (doc, "revoked", false));
+    let theirs = sim.nodes[1].replica.kept_apart(&sim.ids[0]);
+    assert_eq!(theirs.len(), 1, "{theirs:?}");
+    assert!(theirs[0].1.refused_here);
+    // Two hours on, the document was not sent again, and rounds grew rare.
+    let summaries = |sim: &Sim| sim.nodes[1].received.get("summary").copied().unwrap_or(0);
+    let before = summaries(&sim);
+    sim.run_for(2 * 3_600_000);
+    assert_eq!(carried(&sim), first, "sent again");
+    let rounds = summaries(&sim) - before;
+    assert!(rounds <= 12, "{rounds} summaries in two hours: the peers do not agree");
+}

@@ -285,6 +285,12 @@ impl Replica {
         }
     }
 
+    /// Takes documents off a peer's queue that it should not get after all.
+    pub(super) fn unqueue(&mut self, peer: NodeId, ids: &[DocId], docs: &mut impl DocSource) {
+        let list = ids.iter().filter_map(|id| docs.queued(&peer, id)).map(|q| (q, None)).collect();
+        self.dequeue(peer, list, docs);
+    }
+
     /// Takes acknowledged documents off the queue, or, for a chunk of a
     /// large one, moves its entry on to the peer's new heads.
     fn dequeue(&mut self, peer: NodeId, list: Vec<(QueuedDoc, Option<Heads>)>, docs: &mut impl DocSource) {

@@ -159,7 +159,12 @@ impl MemDocs {
                             fresh.push((v.change, v.envelope));
                         }
                     }
-                    Err(e) => outcome.refused.push((e.code().into(), e.to_string())),
+                    Err(e) => {
+                        if crate::sync::session::refusal_keeps_apart(e.code()) {
+                            outcome.apart.push((id, e.code().into()));
+                        }
+                        outcome.refused.push((e.code().into(), e.to_string()));
+                    }
                 }
             }
             if fresh.is_empty() {

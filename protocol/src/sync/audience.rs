@@ -164,8 +164,32 @@ impl SyncIndex {
     /// The set this node (of commune `me`) shares with a peer, as the sync
     /// core reads it.
     pub fn view<'a>(&'a self, me: CommuneId, roster: &'a Roster) -> PeerView<'a> {
-        PeerView { index: self, me, roster }
+        PeerView { index: self, me, roster, apart: None }
     }
+
+    /// A document's item (see [`crate::sync::fingerprint::item_hash`]), if
+    /// this node holds it.
+    pub fn item(&self, doc: &DocId) -> Option<[u8; 16]> {
+        self.items.get(doc).map(|(i, _)| *i)
+    }
+}
+
+/// A document this node and one peer leave out of their comparison: one
+/// of them refused what the other holds of it (a change by a key revoked
+/// since, dated ahead, of a role that may not write it), for a reason
+/// that is not a fault, and both keep their state of it. It holds while
+/// this node's state of the document is the one it was at the agreement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Apart {
+    /// This node's item of the document at the agreement (`None`: it did
+    /// not hold the document).
+    pub item: Option<[u8; 16]>,
+    /// When the two agreed (ms).
+    pub since: i64,
+    /// The refusal's reason code.
+    pub code: String,
+    /// Whether this node refused (else the peer did).
+    pub refused_here: bool,
 }
 
 /// The index seen from one peer's side: the documents both sides compare
@@ -175,6 +199,24 @@ pub struct PeerView<'a> {
     index: &'a SyncIndex,
     me: CommuneId,
     roster: &'a Roster,
+    apart: Option<&'a BTreeMap<DocId, Apart>>,
+}
+
+impl<'a> PeerView<'a> {
+    /// The same view, without the documents this node and the peer agreed
+    /// to leave apart (those whose state here is still the agreed one).
+    pub fn without(mut self, apart: Option<&'a BTreeMap<DocId, Apart>>) -> Self {
+        self.apart = apart;
+        self
+    }
+
+    /// The documents left apart that still hold: held here at the agreed state.
+    fn kept_apart(&self) -> impl Iterator<Item = (&'a DocId, [u8; 16])> + '_ {
+        self.apart.into_iter().flatten().filter_map(|(doc, a)| {
+            let item = a.item?;
+            (self.index.item(doc) == Some(item)).then_some((doc, item))
+        })
+    }
 }
 
 impl LocalSet for PeerView<'_> {
@@ -208,13 +250,20 @@ impl LocalSet for PeerView<'_> {
                 fps.merge(p);
             }
         }
+        for (doc, item) in self.kept_apart() {
+            if self.index.items.get(doc).is_some_and(|(_, a)| a.compared(me, peer, roster)) {
+                fps.remove(doc, &item);
+            }
+        }
         fps
     }
 
     fn items(&self, peer: &CommuneId, bucket: u8) -> Vec<Item> {
+        let apart: std::collections::HashSet<&DocId> = self.kept_apart().map(|(d, _)| d).collect();
         self.index
             .ids_in(&[bucket], &self.me, peer, self.roster)
             .into_iter()
+            .filter(|id| !apart.contains(id))
             .map(|id| (id, self.index.heads[&id].clone()))
             .collect()
     }

@@ -44,6 +44,8 @@ pub const MAX_PULSES: usize = 4_096;
 pub const MAX_ROUTES: usize = 64;
 /// Most nodes named in one `BeatsWanted`.
 pub const MAX_BEATS_WANTED: usize = 64;
+/// Longest reason code in a `Differ`.
+pub const MAX_CODE_LEN: usize = 64;
 /// Most documents or statements named in one `Have` or `Graft`.
 pub const MAX_ANNOUNCED: usize = 4_096;
 
@@ -180,6 +182,15 @@ pub enum SyncMessage {
         /// The nodes' key prefixes.
         nodes: Vec<[u8; 8]>,
     },
+    /// The sender refused some of what the receiver sent of these
+    /// documents, for a reason that is not a fault (the code), and keeps
+    /// its state of them: both leave them out of their comparison until
+    /// either side's state changes (see `docs/protocol.md`, *Agreeing to
+    /// differ*).
+    Differ {
+        /// Document and refusal reason code.
+        docs: Vec<(DocId, String)>,
+    },
     /// The sender's operator removed the receiver from its peers: the
     /// receiver stops dialling it, unless its own operator asked for the
     /// link (then it is still welcome).
@@ -239,6 +250,7 @@ impl SyncMessage {
             SyncMessage::Unlink => "unlink",
             SyncMessage::Routes { .. } => "routes",
             SyncMessage::BeatsWanted { .. } => "beats-wanted",
+            SyncMessage::Differ { .. } => "differ",
         }
     }
 
@@ -331,6 +343,12 @@ impl SyncMessage {
                 w.u8(19).u32(nodes.len() as u32);
                 for n in nodes {
                     w.fixed(n);
+                }
+            }
+            SyncMessage::Differ { docs } => {
+                w.u8(20).u32(docs.len() as u32);
+                for (doc, code) in docs {
+                    w.fixed(doc.as_bytes()).str(code);
                 }
             }
             SyncMessage::Pulses { chains, pulses } => {
@@ -489,6 +507,14 @@ impl SyncMessage {
                     nodes.push(r.fixed("node prefix")?);
                 }
                 SyncMessage::BeatsWanted { nodes }
+            }
+            20 => {
+                let n = count(&mut r, "documents kept apart", MAX_ANNOUNCED)?;
+                let mut docs = Vec::with_capacity(n.min(r.remaining() / 36));
+                for _ in 0..n {
+                    docs.push((DocId::from_bytes(r.fixed("doc id")?), r.str("reason code", MAX_CODE_LEN)?.to_owned()));
+                }
+                SyncMessage::Differ { docs }
             }
             16 => {
                 let n = count(&mut r, "pulse chains", MAX_PULSES)?;

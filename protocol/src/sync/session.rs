@@ -43,6 +43,13 @@ pub fn refusal_is_fault(code: &str) -> bool {
     )
 }
 
+/// Whether a refusal of part of a document makes the two nodes agree to
+/// differ on it (see `replica::apart`): not a fault, and not merely a
+/// header this node lacks yet.
+pub fn refusal_keeps_apart(code: &str) -> bool {
+    !refusal_is_fault(code) && code != "unknown_document"
+}
+
 /// Joins a peer may present on one connection (an honest joiner sends
 /// one, and one more on a retry; an operator's tool checking a few).
 pub const MAX_JOINS: u8 = 4;
@@ -526,7 +533,8 @@ impl Session {
             | SyncMessage::Pulses { .. }
             | SyncMessage::Unlink
             | SyncMessage::Routes { .. }
-            | SyncMessage::BeatsWanted { .. }) => vec![Effect::Gossip(gossip)],
+            | SyncMessage::BeatsWanted { .. }
+            | SyncMessage::Differ { .. }) => vec![Effect::Gossip(gossip)],
             // Handled before a session is ready.
             SyncMessage::Hello { .. }
             | SyncMessage::RosterHave { .. }
