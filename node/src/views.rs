@@ -157,6 +157,22 @@ pub struct VerifyReport {
     /// them aside).
     #[serde(default)]
     pub damaged: Vec<crate::store::DamagedRecord>,
+    /// Documents this node and a peer agree to differ on (not failures:
+    /// one refused part of what the other holds; see `docs/protocol.md`).
+    #[serde(default)]
+    pub apart: Vec<ApartDoc>,
+}
+
+/// A document this node and one peer leave out of their comparison.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApartDoc {
+    /// The peer.
+    pub peer: passerelle_protocol::ids::NodeId,
+    /// The document.
+    pub doc: DocId,
+    /// Who refused, why, since when.
+    #[serde(flatten)]
+    pub note: ApartNote,
 }
 
 /// Result of `GET /v1/status`.

@@ -275,6 +275,9 @@ fn a_revoked_key_is_refused_after_its_revocation_only() -> anyhow::Result<()> {
     let entry = pending.as_array().unwrap().iter().find(|d| d["id"] == doc_id.to_string().as_str());
     let apart = &entry.unwrap_or_else(|| panic!("the document is listed: {pending}"))["apart"];
     assert_eq!((apart["refused_by"].as_str(), apart["code"].as_str()), (Some("here"), Some("revoked")), "{pending}");
+    let verified = hautrieu.cli_json(&["verify"])?;
+    assert!(verified["failures"].as_array().unwrap().is_empty(), "{verified}");
+    assert_eq!(verified["apart"][0]["doc"], doc_id.to_string().as_str(), "verify says so too: {verified}");
 
     // Verbois, restarted with its revoked key, is refused at the door.
     verbois.start()?;

@@ -52,6 +52,15 @@ fn text(report: &VerifyReport, stopped: bool) -> String {
     if !report.damaged.is_empty() {
         text.push_str("\nstop the node and run `passerelle repair` to set the damaged records aside");
     }
+    for a in &report.apart {
+        let who = if a.note.refused_by == "here" { "this node refused" } else { "the peer refused" };
+        text.push_str(&format!(
+            "\nagreed to differ with peer {} on document {}: {who} part of it ({}); not a failure",
+            a.peer.short(),
+            a.doc,
+            a.note.code
+        ));
+    }
     text
 }
 

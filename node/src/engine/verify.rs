@@ -7,12 +7,32 @@ use passerelle_protocol::automerge::Change;
 use super::EngineError;
 use super::worker::Worker;
 use crate::store::{Store, StoreError};
-use crate::views::{VerifyFailure, VerifyReport};
+use crate::views::{ApartDoc, ApartNote, VerifyFailure, VerifyReport};
 
 impl<S: Store> Worker<S> {
     pub(crate) fn verify(&self) -> Result<VerifyReport, EngineError> {
-        let mut report =
-            VerifyReport { documents: 0, changes: 0, failures: Vec::new(), damaged: self.store.damaged_records()? };
+        let apart = self
+            .replica
+            .peers()
+            .flat_map(|p| {
+                self.replica.kept_apart(&p.node).into_iter().map(|(doc, a)| ApartDoc {
+                    peer: p.node,
+                    doc,
+                    note: ApartNote {
+                        refused_by: if a.refused_here { "here" } else { "peer" }.into(),
+                        code: a.code,
+                        since_ms: a.since,
+                    },
+                })
+            })
+            .collect();
+        let mut report = VerifyReport {
+            documents: 0,
+            changes: 0,
+            failures: Vec::new(),
+            damaged: self.store.damaged_records()?,
+            apart,
+        };
         for id in self.store.doc_ids()? {
             report.documents += 1;
             let mut fail = |seq: Option<u64>, hash: Option<String>, reason: String| {
