@@ -8,12 +8,14 @@
 use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
+use passerelle_node::store::{SledStore, Store};
 use passerelle_protocol::certificate::NodeCertificate;
 use passerelle_protocol::keys::SecretKey;
-use passerelle_protocol::network::{Invitation, Roster};
+use passerelle_protocol::network::statement::possession_bytes;
+use passerelle_protocol::network::{Invitation, Role, Roster, SignedStatement, Statement};
 use passerelle_protocol::sync::fingerprint::BUCKETS;
 use passerelle_protocol::sync::message::SyncMessage;
-use passerelle_tests::rogue::RoguePeer;
+use passerelle_tests::rogue::{RoguePeer, change_envelope};
 use passerelle_tests::{TestNode, form_network, wait_until};
 use serde_json::json;
 
@@ -87,7 +89,7 @@ fn attack_figures() -> anyhow::Result<()> {
     let addr: Multiaddr = victim.p2p_addr()?.parse()?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut member_seed = 100u8;
-    let mut member = |victim: &TestNode| -> anyhow::Result<(SecretKey, NodeCertificate, String)> {
+    let mut member = |victim: &TestNode| -> anyhow::Result<(SecretKey, SecretKey, NodeCertificate, String)> {
         member_seed += 2;
         let name = format!("Rogue {member_seed}");
         let token =
@@ -95,7 +97,7 @@ fn attack_figures() -> anyhow::Result<()> {
         let commune = SecretKey::from_seed([member_seed; 32]);
         let key = SecretKey::from_seed([member_seed + 1; 32]);
         let cert = NodeCertificate::issue(&commune, key.node_id(), 0);
-        Ok((key, cert, token))
+        Ok((commune, key, cert, token))
     };
     let baseline = honest_delay(&honest, &victim, 0)?;
     println!("{}", json!({"class": "baseline", "honest_change_ms": baseline}));
@@ -103,7 +105,7 @@ fn attack_figures() -> anyhow::Result<()> {
     type Attack = Box<dyn FnOnce(Multiaddr) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>>;
     let mut attacks: Vec<(&str, Attack)> = Vec::new();
     // A member sends summaries as fast as it can.
-    let (key, cert, token) = member(&victim)?;
+    let (_, key, cert, token) = member(&victim)?;
     attacks.push((
         "summary flood",
         Box::new(move |addr| {
@@ -129,7 +131,7 @@ fn attack_figures() -> anyhow::Result<()> {
         }),
     ));
     // A member claims to hold nothing, slowly enough for the request budget.
-    let (key, cert, token) = member(&victim)?;
+    let (_, key, cert, token) = member(&victim)?;
     attacks.push((
         "claims to hold nothing",
         Box::new(move |addr| {
@@ -145,6 +147,114 @@ fn attack_figures() -> anyhow::Result<()> {
                 }
                 let received: usize = rogue.raw.iter().map(Vec::len).sum();
                 format!("{sent} empty bucket lists in 60 s; received {received} bytes")
+            })
+        }),
+    ));
+    // A member signs 3,000 statements: registrations of new node keys,
+    // partnerships with communes that are not members, and admissions only
+    // a coordinator may sign.
+    let (commune, key, cert, token) = member(&victim)?;
+    attacks.push((
+        "roster flood",
+        Box::new(move |addr| {
+            Box::pin(async move {
+                let mut rogue = RoguePeer::connect(&key, addr).await;
+                let roster = rogue.join(&token, &cert).await;
+                rogue.greet(&cert, &roster).await;
+                let network = roster.network();
+                let now = passerelle_node::clock::now_ms() as u64;
+                let mut statements = Vec::new();
+                for i in 0..1_000u32 {
+                    let mut seed = [7u8; 32];
+                    seed[..4].copy_from_slice(&i.to_le_bytes());
+                    let node_key = SecretKey::from_seed(seed);
+                    let node = node_key.node_id();
+                    let possession = node_key.sign(&possession_bytes(&network, &commune.commune_id(), &node));
+                    let at = now - 60_000 + u64::from(i);
+                    statements.push(SignedStatement::sign(
+                        &commune,
+                        network,
+                        at,
+                        Statement::Node { node, addrs: vec![], possession },
+                    ));
+                    seed[4] = 1;
+                    let other = SecretKey::from_seed(seed);
+                    statements.push(SignedStatement::sign(
+                        &commune,
+                        network,
+                        at,
+                        Statement::Partner { with: other.commune_id() },
+                    ));
+                    statements.push(SignedStatement::sign(
+                        &commune,
+                        network,
+                        at,
+                        Statement::Admit {
+                            member: other.commune_id(),
+                            name: format!("Fantôme {i}"),
+                            country: "BE".into(),
+                            role: Role::Coordinator,
+                            invitation: [0; 16],
+                            node: other.node_id(),
+                            addrs: vec![],
+                        },
+                    ));
+                }
+                let n = statements.len();
+                for chunk in statements.chunks(100) {
+                    if rogue.ask(SyncMessage::Roster { statements: chunk.to_vec(), complete: true }.encode()).await.is_none()
+                    {
+                        break;
+                    }
+                }
+                rogue.listen(Duration::from_secs(2)).await;
+                format!("{n} statements in messages of 100 (node keys, partnerships with non-members, admissions by a member)")
+            })
+        }),
+    ));
+    // A member certifies 500 new keys of its own and signs changes of the
+    // victim's documents with them, then heartbeats of those keys.
+    let (commune, key, cert, token) = member(&victim)?;
+    attacks.push((
+        "unregistered keys",
+        Box::new(move |addr| {
+            Box::pin(async move {
+                let mut rogue = joined(&key, &cert, &token, addr).await;
+                // The victim's documents, to forge changes of.
+                rogue.ask(SyncMessage::Buckets { buckets: vec![Default::default(); BUCKETS] }.encode()).await;
+                rogue.listen(Duration::from_secs(2)).await;
+                let (mut docs, mut firsts) = (Vec::new(), Vec::new());
+                for m in &rogue.inbox {
+                    if let SyncMessage::Docs { changes, .. } = m {
+                        for c in changes {
+                            if !docs.contains(&c.doc) {
+                                docs.push(c.doc);
+                                firsts.push(c.change.clone());
+                            }
+                        }
+                    }
+                }
+                let mut sent = 0;
+                for i in 0..500u32 {
+                    let mut seed = [9u8; 32];
+                    seed[..4].copy_from_slice(&i.to_le_bytes());
+                    let forged = SecretKey::from_seed(seed);
+                    let forged_cert = NodeCertificate::issue(&commune, forged.node_id(), 0);
+                    let k = i as usize % docs.len().max(1);
+                    let Some(doc) = docs.get(k) else { break };
+                    let change = change_envelope(*doc, &forged, Some(&firsts[k]), "falsifié");
+                    let msg =
+                        SyncMessage::Docs { certificates: vec![forged_cert], headers: vec![], changes: vec![change] };
+                    if rogue.ask(msg.encode()).await.is_none() || rogue.closed {
+                        break;
+                    }
+                    sent += 1;
+                }
+                format!(
+                    "{sent} changes of {} documents, each by a new key the member certified itself; cut off: {}",
+                    docs.len(),
+                    rogue.closed
+                )
             })
         }),
     ));
@@ -190,9 +300,12 @@ fn attack_figures() -> anyhow::Result<()> {
         }),
     ));
 
+    let statements =
+        |v: &TestNode| v.cli_json(&["network", "show"]).map(|n| n["statements"].clone()).unwrap_or_default();
     for (n, (class, attack)) in attacks.into_iter().enumerate() {
         let (rss0, cpu0) = usage(pid);
         let disk0 = store_bytes(&victim);
+        let roster0 = statements(&victim);
         let started = Instant::now();
         let handle = rt.spawn(attack(addr.clone()));
         std::thread::sleep(Duration::from_secs(2));
@@ -209,10 +322,47 @@ fn attack_figures() -> anyhow::Result<()> {
                 "victim_rss_kib": {"before": rss0, "during": rss_peak, "after": rss1},
                 "victim_cpu_ms": cpu1 - cpu0,
                 "victim_store_bytes": {"before": disk0, "after": store_bytes(&victim)},
+                "victim_roster_statements": {"before": roster0, "after": statements(&victim)},
                 "honest_change_ms": during,
             })
         );
     }
+
+    // Damage: the victim stops, some of its records (documents' metadata,
+    // changes, heartbeats) are overwritten with garbage, and it starts.
+    victim.terminate()?;
+    let damaged = {
+        let store = SledStore::open(&victim.home().store())?;
+        let tree = store.raw_tree();
+        let mut n = 0;
+        for prefix in [b'm', b'c', b'b'] {
+            let keys: Vec<_> = tree.scan_prefix([prefix]).keys().take(20).collect::<Result<_, _>>()?;
+            for key in keys {
+                tree.insert(key, b"\x00not a record".to_vec())?;
+                n += 1;
+            }
+        }
+        store.flush()?;
+        n
+    };
+    let started = Instant::now();
+    victim.start()?;
+    let up_ms = started.elapsed().as_millis();
+    // `verify` exits 1 when it finds damage: its report is what counts here.
+    let reported = victim.cli(&["verify", "--json"]).json()["damaged"].as_array().map_or(0, Vec::len);
+    let during = honest_delay(&honest, &victim, 99)?;
+    let (rss, _) = usage(victim.pid().expect("running"));
+    println!(
+        "{}",
+        json!({
+            "class": "damaged store at start",
+            "tried": format!("{damaged} records overwritten with garbage while stopped"),
+            "started_ms": up_ms,
+            "damaged_reported_by_verify": reported,
+            "victim_rss_kib": {"after": rss},
+            "honest_change_ms": during,
+        })
+    );
     victim.terminate()?;
     honest.terminate()?;
     Ok(())
