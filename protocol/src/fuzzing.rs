@@ -235,7 +235,11 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         SyncMessage::Heartbeats { beats: vec![beat.clone()] },
         SyncMessage::Routes { hops: vec![(member.node_id(), 2)] },
         SyncMessage::BeatsWanted { nodes: vec![[9; 8]] },
-        SyncMessage::Differ { docs: vec![(header.id(), "revoked".into())] },
+        SyncMessage::Differ {
+            roster_count: 2,
+            roster_fingerprint: [4; 16],
+            docs: vec![(header.id(), "revoked".into())],
+        },
         SyncMessage::Push {
             certificates: vec![cert.clone()],
             headers: vec![header.clone()],

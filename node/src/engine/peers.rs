@@ -88,7 +88,7 @@ impl<S: Store> Worker<S> {
                 let connected = self.replica.is_ready(&r.node);
                 let mut v = view(r, connected);
                 v.queued = self.store.queue_len(&r.node).unwrap_or(0);
-                v.apart = self.replica.kept_apart(&r.node).len() as u64;
+                v.apart = self.replica.kept_apart_count(&r.node) as u64;
                 v.receipts = match metas.as_deref().map(|m| self.unacknowledged(r, m)) {
                     Some(Ok(Some((shared, pending)))) => Some(Receipts {
                         shared,

@@ -2,9 +2,10 @@
 //! document for a reason that is not a fault — a change by a key revoked
 //! since, one dated ahead, one of a role that may not write it — the two
 //! would otherwise find the document different at every round and send it
-//! again forever. Instead the refusing side tells the other (`Differ`),
-//! and both leave the document out of their comparison while their states
-//! of it stay what they were: a new change on either side brings it back,
+//! again forever. Instead the refusing side proposes (`Differ`), the other
+//! agrees (`Differ` back) if both hold the same roster, and both leave the
+//! document out of their comparison while their states of it and the
+//! roster stay what they were: a new change on either side brings it back,
 //! and so does time ([`APART_FOR_MS`]; sooner for a change dated ahead,
 //! whose date comes). `passerelle peer pending` lists such documents.
 
@@ -13,7 +14,8 @@ use std::collections::BTreeMap;
 use crate::ids::{DocId, NodeId};
 use crate::sync::audience::Apart;
 use crate::sync::message::{MAX_ANNOUNCED, SyncMessage};
-use crate::sync::session::Session;
+use crate::sync::session::{Session, refusal_keeps_apart};
+use crate::xorset::Fingerprint;
 
 use super::{DocSource, Millis, Replica};
 
@@ -31,8 +33,10 @@ fn lasts(code: &str) -> Millis {
 
 impl Replica {
     /// Documents of which this node refused something `from` sent, for a
-    /// reason that is not a fault: kept apart with it, and it is told.
+    /// reason that is not a fault: proposed to leave apart with it (`Differ`);
+    /// they are, once it agrees under the same roster.
     pub(super) fn keep_apart(&mut self, now: Millis, from: NodeId, refused: Vec<(DocId, String)>) {
+        let Some(roster) = self.roster.as_ref().map(|r| r.fingerprint()) else { return };
         let mut told: BTreeMap<DocId, String> = BTreeMap::new();
         let apart = self.apart.entry(from).or_default();
         for (doc, code) in refused {
@@ -40,45 +44,91 @@ impl Replica {
                 continue;
             }
             let item = self.index.item(&doc);
-            apart.insert(doc, Apart { item, since: now, code: code.clone(), refused_here: true });
+            let proposal = Apart { item, since: now, code: code.clone(), refused_here: true, roster, agreed: false };
+            apart.insert(doc, proposal);
             told.insert(doc, code);
         }
         if told.is_empty() {
             return;
         }
-        tracing::info!(peer = %from.short(), docs = told.len(), "refused part of some documents: agreeing to differ");
+        tracing::info!(peer = %from.short(), docs = told.len(), "refused part of some documents: proposing to differ");
         let told: Vec<(DocId, String)> = told.into_iter().collect();
         for chunk in told.chunks(MAX_ANNOUNCED) {
-            self.send(from, &SyncMessage::Differ { docs: chunk.to_vec() });
+            self.send(
+                from,
+                &SyncMessage::Differ {
+                    roster_count: roster.count,
+                    roster_fingerprint: roster.xor,
+                    docs: chunk.to_vec(),
+                },
+            );
         }
     }
 
-    /// `from` refused part of these documents: those held here and shared
-    /// with it are left apart (and leave its transfer queue).
+    /// `from` proposes to leave documents apart (it refused part of them),
+    /// or agrees to this node's proposal. Under the same roster only; a
+    /// proposal is agreed for documents held here and shared with it (they
+    /// leave its transfer queue), and answered with those.
     pub(super) fn on_differ(
         &mut self,
         now: Millis,
         from: NodeId,
+        theirs: Fingerprint,
         list: Vec<(DocId, String)>,
         docs: &mut impl DocSource,
     ) {
         let (Some(commune), Some(roster)) = (self.session(&from).and_then(Session::commune), &self.roster) else {
             return;
         };
+        let roster_now = roster.fingerprint();
+        if theirs != roster_now {
+            // The refusal may rest on a statement one side lacks: no agreement
+            // until the rosters agree (the next refusal proposes again).
+            tracing::debug!(peer = %from.short(), "a proposal to differ under another roster: not agreed");
+            return;
+        }
         let apart = self.apart.entry(from).or_default();
-        let mut unqueue = Vec::new();
-        for (doc, code) in list {
-            let Some(item) = self.index.item(&doc) else { continue };
-            if !self.index.may_share(&doc, &commune, roster)
+        let mut agreed = Vec::new();
+        for (doc, code) in list.into_iter().filter(|(_, code)| refusal_keeps_apart(code)) {
+            let item = self.index.item(&doc);
+            match apart.get_mut(&doc) {
+                // This node's proposal, agreed.
+                Some(a) if a.refused_here && !a.agreed && a.roster == roster_now => {
+                    a.agreed = true;
+                    continue;
+                }
+                // Agreed already: nothing to answer.
+                Some(a) if a.holds(item, roster) => continue,
+                _ => {}
+            }
+            if item.is_none()
+                || !self.index.may_share(&doc, &commune, roster)
                 || (apart.len() >= MAX_APART_PER_PEER && !apart.contains_key(&doc))
             {
                 continue;
             }
             tracing::debug!(peer = %from.short(), doc = %doc, %code, "the peer refused part of a document: agreeing to differ");
-            apart.insert(doc, Apart { item: Some(item), since: now, code, refused_here: false });
-            unqueue.push(doc);
+            apart.insert(
+                doc,
+                Apart { item, since: now, code: code.clone(), refused_here: false, roster: roster_now, agreed: true },
+            );
+            agreed.push((doc, code));
         }
-        self.unqueue(from, &unqueue, docs);
+        if agreed.is_empty() {
+            return;
+        }
+        let ids: Vec<DocId> = agreed.iter().map(|(d, _)| *d).collect();
+        self.unqueue(from, &ids, docs);
+        for chunk in agreed.chunks(MAX_ANNOUNCED) {
+            self.send(
+                from,
+                &SyncMessage::Differ {
+                    roster_count: roster_now.count,
+                    roster_fingerprint: roster_now.xor,
+                    docs: chunk.to_vec(),
+                },
+            );
+        }
     }
 
     /// Agreements that ran their time are dropped (the next round compares
@@ -94,12 +144,19 @@ impl Replica {
     /// The documents this node and `peer` leave apart now (their state
     /// here is still the one agreed), with why.
     pub fn kept_apart(&self, peer: &NodeId) -> Vec<(DocId, Apart)> {
+        let Some(roster) = &self.roster else { return Vec::new() };
         self.apart
             .get(peer)
             .into_iter()
             .flatten()
-            .filter(|(doc, a)| a.item == self.index.item(doc))
+            .filter(|(doc, a)| a.holds(self.index.item(doc), roster))
             .map(|(d, a)| (*d, a.clone()))
             .collect()
+    }
+
+    /// How many documents this node and `peer` leave apart now.
+    pub fn kept_apart_count(&self, peer: &NodeId) -> usize {
+        let Some(roster) = &self.roster else { return 0 };
+        self.apart.get(peer).into_iter().flatten().filter(|(doc, a)| a.holds(self.index.item(doc), roster)).count()
     }
 }

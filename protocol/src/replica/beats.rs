@@ -51,9 +51,12 @@ pub const PULSE_WAIT_MS: Millis = 10_000;
 pub const BEAT_EXPIRY_MS: Millis = 7 * 24 * 60 * 60 * 1000;
 /// Pulses of nodes on one grid point spread over this much time.
 const PULSE_SPREAD_MS: Millis = 5_000;
-/// A node passes on a want of one node's full status (or says its own
-/// again) at most this often.
+/// A node asks for, or passes on, a want of one node's full status at
+/// most this often.
 pub const WANT_AGAIN_MS: Millis = 60 * 1000;
+/// A node says its full status again for a want at most this often (a
+/// watcher asks at most once a pulse period).
+pub const ANSWER_AGAIN_MS: Millis = PULSE_EVERY_MS / 2;
 /// Hops that mean "unreachable" in a distance vector.
 pub const UNREACHABLE: u8 = 16;
 
@@ -623,6 +626,7 @@ impl Replica {
 
     /// A peer's connection closed: routes through it are gone.
     pub(super) fn beats_on_gone(&mut self, now: Millis, peer: &NodeId) {
+        self.beats.came_from.retain(|_, via| via != peer);
         self.beats.theirs.remove(peer);
         self.beats.told.remove(peer);
         self.beats.out.remove(peer);
@@ -784,6 +788,9 @@ impl Replica {
     /// Asks `toward` (the way their pulses came) for the full status of
     /// `nodes`, each at most every [`WANT_AGAIN_MS`].
     fn want_beats(&mut self, now: Millis, toward: NodeId, nodes: Vec<NodeId>) {
+        if nodes.is_empty() || !self.is_ready(&toward) {
+            return;
+        }
         let mut prefixes = Vec::new();
         for node in nodes {
             if self.beats.wanted.get(&node).is_some_and(|t| now - t < WANT_AGAIN_MS) {
@@ -794,9 +801,6 @@ impl Replica {
             prefix.copy_from_slice(&node.as_bytes()[..8]);
             prefixes.push(prefix);
         }
-        if prefixes.is_empty() || !self.is_ready(&toward) {
-            return;
-        }
         for chunk in prefixes.chunks(MAX_BEATS_WANTED) {
             tracing::debug!(peer = %toward.short(), nodes = chunk.len(), "asking for full heartbeats");
             self.send(toward, &SyncMessage::BeatsWanted { nodes: chunk.to_vec() });
@@ -804,8 +808,10 @@ impl Replica {
     }
 
     /// A watcher wants the full status of some nodes: this node says its
-    /// own again (at most every [`WANT_AGAIN_MS`]), and passes the others
-    /// back the way their words came.
+    /// own again (at most every [`ANSWER_AGAIN_MS`]), and passes the others
+    /// back the way their words came. Only from a neighbour this node's
+    /// words go to (its way towards a watcher): no other peer can make
+    /// nodes sign and send again.
     pub(super) fn on_beats_wanted(
         &mut self,
         now: Millis,
@@ -813,12 +819,16 @@ impl Replica {
         prefixes: Vec<[u8; 8]>,
         docs: &mut impl DocSource,
     ) {
+        if !self.beats.routes.values().any(|(via, _)| *via == from) {
+            tracing::debug!(peer = %from.short(), "a want of heartbeats from a peer not on the way to a watcher: ignored");
+            return;
+        }
         let me = self.me.node();
         let mut onward: BTreeMap<NodeId, Vec<NodeId>> = BTreeMap::new();
         for prefix in prefixes {
             let Some(node) = self.node_by_prefix(&prefix) else { continue };
             if node == me {
-                if now - self.beats.last_full >= WANT_AGAIN_MS {
+                if now - self.beats.last_full >= ANSWER_AGAIN_MS {
                     tracing::debug!(peer = %from.short(), "a watcher lacks this node's status: saying it again");
                     self.beats.full_wanted = true;
                 }

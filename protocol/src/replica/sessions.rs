@@ -173,6 +173,7 @@ impl Replica {
                 | SyncMessage::Items { .. }
                 | SyncMessage::RosterHave { .. }
                 | SyncMessage::BeatsWanted { .. }
+                | SyncMessage::Differ { .. }
         ) && let Some(link) = self.links.get_mut(&from)
             && !link.asks.take(now)
         {
@@ -203,8 +204,12 @@ impl Replica {
         if said_hello && let Some(link) = self.links.get_mut(&from) {
             link.awaiting_hello = None;
         }
+        if now_ready && !was_ready && self.unlink_if_owed(from) {
+            // Removed by the operator: told, and nothing else happens.
+            return;
+        }
         self.run_effects(now, from, effects, docs);
-        if now_ready && !was_ready && !self.unlink_if_owed(from) {
+        if now_ready && !was_ready {
             // A transfer cut by the last disconnection resumes now.
             self.fill(from, docs);
             self.beats_on_ready(now, from);

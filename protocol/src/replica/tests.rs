@@ -542,6 +542,22 @@ fn nodes_agree_to_differ_on_what_one_refuses_and_the_other_keeps() {
     let theirs = sim.nodes[1].replica.kept_apart(&sim.ids[0]);
     assert_eq!(theirs.len(), 1, "{theirs:?}");
     assert!(theirs[0].1.refused_here);
+    // A proposal made under another roster (one side lacks a statement the
+    // refusal may rest on) is not agreed; under the same roster it is.
+    let own = sim::create(&mut sim, &fed.keys[0], 0, Scope::Network, &[], 2);
+    let (one, now) = (sim.ids[1], sim.now);
+    let elsewhere = crate::xorset::Fingerprint { count: 1, xor: [9; 16] };
+    let node = &mut sim.nodes[0];
+    node.replica.on_differ(now, one, elsewhere, vec![(own, "revoked".into())], &mut node.docs);
+    assert_eq!(node.replica.kept_apart(&one).len(), 1);
+    let same = node.replica.roster().unwrap().fingerprint();
+    node.replica.on_differ(now, one, same, vec![(own, "not a reason".into())], &mut node.docs);
+    assert_eq!(node.replica.kept_apart(&one).len(), 1, "an unknown reason is not agreed to");
+    node.replica.on_differ(now, one, same, vec![(own, "revoked".into())], &mut node.docs);
+    assert_eq!(node.replica.kept_apart(&one).len(), 2);
+    node.replica.apart.get_mut(&one).unwrap().remove(&own);
+    sim.run_for(60_000);
+    let first = carried(&sim);
     // Two hours on, the document was not sent again, and rounds grew rare.
     let summaries = |sim: &Sim| sim.nodes[1].received.get("summary").copied().unwrap_or(0);
     let before = summaries(&sim);

@@ -285,9 +285,16 @@ impl Replica {
         }
     }
 
-    /// Takes documents off a peer's queue that it should not get after all.
+    /// Takes documents off a peer's queue that it should not get after
+    /// all; one on its way (a chunk of it sent) finishes first.
     pub(super) fn unqueue(&mut self, peer: NodeId, ids: &[DocId], docs: &mut impl DocSource) {
-        let list = ids.iter().filter_map(|id| docs.queued(&peer, id)).map(|q| (q, None)).collect();
+        let busy = self.transfers.busy(&peer);
+        let list = ids
+            .iter()
+            .filter(|id| !busy.contains(id))
+            .filter_map(|id| docs.queued(&peer, id))
+            .map(|q| (q, None))
+            .collect();
         self.dequeue(peer, list, docs);
     }
 

@@ -190,6 +190,21 @@ pub struct Apart {
     pub code: String,
     /// Whether this node refused (else the peer did).
     pub refused_here: bool,
+    /// The roster both held when they agreed (its fingerprint): a refusal
+    /// may rest on what the roster says, so any change ends the agreement.
+    pub roster: crate::xorset::Fingerprint,
+    /// Whether the other side agreed too (the refusing side proposes; the
+    /// document is left apart only once both hold it so).
+    pub agreed: bool,
+}
+
+impl Apart {
+    /// Whether the agreement holds: both sides agreed, the roster is the
+    /// one they agreed under, and this node's state of the document is the
+    /// one it had then.
+    pub fn holds(&self, item: Option<[u8; 16]>, roster: &Roster) -> bool {
+        self.agreed && self.item == item && self.roster == roster.fingerprint()
+    }
 }
 
 /// The index seen from one peer's side: the documents both sides compare
@@ -210,11 +225,17 @@ impl<'a> PeerView<'a> {
         self
     }
 
-    /// The documents left apart that still hold: held here at the agreed state.
-    fn kept_apart(&self) -> impl Iterator<Item = (&'a DocId, [u8; 16])> + '_ {
-        self.apart.into_iter().flatten().filter_map(|(doc, a)| {
-            let item = a.item?;
-            (self.index.item(doc) == Some(item)).then_some((doc, item))
+    /// The documents left apart that still hold and that this node holds,
+    /// with their items; in one bucket, or all.
+    fn kept_apart(&self, bucket: Option<u8>) -> impl Iterator<Item = (&'a DocId, [u8; 16])> + '_ {
+        let (first, last) = bucket.map_or((0, 0xff), |b| (b, b));
+        let (mut lo, mut hi) = ([0u8; 32], [0xffu8; 32]);
+        lo[0] = first;
+        hi[0] = last;
+        let range = DocId::from_bytes(lo)..=DocId::from_bytes(hi);
+        self.apart.into_iter().flat_map(move |m| m.range(range.clone())).filter_map(|(doc, a)| {
+            let item = self.index.item(doc);
+            (a.holds(item, self.roster)).then_some((doc, item?))
         })
     }
 }
@@ -250,7 +271,7 @@ impl LocalSet for PeerView<'_> {
                 fps.merge(p);
             }
         }
-        for (doc, item) in self.kept_apart() {
+        for (doc, item) in self.kept_apart(None) {
             if self.index.items.get(doc).is_some_and(|(_, a)| a.compared(me, peer, roster)) {
                 fps.remove(doc, &item);
             }
@@ -259,11 +280,11 @@ impl LocalSet for PeerView<'_> {
     }
 
     fn items(&self, peer: &CommuneId, bucket: u8) -> Vec<Item> {
-        let apart: std::collections::HashSet<&DocId> = self.kept_apart().map(|(d, _)| d).collect();
+        let apart: Vec<&DocId> = self.kept_apart(Some(bucket)).map(|(d, _)| d).collect();
         self.index
             .ids_in(&[bucket], &self.me, peer, self.roster)
             .into_iter()
-            .filter(|id| !apart.contains(id))
+            .filter(|id| !apart.contains(&id))
             .map(|id| (id, self.index.heads[&id].clone()))
             .collect()
     }

@@ -188,6 +188,11 @@ pub enum SyncMessage {
     /// either side's state changes (see `docs/protocol.md`, *Agreeing to
     /// differ*).
     Differ {
+        /// The sender's roster (count and fingerprint): the receiver agrees
+        /// only under the same roster.
+        roster_count: u64,
+        /// See `roster_count`.
+        roster_fingerprint: [u8; 16],
         /// Document and refusal reason code.
         docs: Vec<(DocId, String)>,
     },
@@ -345,8 +350,8 @@ impl SyncMessage {
                     w.fixed(n);
                 }
             }
-            SyncMessage::Differ { docs } => {
-                w.u8(20).u32(docs.len() as u32);
+            SyncMessage::Differ { roster_count, roster_fingerprint, docs } => {
+                w.u8(20).u64(*roster_count).fixed(roster_fingerprint).u32(docs.len() as u32);
                 for (doc, code) in docs {
                     w.fixed(doc.as_bytes()).str(code);
                 }
@@ -509,12 +514,14 @@ impl SyncMessage {
                 SyncMessage::BeatsWanted { nodes }
             }
             20 => {
+                let roster_count = r.u64("roster count")?;
+                let roster_fingerprint = r.fixed("roster fingerprint")?;
                 let n = count(&mut r, "documents kept apart", MAX_ANNOUNCED)?;
                 let mut docs = Vec::with_capacity(n.min(r.remaining() / 36));
                 for _ in 0..n {
                     docs.push((DocId::from_bytes(r.fixed("doc id")?), r.str("reason code", MAX_CODE_LEN)?.to_owned()));
                 }
-                SyncMessage::Differ { docs }
+                SyncMessage::Differ { roster_count, roster_fingerprint, docs }
             }
             16 => {
                 let n = count(&mut r, "pulse chains", MAX_PULSES)?;
