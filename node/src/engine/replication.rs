@@ -190,12 +190,27 @@ impl<S: Store> Worker<S> {
                 Output::Send { to, kind, bytes, tag } => self.to_net(NetOut::Send { to, kind, bytes, tag }),
                 Output::Ingest { from, batch } => {
                     let live = batch.live;
-                    let report = self.ingest(IngestBatch {
+                    let mut ids: Vec<DocId> =
+                        batch.headers.iter().map(|h| h.id()).chain(batch.changes.iter().map(|c| c.doc)).collect();
+                    ids.sort();
+                    ids.dedup();
+                    let report = match self.ingest(IngestBatch {
                         certificates: Vec::new(),
                         headers: batch.headers,
                         changes: batch.changes,
                         from: Some(from),
-                    })?;
+                    }) {
+                        Ok(report) => report,
+                        Err(EngineError::Store(e)) => {
+                            // A full or failing disk: nothing of the batch is
+                            // kept; the peer is asked to hold these documents
+                            // back for a while instead of sending them at
+                            // every round.
+                            tracing::error!(peer = %from.short(), error = %e, "cannot store what a peer sent");
+                            store_failed(&ids, &e)
+                        }
+                        Err(e) => return Err(e),
+                    };
                     self.wrote = true;
                     let apart = report
                         .rejected
@@ -302,4 +317,18 @@ impl<S: Store> Worker<S> {
     pub(crate) fn dirty_peer_ops(&mut self) -> Vec<WriteOp> {
         self.replica.take_dirty_peers().into_iter().map(WriteOp::Peer).collect()
     }
+}
+
+/// The ingest report of a batch the store could not take: every document
+/// refused as `store_failed`.
+fn store_failed(ids: &[DocId], e: &crate::store::StoreError) -> super::ingest::IngestReport {
+    let rejected = ids
+        .iter()
+        .map(|id| super::ingest::Rejection {
+            doc: id.to_string(),
+            code: "store_failed".into(),
+            reason: format!("this node could not store it: {e}"),
+        })
+        .collect();
+    super::ingest::IngestReport { rejected, ..Default::default() }
 }

@@ -21,14 +21,15 @@ use super::{DocSource, Millis, Replica};
 
 /// How long two nodes leave a document apart before they try again.
 pub const APART_FOR_MS: Millis = 6 * 60 * 60 * 1000;
-/// The same for a change refused as dated ahead: its date comes soon.
+/// The same for a change refused as dated ahead (its date comes soon) or
+/// that the refusing node could not store (its disk may be freed).
 pub const APART_AHEAD_FOR_MS: Millis = 10 * 60 * 1000;
 /// Most documents left apart with one peer; beyond, refusals are sent
 /// again at each round (as without agreement).
 pub const MAX_APART_PER_PEER: usize = 10_000;
 
 fn lasts(code: &str) -> Millis {
-    if code == "from_the_future" { APART_AHEAD_FOR_MS } else { APART_FOR_MS }
+    if matches!(code, "from_the_future" | "store_failed") { APART_AHEAD_FOR_MS } else { APART_FOR_MS }
 }
 
 impl Replica {

@@ -563,3 +563,30 @@ fn nodes_agree_to_differ_on_what_one_refuses_and_the_other_keeps() {
     let rounds = summaries(&sim) - before;
     assert!(rounds <= 12, "{rounds} summaries in two hours: the peers do not agree");
 }
+
+/// What a node could not store (a full disk) is held back by the sender
+/// for ten minutes, then offered again.
+#[test]
+fn what_a_node_could_not_store_is_held_back_for_a_while() {
+    let (mut sim, fed) = three_belgians(23, ReplicaConfig { auto_links: false, ..ReplicaConfig::default() });
+    sim.dial(1, 0);
+    sim.run_for(60_000);
+    let doc = sim::create(&mut sim, &fed.keys[0], 0, Scope::Network, &[], 1);
+    sim.run_for(60_000);
+    let (zero, one, now) = (sim.ids[0], sim.ids[1], sim.now);
+    // Node 1's store failed on that document (as the engine reports it).
+    let outcome = super::IngestOutcome {
+        refused: vec![("store_failed".into(), "no space left on device".into())],
+        apart: vec![(doc, "store_failed".into())],
+        ..Default::default()
+    };
+    let node = &mut sim.nodes[1];
+    node.replica.ingested(now, zero, outcome, &mut node.docs);
+    sim.run_for(60_000);
+    let held = sim.nodes[0].replica.kept_apart(&one);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!((held[0].0, held[0].1.code.as_str(), held[0].1.refused_here), (doc, "store_failed", false));
+    assert_eq!(sim.nodes[1].replica.counters.faults, 0, "a full disk is nobody's fault");
+    sim.run_for(super::APART_AHEAD_FOR_MS);
+    assert!(sim.nodes[0].replica.kept_apart(&one).is_empty(), "offered again after ten minutes");
+}

@@ -29,7 +29,8 @@ pub const MAX_FAULTS: u32 = 3;
 /// relay may not have heard of a revocation yet), so they are not counted
 /// against the relay either. An owner-only field changed by another writer
 /// (`owner_only`) may sit in a history an older release accepted: an
-/// honest relay of it is not at fault.
+/// honest relay of it is not at fault. Nor is what the receiver could not
+/// store (`store_failed`: a full or failing disk).
 pub fn refusal_is_fault(code: &str) -> bool {
     !matches!(
         code,
@@ -40,6 +41,7 @@ pub fn refusal_is_fault(code: &str) -> bool {
             | "revoked"
             | "role_forbids_kind"
             | "owner_only"
+            | "store_failed"
     )
 }
 
