@@ -236,6 +236,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         SyncMessage::Routes { hops: vec![(member.node_id(), 2)] },
         SyncMessage::BeatsWanted { nodes: vec![[9; 8]] },
         SyncMessage::Differ {
+            answer: false,
             roster_count: 2,
             roster_fingerprint: [4; 16],
             docs: vec![(header.id(), "revoked".into())],

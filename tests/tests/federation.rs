@@ -263,14 +263,15 @@ fn a_revoked_key_is_refused_after_its_revocation_only() -> anyhow::Result<()> {
         rogue.listen(Duration::from_secs(2)).await;
         // Hautrieu says it refused part of the document, and why, and
         // proposes to leave it apart instead of it being sent again at
-        // every round; the relay agrees (as the core does: the same message back).
+        // every round; the relay agrees (answers, as the core does).
         let proposal = rogue
             .inbox
             .iter()
             .find(|m| matches!(m, SyncMessage::Differ { docs, .. } if docs.contains(&(doc_id, "revoked".into()))));
         let told = proposal.is_some();
-        if let Some(p) = proposal.cloned() {
-            rogue.ask(p.encode()).await;
+        if let Some(SyncMessage::Differ { roster_count, roster_fingerprint, docs, .. }) = proposal.cloned() {
+            let answer = SyncMessage::Differ { answer: true, roster_count, roster_fingerprint, docs };
+            rogue.ask(answer.encode()).await;
             rogue.listen(Duration::from_millis(500)).await;
         }
         told

@@ -3,7 +3,7 @@
 //! since, one dated ahead, one of a role that may not write it — the two
 //! would otherwise find the document different at every round and send it
 //! again forever. Instead the refusing side proposes (`Differ`), the other
-//! agrees (`Differ` back) if both hold the same roster, and both leave the
+//! agrees (a `Differ` answer) if both hold the same roster, and both leave the
 //! document out of their comparison while their states of it and the
 //! roster stay what they were: a new change on either side brings it back,
 //! and so does time ([`APART_FOR_MS`]; sooner for a change dated ahead,
@@ -58,6 +58,7 @@ impl Replica {
             self.send(
                 from,
                 &SyncMessage::Differ {
+                    answer: false,
                     roster_count: roster.count,
                     roster_fingerprint: roster.xor,
                     docs: chunk.to_vec(),
@@ -67,13 +68,16 @@ impl Replica {
     }
 
     /// `from` proposes to leave documents apart (it refused part of them),
-    /// or agrees to this node's proposal. Under the same roster only; a
-    /// proposal is agreed for documents held here and shared with it (they
-    /// leave its transfer queue), and answered with those.
+    /// or answers this node's proposal. Under the same roster only. A
+    /// proposal is agreed for documents held here and shared with it, for
+    /// the reasons that allow it (they leave its transfer queue), and
+    /// answered with those, every time (a copy sent before an agreement is
+    /// refused and proposed again); an answer is never answered.
     pub(super) fn on_differ(
         &mut self,
         now: Millis,
         from: NodeId,
+        answer: bool,
         theirs: Fingerprint,
         list: Vec<(DocId, String)>,
         docs: &mut impl DocSource,
@@ -89,19 +93,20 @@ impl Replica {
             return;
         }
         let apart = self.apart.entry(from).or_default();
+        if answer {
+            for (doc, _) in list {
+                if let Some(a) = apart.get_mut(&doc)
+                    && a.refused_here
+                    && a.roster == roster_now
+                {
+                    a.agreed = true;
+                }
+            }
+            return;
+        }
         let mut agreed = Vec::new();
         for (doc, code) in list.into_iter().filter(|(_, code)| refusal_keeps_apart(code)) {
             let item = self.index.item(&doc);
-            match apart.get_mut(&doc) {
-                // This node's proposal, agreed.
-                Some(a) if a.refused_here && !a.agreed && a.roster == roster_now => {
-                    a.agreed = true;
-                    continue;
-                }
-                // Agreed already: nothing to answer.
-                Some(a) if a.holds(item, roster) => continue,
-                _ => {}
-            }
             if item.is_none()
                 || !self.index.may_share(&doc, &commune, roster)
                 || (apart.len() >= MAX_APART_PER_PEER && !apart.contains_key(&doc))
@@ -109,10 +114,9 @@ impl Replica {
                 continue;
             }
             tracing::debug!(peer = %from.short(), doc = %doc, %code, "the peer refused part of a document: agreeing to differ");
-            apart.insert(
-                doc,
-                Apart { item, since: now, code: code.clone(), refused_here: false, roster: roster_now, agreed: true },
-            );
+            let entry =
+                Apart { item, since: now, code: code.clone(), refused_here: false, roster: roster_now, agreed: true };
+            apart.insert(doc, entry);
             agreed.push((doc, code));
         }
         if agreed.is_empty() {
@@ -124,6 +128,7 @@ impl Replica {
             self.send(
                 from,
                 &SyncMessage::Differ {
+                    answer: true,
                     roster_count: roster_now.count,
                     roster_fingerprint: roster_now.xor,
                     docs: chunk.to_vec(),

@@ -205,9 +205,9 @@ impl Replica {
             SyncMessage::Unlink => self.on_unlink(from),
             SyncMessage::Routes { hops } => self.on_routes(now, from, hops),
             SyncMessage::BeatsWanted { nodes } => self.on_beats_wanted(now, from, nodes, docs),
-            SyncMessage::Differ { roster_count, roster_fingerprint, docs: list } => {
+            SyncMessage::Differ { answer, roster_count, roster_fingerprint, docs: list } => {
                 let roster = crate::xorset::Fingerprint { count: roster_count, xor: roster_fingerprint };
-                self.on_differ(now, from, roster, list, docs);
+                self.on_differ(now, from, answer, roster, list, docs);
             }
             _ => {}
         }

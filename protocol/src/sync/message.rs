@@ -188,6 +188,8 @@ pub enum SyncMessage {
     /// either side's state changes (see `docs/protocol.md`, *Agreeing to
     /// differ*).
     Differ {
+        /// An answer to the receiver's proposal (else a proposal).
+        answer: bool,
         /// The sender's roster (count and fingerprint): the receiver agrees
         /// only under the same roster.
         roster_count: u64,
@@ -350,8 +352,8 @@ impl SyncMessage {
                     w.fixed(n);
                 }
             }
-            SyncMessage::Differ { roster_count, roster_fingerprint, docs } => {
-                w.u8(20).u64(*roster_count).fixed(roster_fingerprint).u32(docs.len() as u32);
+            SyncMessage::Differ { answer, roster_count, roster_fingerprint, docs } => {
+                w.u8(20).u8(u8::from(*answer)).u64(*roster_count).fixed(roster_fingerprint).u32(docs.len() as u32);
                 for (doc, code) in docs {
                     w.fixed(doc.as_bytes()).str(code);
                 }
@@ -514,6 +516,11 @@ impl SyncMessage {
                 SyncMessage::BeatsWanted { nodes }
             }
             20 => {
+                let answer = match r.u8("answer")? {
+                    0 => false,
+                    1 => true,
+                    n => return Err(DecodeError::Invalid { field: "answer", reason: format!("{n} is not 0 or 1") }),
+                };
                 let roster_count = r.u64("roster count")?;
                 let roster_fingerprint = r.fixed("roster fingerprint")?;
                 let n = count(&mut r, "documents kept apart", MAX_ANNOUNCED)?;
@@ -521,7 +528,7 @@ impl SyncMessage {
                 for _ in 0..n {
                     docs.push((DocId::from_bytes(r.fixed("doc id")?), r.str("reason code", MAX_CODE_LEN)?.to_owned()));
                 }
-                SyncMessage::Differ { roster_count, roster_fingerprint, docs }
+                SyncMessage::Differ { answer, roster_count, roster_fingerprint, docs }
             }
             16 => {
                 let n = count(&mut r, "pulse chains", MAX_PULSES)?;
