@@ -48,7 +48,7 @@ mod sessions;
 mod tests;
 mod transfers;
 
-pub use apart::{APART_AHEAD_FOR_MS, APART_FOR_MS, MAX_APART_PER_PEER};
+pub use apart::{APART_AHEAD_FOR_MS, APART_FOR_MS, DIFFER_DELAY_MS, MAX_APART_PER_PEER};
 pub use beats::{BEAT_EXPIRY_MS, Beats, ChainState, FULL_EVERY_MS, PULSE_EVERY_MS};
 pub use config::{Me, ReplicaConfig};
 pub use io::{
@@ -230,6 +230,8 @@ pub struct Replica {
     unlinking: BTreeMap<u64, NodeId>,
     /// Per peer: documents the two leave out of their comparison (see `apart`).
     apart: HashMap<NodeId, BTreeMap<DocId, crate::sync::audience::Apart>>,
+    /// Per peer: proposals to leave documents apart, gathered since when.
+    differ_out: BTreeMap<NodeId, (Millis, BTreeMap<DocId, String>)>,
     /// Peers the operator removed before their session was ready: told
     /// (`Unlink`) when they next say hello. At most [`MAX_UNLINKS_OWED`].
     unlinks_owed: BTreeSet<NodeId>,
@@ -281,6 +283,7 @@ impl Replica {
             unlinking: BTreeMap::new(),
             unlinks_owed: BTreeSet::new(),
             apart: HashMap::new(),
+            differ_out: BTreeMap::new(),
         };
         // What the roster chooses now is the baseline: links are made when
         // it changes, not at every start (a peer an operator removed stays so).
@@ -500,6 +503,7 @@ impl Replica {
         self.hello_deadlines(now);
         self.reroute_if_watchers_changed(now);
         self.flush_haves(now);
+        self.flush_differs(now);
         self.graft_due(now, docs);
         self.flush_beats(now);
         let due: Vec<NodeId> = self.links.iter().filter(|(_, l)| l.next_round <= now).map(|(n, _)| *n).collect();
@@ -541,6 +545,7 @@ impl Replica {
             .min(self.next_beat)
             .min(self.next_expiry)
             .min(self.gossip_wake())
+            .min(self.differ_wake())
             .min(self.beats_wake())
     }
 }

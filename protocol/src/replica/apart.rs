@@ -27,6 +27,8 @@ pub const APART_AHEAD_FOR_MS: Millis = 10 * 60 * 1000;
 /// Most documents left apart with one peer; beyond, refusals are sent
 /// again at each round (as without agreement).
 pub const MAX_APART_PER_PEER: usize = 10_000;
+/// Proposals to one peer are gathered this long before they leave.
+pub const DIFFER_DELAY_MS: Millis = 2_000;
 
 fn lasts(code: &str) -> Millis {
     if matches!(code, "from_the_future" | "store_failed") { APART_AHEAD_FOR_MS } else { APART_FOR_MS }
@@ -34,12 +36,13 @@ fn lasts(code: &str) -> Millis {
 
 impl Replica {
     /// Documents of which this node refused something `from` sent, for a
-    /// reason that is not a fault: proposed to leave apart with it (`Differ`);
-    /// they are, once it agrees under the same roster.
+    /// reason that is not a fault: proposed to leave apart with it
+    /// (`Differ`, gathered for [`DIFFER_DELAY_MS`]); they are, once it
+    /// agrees under the same roster.
     pub(super) fn keep_apart(&mut self, now: Millis, from: NodeId, refused: Vec<(DocId, String)>) {
         let Some(roster) = self.roster.as_ref().map(|r| r.fingerprint()) else { return };
-        let mut told: BTreeMap<DocId, String> = BTreeMap::new();
         let apart = self.apart.entry(from).or_default();
+        let out = self.differ_out.entry(from).or_insert_with(|| (now, BTreeMap::new()));
         for (doc, code) in refused {
             if apart.len() >= MAX_APART_PER_PEER && !apart.contains_key(&doc) {
                 continue;
@@ -47,31 +50,48 @@ impl Replica {
             let item = self.index.item(&doc);
             let proposal = Apart { item, since: now, code: code.clone(), refused_here: true, roster, agreed: false };
             apart.insert(doc, proposal);
-            told.insert(doc, code);
+            out.1.insert(doc, code);
         }
-        if told.is_empty() {
-            return;
+    }
+
+    /// Sends the proposals gathered long enough (one message per peer and
+    /// [`DIFFER_DELAY_MS`], so a catch-up full of refusals stays within the
+    /// peer's request budget).
+    pub(super) fn flush_differs(&mut self, now: Millis) {
+        let Some(roster) = self.roster.as_ref().map(|r| r.fingerprint()) else { return };
+        let due: Vec<NodeId> =
+            self.differ_out.iter().filter(|(_, (since, _))| now - since >= DIFFER_DELAY_MS).map(|(p, _)| *p).collect();
+        for peer in due {
+            let Some((_, told)) = self.differ_out.remove(&peer) else { continue };
+            if told.is_empty() || !self.is_ready(&peer) {
+                continue;
+            }
+            tracing::info!(peer = %peer.short(), docs = told.len(), "refused part of some documents: proposing to differ");
+            let told: Vec<(DocId, String)> = told.into_iter().collect();
+            for chunk in told.chunks(MAX_ANNOUNCED) {
+                self.send(
+                    peer,
+                    &SyncMessage::Differ {
+                        answer: false,
+                        roster_count: roster.count,
+                        roster_fingerprint: roster.xor,
+                        docs: chunk.to_vec(),
+                    },
+                );
+            }
         }
-        tracing::info!(peer = %from.short(), docs = told.len(), "refused part of some documents: proposing to differ");
-        let told: Vec<(DocId, String)> = told.into_iter().collect();
-        for chunk in told.chunks(MAX_ANNOUNCED) {
-            self.send(
-                from,
-                &SyncMessage::Differ {
-                    answer: false,
-                    roster_count: roster.count,
-                    roster_fingerprint: roster.xor,
-                    docs: chunk.to_vec(),
-                },
-            );
-        }
+    }
+
+    /// When the next batch of proposals is due.
+    pub(super) fn differ_wake(&self) -> Millis {
+        self.differ_out.values().map(|(since, _)| since + DIFFER_DELAY_MS).min().unwrap_or(Millis::MAX)
     }
 
     /// `from` proposes to leave documents apart (it refused part of them),
     /// or answers this node's proposal. Under the same roster only. A
-    /// proposal is agreed for documents held here and shared with it, for
-    /// the reasons that allow it (they leave its transfer queue), and
-    /// answered with those, every time (a copy sent before an agreement is
+    /// proposal is agreed for documents held here, shared with it and with
+    /// no part on its way to it, for the reasons that allow it (they leave
+    /// its queue), and answered with those, every time (a copy sent before an agreement is
     /// refused and proposed again); an answer is never answered.
     pub(super) fn on_differ(
         &mut self,
@@ -92,6 +112,7 @@ impl Replica {
             tracing::debug!(peer = %from.short(), "a proposal to differ under another roster: not agreed");
             return;
         }
+        let in_flight = self.transfers.busy(&from);
         let apart = self.apart.entry(from).or_default();
         if answer {
             for (doc, _) in list {
@@ -107,7 +128,10 @@ impl Replica {
         let mut agreed = Vec::new();
         for (doc, code) in list.into_iter().filter(|(_, code)| refusal_keeps_apart(code)) {
             let item = self.index.item(&doc);
+            // Part of it on its way: that goes first, and is refused and
+            // proposed again if it still must be.
             if item.is_none()
+                || in_flight.contains(&doc)
                 || !self.index.may_share(&doc, &commune, roster)
                 || (apart.len() >= MAX_APART_PER_PEER && !apart.contains_key(&doc))
             {
@@ -122,6 +146,7 @@ impl Replica {
         if agreed.is_empty() {
             return;
         }
+        // Not sent again: off its queue.
         let ids: Vec<DocId> = agreed.iter().map(|(d, _)| *d).collect();
         self.unqueue(from, &ids, docs);
         for chunk in agreed.chunks(MAX_ANNOUNCED) {

@@ -175,6 +175,7 @@ impl Replica {
         }
         let known = self.peers.remove(&node).is_some();
         self.apart.remove(&node);
+        self.differ_out.remove(&node);
         self.dirty.remove(&node);
         docs.drop_queue(&node);
         self.transfers.forget(&node);

@@ -197,6 +197,17 @@ impl Replica {
         };
         let was_ready = session.phase() == Phase::Ready;
         session.set_pending(pending);
+        if let SyncMessage::Items { buckets } = &msg
+            && let Some(apart) = self.apart.get_mut(&from)
+        {
+            // The peer compares what it lists: agreements this node made as
+            // their holder end.
+            for (doc, _) in buckets.iter().flat_map(|(_, items)| items) {
+                if apart.get(doc).is_some_and(|a| !a.refused_here) {
+                    apart.remove(doc);
+                }
+            }
+        }
         let local = self.index.view(self.me.commune(), roster).without(self.apart.get(&from));
         let effects = session.on_message(msg, &local, roster);
         let now_ready = session.phase() == Phase::Ready;
@@ -277,7 +288,10 @@ impl Replica {
                     else {
                         continue;
                     };
-                    let ids = self.index.ids_in(&buckets, &self.me.commune(), &commune, roster);
+                    let mut ids = self.index.ids_in(&buckets, &self.me.commune(), &commune, roster);
+                    // Documents the two leave apart stay out of whole buckets too.
+                    let apart = self.kept_apart(&peer);
+                    ids.retain(|id| !apart.iter().any(|(d, _)| d == id));
                     if self.within_push_allowance(now, peer, ids.len()) {
                         self.enqueue(peer, ids.into_iter().map(|id| (id, None)).collect(), docs);
                     }

@@ -90,7 +90,8 @@ impl Transfers {
         self.peers.entry(*peer).or_default().len = Some((n + added).saturating_sub(removed));
     }
 
-    fn busy(&self, peer: &NodeId) -> HashSet<DocId> {
+    /// The documents a frame on its way to `peer` carries part of.
+    pub(super) fn busy(&self, peer: &NodeId) -> HashSet<DocId> {
         self.peers
             .get(peer)
             .map(|q| q.sending.values().flat_map(|s| s.docs.iter().map(|(d, _)| d.doc)).collect())
@@ -285,16 +286,9 @@ impl Replica {
         }
     }
 
-    /// Takes documents off a peer's queue that it should not get after
-    /// all; one on its way (a chunk of it sent) finishes first.
+    /// Takes documents off a peer's queue that it should not get after all.
     pub(super) fn unqueue(&mut self, peer: NodeId, ids: &[DocId], docs: &mut impl DocSource) {
-        let busy = self.transfers.busy(&peer);
-        let list = ids
-            .iter()
-            .filter(|id| !busy.contains(id))
-            .filter_map(|id| docs.queued(&peer, id))
-            .map(|q| (q, None))
-            .collect();
+        let list = ids.iter().filter_map(|id| docs.queued(&peer, id)).map(|q| (q, None)).collect();
         self.dequeue(peer, list, docs);
     }
 
