@@ -260,7 +260,8 @@ fn a_revoked_key_is_refused_after_its_revocation_only() -> anyhow::Result<()> {
             changes: vec![theft],
         };
         rogue.ask(docs.encode()).await;
-        rogue.listen(Duration::from_secs(2)).await;
+        // Proposals leave after 2 s (gathered per peer).
+        rogue.listen(Duration::from_secs(5)).await;
         // Hautrieu says it refused part of the document, and why, and
         // proposes to leave it apart instead of it being sent again at
         // every round; the relay agrees (answers, as the core does).
