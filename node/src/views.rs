@@ -301,6 +301,16 @@ pub struct ApartNote {
     pub since_ms: i64,
 }
 
+impl From<&passerelle_protocol::sync::audience::Apart> for ApartNote {
+    fn from(a: &passerelle_protocol::sync::audience::Apart) -> Self {
+        Self {
+            refused_by: if a.refused_here { "here" } else { "peer" }.into(),
+            code: a.code.clone(),
+            since_ms: a.since,
+        }
+    }
+}
+
 /// Body of `POST /v1/peers`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -57,11 +57,7 @@ impl<S: Store> Worker<S> {
         let mut pending = self.unacknowledged(record, &metas)?.map(|(_, p)| p).unwrap_or_default();
         // Documents the two agree to differ on are said so, pending or not.
         for (doc, apart) in self.replica.kept_apart(&node) {
-            let note = ApartNote {
-                refused_by: if apart.refused_here { "here" } else { "peer" }.into(),
-                code: apart.code,
-                since_ms: apart.since,
-            };
+            let note = ApartNote::from(&apart);
             if let Some(p) = pending.iter_mut().find(|p| p.id == doc) {
                 p.apart = Some(note);
                 continue;

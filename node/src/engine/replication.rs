@@ -190,10 +190,9 @@ impl<S: Store> Worker<S> {
                 Output::Send { to, kind, bytes, tag } => self.to_net(NetOut::Send { to, kind, bytes, tag }),
                 Output::Ingest { from, batch } => {
                     let live = batch.live;
-                    let mut ids: Vec<DocId> =
+                    // Kept for a refusal of the whole batch (a store that fails).
+                    let ids: Vec<DocId> =
                         batch.headers.iter().map(|h| h.id()).chain(batch.changes.iter().map(|c| c.doc)).collect();
-                    ids.sort();
-                    ids.dedup();
                     let report = match self.ingest(IngestBatch {
                         certificates: Vec::new(),
                         headers: batch.headers,
@@ -207,7 +206,7 @@ impl<S: Store> Worker<S> {
                             // back for a while instead of sending them at
                             // every round.
                             tracing::error!(peer = %from.short(), error = %e, "cannot store what a peer sent");
-                            store_failed(&ids, &e)
+                            store_failed(ids, &e)
                         }
                         Err(e) => return Err(e),
                     };
@@ -321,7 +320,9 @@ impl<S: Store> Worker<S> {
 
 /// The ingest report of a batch the store could not take: every document
 /// refused as `store_failed`.
-fn store_failed(ids: &[DocId], e: &crate::store::StoreError) -> super::ingest::IngestReport {
+fn store_failed(mut ids: Vec<DocId>, e: &crate::store::StoreError) -> super::ingest::IngestReport {
+    ids.sort();
+    ids.dedup();
     let rejected = ids
         .iter()
         .map(|id| super::ingest::Rejection {

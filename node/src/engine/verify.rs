@@ -18,11 +18,7 @@ impl<S: Store> Worker<S> {
                 self.replica.kept_apart(&p.node).into_iter().map(|(doc, a)| ApartDoc {
                     peer: p.node,
                     doc,
-                    note: ApartNote {
-                        refused_by: if a.refused_here { "here" } else { "peer" }.into(),
-                        code: a.code,
-                        since_ms: a.since,
-                    },
+                    note: ApartNote::from(&a),
                 })
             })
             .collect();

@@ -162,6 +162,19 @@ impl Replica {
         }
     }
 
+    /// `from` lists documents in a round: it compares them again (its
+    /// state moved, or its agreement lapsed), so the agreements this node
+    /// made as their holder end; they are sent, refused and agreed again
+    /// if they still must be.
+    pub(super) fn peer_lists<'a>(&mut self, from: &NodeId, listed: impl Iterator<Item = &'a DocId>) {
+        let Some(apart) = self.apart.get_mut(from) else { return };
+        for doc in listed {
+            if apart.get(doc).is_some_and(|a| !a.refused_here) {
+                apart.remove(doc);
+            }
+        }
+    }
+
     /// Agreements that ran their time are dropped (the next round compares
     /// those documents again), and those of peers no longer known.
     pub(super) fn expire_apart(&mut self, now: Millis) {
@@ -172,22 +185,24 @@ impl Replica {
         self.apart.retain(|node, apart| !apart.is_empty() && peers.contains_key(node));
     }
 
-    /// The documents this node and `peer` leave apart now (their state
-    /// here is still the one agreed), with why.
-    pub fn kept_apart(&self, peer: &NodeId) -> Vec<(DocId, Apart)> {
-        let Some(roster) = &self.roster else { return Vec::new() };
+    /// The agreements with `peer` that hold now (this node's state of the
+    /// document and the roster are the agreed ones).
+    pub(super) fn holding_apart(&self, peer: &NodeId) -> impl Iterator<Item = (&DocId, &Apart)> {
+        let roster = self.roster.as_ref();
         self.apart
             .get(peer)
             .into_iter()
             .flatten()
-            .filter(|(doc, a)| a.holds(self.index.item(doc), roster))
-            .map(|(d, a)| (*d, a.clone()))
-            .collect()
+            .filter(move |(doc, a)| roster.is_some_and(|r| a.holds(self.index.item(doc), r)))
+    }
+
+    /// The documents this node and `peer` leave apart now, with why.
+    pub fn kept_apart(&self, peer: &NodeId) -> Vec<(DocId, Apart)> {
+        self.holding_apart(peer).map(|(d, a)| (*d, a.clone())).collect()
     }
 
     /// How many documents this node and `peer` leave apart now.
     pub fn kept_apart_count(&self, peer: &NodeId) -> usize {
-        let Some(roster) = &self.roster else { return 0 };
-        self.apart.get(peer).into_iter().flatten().filter(|(doc, a)| a.holds(self.index.item(doc), roster)).count()
+        self.holding_apart(peer).count()
     }
 }

@@ -8,7 +8,9 @@ use crate::sync::session::{Effect, Phase, Session, refusal_is_fault};
 
 use super::io::{IngestBatch, IngestOutcome, Output};
 use super::{DocSource, Event, HELLO_DEADLINE_MS, Link, MAX_PRE_HELLO_BYTES, Millis, Replica};
-use crate::ids::NodeId;
+use std::collections::HashSet;
+
+use crate::ids::{DocId, NodeId};
 
 impl Replica {
     /// A first connection with a peer came up (at `addr`).
@@ -189,6 +191,9 @@ impl Replica {
             }
             return;
         }
+        if let SyncMessage::Items { buckets } = &msg {
+            self.peer_lists(&from, buckets.iter().flat_map(|(_, items)| items.iter().map(|(doc, _)| doc)));
+        }
         let Some(roster) = self.roster.as_ref() else { return };
         let pending = self.transfers.queue_len(&from, docs);
         let Some(session) = self.links.get_mut(&from).and_then(|l| l.session.as_mut()) else {
@@ -197,17 +202,6 @@ impl Replica {
         };
         let was_ready = session.phase() == Phase::Ready;
         session.set_pending(pending);
-        if let SyncMessage::Items { buckets } = &msg
-            && let Some(apart) = self.apart.get_mut(&from)
-        {
-            // The peer compares what it lists: agreements this node made as
-            // their holder end.
-            for (doc, _) in buckets.iter().flat_map(|(_, items)| items) {
-                if apart.get(doc).is_some_and(|a| !a.refused_here) {
-                    apart.remove(doc);
-                }
-            }
-        }
         let local = self.index.view(self.me.commune(), roster).without(self.apart.get(&from));
         let effects = session.on_message(msg, &local, roster);
         let now_ready = session.phase() == Phase::Ready;
@@ -290,8 +284,8 @@ impl Replica {
                     };
                     let mut ids = self.index.ids_in(&buckets, &self.me.commune(), &commune, roster);
                     // Documents the two leave apart stay out of whole buckets too.
-                    let apart = self.kept_apart(&peer);
-                    ids.retain(|id| !apart.iter().any(|(d, _)| d == id));
+                    let apart: HashSet<DocId> = self.holding_apart(&peer).map(|(d, _)| *d).collect();
+                    ids.retain(|id| !apart.contains(id));
                     if self.within_push_allowance(now, peer, ids.len()) {
                         self.enqueue(peer, ids.into_iter().map(|id| (id, None)).collect(), docs);
                     }

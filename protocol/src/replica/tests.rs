@@ -121,12 +121,12 @@ fn the_rings_close_around_a_member_that_is_away() {
 }
 
 /// Three Belgian communes (0 the coordinator) in a simulation, not linked yet.
-fn three_belgians(seed: u64, config: ReplicaConfig) -> (Sim, Federation) {
+fn three_belgians(seed: u64, config: ReplicaConfig) -> (Sim, Federation, Vec<MemberSpec>) {
     let specs: Vec<MemberSpec> =
         (0..3).map(|i| member(i, "BE", if i == 0 { Role::Coordinator } else { Role::Commune })).collect();
     let fed = Federation::new(&specs, seed);
     let nodes = (0..3).map(|i| fed.node(i, &specs[i], fed.roster(), config.clone(), EPOCH_MS)).collect();
-    (Sim::new(nodes, EPOCH_MS, seed), fed)
+    (Sim::new(nodes, EPOCH_MS, seed), fed, specs)
 }
 
 fn pair_sim(config: ReplicaConfig) -> (Sim, Federation) {
@@ -416,9 +416,7 @@ fn early_full_heartbeats_repair_a_lost_first_one() {
 /// connects again before its session was ready is told at its hello.
 #[test]
 fn a_peer_the_operator_removed_stays_away() {
-    let (mut sim, fed) = three_belgians(5, ReplicaConfig::default());
-    let specs: Vec<MemberSpec> =
-        (0..3).map(|i| member(i, "BE", if i == 0 { Role::Coordinator } else { Role::Commune })).collect();
+    let (mut sim, fed, specs) = three_belgians(5, ReplicaConfig::default());
     for i in 0..3 {
         // The links the rule makes when the roster first names them (a
         // node restarted keeps them in its peer records).
@@ -474,7 +472,7 @@ fn a_peer_the_operator_removed_stays_away() {
 /// pulse came, instead of waiting hours for the next change.
 #[test]
 fn a_watcher_missing_a_status_asks_for_it_back_along_the_pulses_way() {
-    let (mut sim, _) = three_belgians(9, ReplicaConfig { auto_links: false, ..ReplicaConfig::default() });
+    let (mut sim, ..) = three_belgians(9, ReplicaConfig { auto_links: false, ..ReplicaConfig::default() });
     // A line: 2 — 1 — 0 (the watcher).
     sim.dial(1, 0);
     sim.dial(2, 1);
@@ -502,7 +500,7 @@ fn a_watcher_missing_a_status_asks_for_it_back_along_the_pulses_way() {
 #[test]
 fn nodes_agree_to_differ_on_what_one_refuses_and_the_other_keeps() {
     use crate::network::{SignedStatement, Statement};
-    let (mut sim, fed) = three_belgians(21, ReplicaConfig { auto_links: false, ..ReplicaConfig::default() });
+    let (mut sim, fed, _) = three_belgians(21, ReplicaConfig { auto_links: false, ..ReplicaConfig::default() });
     // Node 2 writes a document that reaches node 0 only.
     sim.dial(2, 0);
     sim.run_for(60_000);
@@ -582,7 +580,7 @@ fn nodes_agree_to_differ_on_what_one_refuses_and_the_other_keeps() {
 /// for ten minutes, then offered again.
 #[test]
 fn what_a_node_could_not_store_is_held_back_for_a_while() {
-    let (mut sim, fed) = three_belgians(23, ReplicaConfig { auto_links: false, ..ReplicaConfig::default() });
+    let (mut sim, fed, _) = three_belgians(23, ReplicaConfig { auto_links: false, ..ReplicaConfig::default() });
     sim.dial(1, 0);
     sim.run_for(60_000);
     let doc = sim::create(&mut sim, &fed.keys[0], 0, Scope::Network, &[], 1);
