@@ -189,6 +189,18 @@ pub async fn ingest(n_docs: usize, mut emit: impl FnMut(&Figure)) -> Result<(), 
     emit(&figure("ingest-remote-verify-apply-durable", n_docs, applied, start));
     engine.shutdown().await;
     let _ = thread.join();
+
+    // The same, as a peer sends it: one signature per document's run.
+    let covered_home = temp_home("ingest-covered")?;
+    identity::init(&covered_home, "Bench", "BE", 0)?;
+    let covered_id = identity::load(&covered_home)?;
+    let (engine, thread) = engine::spawn(SledStore::open(&covered_home.store())?, &covered_id)?;
+    let start = Instant::now();
+    let applied = ingest_chunks(&engine, &work, true).await?;
+    emit(&figure("ingest-remote-covered-runs", n_docs, applied, start));
+    engine.shutdown().await;
+    let _ = thread.join();
+    let _ = std::fs::remove_dir_all(covered_home.root());
     drop(work);
 
     // Local writes through the engine: schema checks, Automerge, sign,
@@ -234,6 +246,16 @@ pub async fn ingest_workload(
     engine: &crate::engine::EngineHandle,
     work: &SignedWorkload,
 ) -> Result<usize, Box<dyn std::error::Error>> {
+    ingest_chunks(engine, work, false).await
+}
+
+/// [`ingest_workload`], each chunk sent as the wire carries it when
+/// `covered`: one signature per run of a document's changes in the chunk.
+async fn ingest_chunks(
+    engine: &crate::engine::EngineHandle,
+    work: &SignedWorkload,
+    covered: bool,
+) -> Result<usize, Box<dyn std::error::Error>> {
     let mut applied = 0;
     let mut docs_done = 0;
     for chunk in work.changes.chunks(INGEST_CHUNK) {
@@ -247,13 +269,12 @@ pub async fn ingest_workload(
                 break;
             }
         }
+        let mut changes = chunk.to_vec();
+        if covered {
+            envelope::cover_runs(&mut changes);
+        }
         let report = engine
-            .ingest(IngestBatch {
-                certificates: vec![work.certificate.clone()],
-                headers,
-                changes: chunk.to_vec(),
-                from: None,
-            })
+            .ingest(IngestBatch { certificates: vec![work.certificate.clone()], headers, changes, from: None })
             .await?;
         if !report.rejected.is_empty() {
             return Err(

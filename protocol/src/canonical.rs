@@ -236,6 +236,11 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.bytes(field, max)?).map_err(|_| DecodeError::NotUtf8 { field })
     }
 
+    /// Takes every byte not read yet.
+    pub fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
+    }
+
     /// Bytes not read yet.
     pub fn remaining(&self) -> usize {
         self.buf.len()

@@ -5,6 +5,11 @@
 //! canonical bytes. A receiver checks the envelope ([`ChangeEnvelope::validate`])
 //! before anything reaches Automerge; a failure names its reason
 //! ([`ValidationFailure`]) so it can be logged and counted.
+//!
+//! A change may also travel *covered*, without a signature of its own: a
+//! later change of the same author in the same document, sent in the same
+//! batch, is signed, and its bytes name its parents' hashes, so that one
+//! signature covers every ancestor's exact bytes ([`runs`]).
 
 use automerge::Change;
 
@@ -14,8 +19,18 @@ use crate::header::DocHeader;
 use crate::ids::{CommuneId, DocId, NodeId};
 use crate::keys::{self, SIGNATURE_LEN, SecretKey};
 
+mod runs;
+pub use runs::{
+    ChangeLinks, MAX_RUN_WORK, causal_order, change_links, cover_runs, covered, covered_cut, covered_within, uncovered,
+};
+
 const TAG: &str = "passerelle/change";
-const VERSION: u8 = 1;
+/// The version in the bytes a signature covers (it never changes: a
+/// change signed once stays verifiable).
+const SIGNED_VERSION: u8 = 1;
+/// The encoding's version: 2 says whether a signature follows (1 always
+/// had one; still read, from stores written before).
+const VERSION: u8 = 2;
 /// The largest Automerge change accepted in one envelope.
 pub const MAX_CHANGE_BYTES: usize = 256 * 1024;
 /// How far in the future a change's timestamp may be (clock skew allowance).
@@ -83,6 +98,10 @@ pub enum ValidationFailure {
         /// Our clock.
         now_ms: i64,
     },
+    /// A change sent without its own signature that no later signed change
+    /// of its author in the same batch covers.
+    #[error("a change of node {0} came without a signature and nothing signed in its batch covers it")]
+    Uncovered(String),
 }
 
 impl ValidationFailure {
@@ -101,6 +120,7 @@ impl ValidationFailure {
             ValidationFailure::NotRegistered(_) => "not_registered",
             ValidationFailure::Revoked(_) => "revoked",
             ValidationFailure::OwnerOnly { .. } => "owner_only",
+            ValidationFailure::Uncovered(_) => "uncovered",
         }
     }
 }
@@ -114,8 +134,10 @@ pub struct ChangeEnvelope {
     pub author: NodeId,
     /// The Automerge change, as `Change::raw_bytes`.
     pub change: Vec<u8>,
-    /// The author's signature over the canonical bytes.
-    pub signature: [u8; SIGNATURE_LEN],
+    /// The author's signature over the canonical bytes; `None` when the
+    /// change travels covered by a later signed change of its author (see
+    /// the module's documentation).
+    pub signature: Option<[u8; SIGNATURE_LEN]>,
 }
 
 /// A change whose envelope passed every check, ready to apply.
@@ -134,7 +156,7 @@ impl ChangeEnvelope {
     pub fn sign(doc: DocId, change: &Change, key: &SecretKey) -> Self {
         let author = key.node_id();
         let change = change.raw_bytes().to_vec();
-        let signature = key.sign(&signed_bytes(&doc, &author, &change));
+        let signature = Some(key.sign(&signed_bytes(&doc, &author, &change)));
         Self { doc, author, change, signature }
     }
 
@@ -143,11 +165,16 @@ impl ChangeEnvelope {
         signed_bytes(&self.doc, &self.author, &self.change)
     }
 
-    /// Encodes the envelope: canonical bytes, then signature.
+    /// Encodes the envelope: document, author, change, then whether a
+    /// signature follows and the signature.
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = self.signed_bytes();
-        bytes.extend_from_slice(&self.signature);
-        bytes
+        let mut w = Writer::new(TAG, VERSION);
+        w.fixed(self.doc.as_bytes()).fixed(self.author.as_bytes()).bytes(&self.change);
+        match &self.signature {
+            Some(sig) => w.u8(1).fixed(sig),
+            None => w.u8(0),
+        };
+        w.finish()
     }
 
     /// Decodes an envelope, refusing oversized changes before allocating.
@@ -156,21 +183,26 @@ impl ChangeEnvelope {
     /// # Errors
     /// [`DecodeError`].
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (mut r, _) = Reader::open(bytes, TAG, "change envelope", VERSION)?;
+        let (mut r, version) = Reader::open(bytes, TAG, "change envelope", VERSION)?;
         let doc = DocId::from_bytes(r.fixed("document")?);
         let author = NodeId::from_bytes(r.fixed("author")?);
         let change = r.bytes("change", MAX_CHANGE_BYTES)?.to_vec();
-        let signature = r.fixed("signature")?;
+        let signed = version < 2 || r.u8("seal")? == 1;
+        let signature = if signed { Some(r.fixed("signature")?) } else { None };
         r.end()?;
         Ok(Self { doc, author, change, signature })
     }
 
-    /// Checks the signature alone.
+    /// Checks the signature alone (a covered envelope, judged alone, is
+    /// not covered).
     ///
     /// # Errors
-    /// [`ValidationFailure::BadSignature`].
+    /// [`ValidationFailure::BadSignature`], [`ValidationFailure::Uncovered`].
     pub fn check_signature(&self) -> Result<(), ValidationFailure> {
-        keys::verify(self.author.as_bytes(), &self.signed_bytes(), &self.signature)
+        let Some(signature) = &self.signature else {
+            return Err(ValidationFailure::Uncovered(self.author.short()));
+        };
+        keys::verify(self.author.as_bytes(), &self.signed_bytes(), signature)
             .map_err(|_| ValidationFailure::BadSignature(self.author.short()))
     }
 
@@ -197,6 +229,13 @@ impl ChangeEnvelope {
         }
         let change =
             Change::from_bytes(self.change.clone()).map_err(|e| ValidationFailure::BadChange(e.to_string()))?;
+        // A covered change was judged by the links read from its bytes:
+        // Automerge must read the same change.
+        if self.signature.is_none() && change_links(&self.change).map(|l| l.hash) != Some(change.hash().0) {
+            return Err(ValidationFailure::BadChange(
+                "the change's hash is not the one its run was checked with".into(),
+            ));
+        }
         if change.actor_id().to_bytes() != self.author.as_bytes() {
             return Err(ValidationFailure::ActorMismatch(self.author.short()));
         }
@@ -265,25 +304,39 @@ fn touched_owner_field(change: &Change, fields: &'static [&'static str]) -> Opti
 }
 
 fn signed_bytes(doc: &DocId, author: &NodeId, change: &[u8]) -> Vec<u8> {
-    let mut w = Writer::new(TAG, VERSION);
+    let mut w = Writer::new(TAG, SIGNED_VERSION);
     w.fixed(doc.as_bytes()).fixed(author.as_bytes()).bytes(change);
     w.finish()
 }
 
 /// Checks the signatures of many envelopes, in batches of 64 (about 1.7×
 /// the single-signature rate); a failed batch is re-checked one by one so
-/// each result names exactly the envelopes that fail.
+/// each result names exactly the envelopes that fail. A covered envelope
+/// passes only when a signed envelope of the same author and document in
+/// `envelopes`, whose signature holds, descends from it ([`runs`]).
 pub fn verify_signatures(envelopes: &[ChangeEnvelope]) -> Vec<Result<(), ValidationFailure>> {
     const BATCH: usize = 64;
-    let mut out = Vec::with_capacity(envelopes.len());
-    for chunk in envelopes.chunks(BATCH) {
-        let msgs: Vec<Vec<u8>> = chunk.iter().map(ChangeEnvelope::signed_bytes).collect();
-        let items: Vec<_> =
-            chunk.iter().zip(&msgs).map(|(e, m)| (e.author.as_bytes(), m.as_slice(), &e.signature)).collect();
-        if keys::verify_batch(&items).is_ok() {
-            out.extend(chunk.iter().map(|_| Ok(())));
-        } else {
-            out.extend(chunk.iter().map(ChangeEnvelope::check_signature));
+    let signed: Vec<usize> = (0..envelopes.len()).filter(|&i| envelopes[i].signature.is_some()).collect();
+    let mut out: Vec<Result<(), ValidationFailure>> =
+        envelopes.iter().map(|e| Err(ValidationFailure::Uncovered(e.author.short()))).collect();
+    for chunk in signed.chunks(BATCH) {
+        let msgs: Vec<Vec<u8>> = chunk.iter().map(|&i| envelopes[i].signed_bytes()).collect();
+        let items: Vec<_> = chunk
+            .iter()
+            .zip(&msgs)
+            .filter_map(|(&i, m)| {
+                Some((envelopes[i].author.as_bytes(), m.as_slice(), envelopes[i].signature.as_ref()?))
+            })
+            .collect();
+        let batch_ok = keys::verify_batch(&items).is_ok();
+        for &i in chunk {
+            out[i] = if batch_ok { Ok(()) } else { envelopes[i].check_signature() };
+        }
+    }
+    if signed.len() < envelopes.len() {
+        let holds: Vec<bool> = out.iter().map(Result::is_ok).collect();
+        for i in runs::covered(envelopes, &holds) {
+            out[i] = Ok(());
         }
     }
     out
@@ -337,7 +390,7 @@ mod tests {
         let env = ChangeEnvelope::sign(id, &f.change, &f.node);
 
         let mut forged = env.clone();
-        forged.signature[5] ^= 1;
+        forged.signature.as_mut().unwrap()[5] ^= 1;
         assert_eq!(forged.validate(&id, &f.header, &f.book, 2_000).unwrap_err().code(), "bad_signature");
 
         let stranger = SecretKey::from_seed([3; 32]);
@@ -403,7 +456,7 @@ mod tests {
         let f = fixture();
         let id = f.header.id();
         let mut envs: Vec<_> = (0..70).map(|_| ChangeEnvelope::sign(id, &f.change, &f.node)).collect();
-        envs[66].signature[0] ^= 1;
+        envs[66].signature.as_mut().unwrap()[0] ^= 1;
         let results = verify_signatures(&envs);
         assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
         assert!(results[66].is_err());
@@ -413,12 +466,12 @@ mod tests {
         #[test]
         fn envelope_round_trips(doc in any::<[u8; 32]>(), author in any::<[u8; 32]>(),
                                 change in proptest::collection::vec(any::<u8>(), 0..512),
-                                sig in proptest::collection::vec(any::<u8>(), 64)) {
+                                sig in proptest::collection::vec(any::<u8>(), 64), covered in any::<bool>()) {
             let env = ChangeEnvelope {
                 doc: DocId::from_bytes(doc),
                 author: NodeId::from_bytes(author),
                 change,
-                signature: sig.try_into().unwrap(),
+                signature: (!covered).then(|| sig.try_into().unwrap()),
             };
             prop_assert_eq!(ChangeEnvelope::decode(&env.encode()).unwrap(), env);
         }

@@ -209,7 +209,12 @@ impl DocHeader {
         self.writers.contains(commune)
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    /// Decodes canonical bytes (a frame carries a header this way, its
+    /// certificate named apart).
+    ///
+    /// # Errors
+    /// [`DecodeError`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let (mut r, _) = Reader::open(bytes, TAG, "document header", VERSION)?;
         let kind = DocKind::parse_any(r.str("kind", MAX_NAME_BYTES)?);
         let schema = r.u32("schema")?;

@@ -46,6 +46,7 @@ mod relay;
 mod sessions;
 #[cfg(test)]
 mod tests;
+mod traffic;
 mod transfers;
 
 pub use apart::{APART_AHEAD_FOR_MS, APART_FOR_MS, DIFFER_DELAY_MS, MAX_APART_PER_PEER};
@@ -57,6 +58,7 @@ pub use io::{
 };
 pub use links::{AWAY_AFTER_MS, CYCLES, NEIGHBOURS, choose as choose_links};
 pub use peers::PeerRecord;
+pub use traffic::{FrameParts, KindTraffic, Traffic};
 
 /// Milliseconds since the Unix epoch, as the driver's clock says.
 pub type Millis = i64;
@@ -79,6 +81,10 @@ pub struct Counters {
     pub grafts: u64,
     /// Items the core refused, by reason code (heartbeats, statements).
     pub rejected: BTreeMap<String, u64>,
+    /// Messages and bytes by kind, each way.
+    pub traffic: Traffic,
+    /// What the document frames sent were made of.
+    pub frames_sent: FrameParts,
 }
 
 /// What a node kept of the replica's state (its store), to start from.
@@ -447,8 +453,14 @@ impl Replica {
     }
 
     fn send_tagged(&mut self, to: NodeId, msg: &SyncMessage, tag: Option<u64>) {
-        let bytes = msg.encode();
+        let (bytes, plain) = msg.encode_counted();
         self.peer_mut(to).bytes_out += bytes.len() as u64 + 4;
+        let t = self.counters.traffic.entry(msg.kind()).or_default();
+        t.messages_out += 1;
+        t.bytes_out += bytes.len() as u64 + 4;
+        if let SyncMessage::Docs { headers, changes, .. } | SyncMessage::Push { headers, changes, .. } = msg {
+            self.counters.frames_sent.add(headers, changes, plain, bytes.len());
+        }
         self.push(Output::Send { to, kind: msg.kind(), bytes, tag });
     }
 

@@ -61,7 +61,7 @@ fn bad_input_on_the_wire_is_refused_and_the_node_keeps_serving() -> anyhow::Resu
         let signed = SignedHeader::sign(header, &rogue_key, rogue_cert.clone());
         let own = signed.id();
         let mut forged = change_envelope(own, &rogue_key, None, "forgé");
-        forged.signature[10] ^= 1;
+        forged.signature.as_mut().unwrap()[10] ^= 1;
         let unknown_author = change_envelope(own, &stranger, None, "inconnu");
         // A change to Senneval's request by a certified node whose commune is not a writer.
         let not_writer = change_envelope(target_id, &rogue_key, None, "détourné");

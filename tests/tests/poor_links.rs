@@ -41,6 +41,23 @@ fn write_sheets(node: &TestNode, count: u64, topic: &str, repeat: usize) -> anyh
     Ok(())
 }
 
+/// Like [`write_sheets`], with `len` characters of text that does not
+/// compress much (frames are compressed: repeated text would shrink to
+/// little on the wire).
+fn write_varied_sheets(node: &TestNode, count: u64, len: usize) -> anyhow::Result<()> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..count {
+        let text: String = (0..len)
+            .map(|k| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                if k % 7 == 6 { ' ' } else { char::from(b'a' + ((x >> 33) % 26) as u8) }
+            })
+            .collect();
+        node.cli_json(&["practice", "create", "--title", &format!("Fiche {i}"), "--field", &format!("steps={text}")])?;
+    }
+    Ok(())
+}
+
 #[test]
 fn sync_survives_latency_cuts_and_a_partition() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
@@ -176,7 +193,7 @@ fn a_per_peer_budget_caps_the_sending_rate() -> anyhow::Result<()> {
     wait_converged(&[&senneval, &tala], 2, DEADLINE)?;
 
     link.partition(true);
-    write_sheets(&senneval, 30, "jardins partagés, récupération de l'eau de pluie, compost collectif.", 60)?;
+    write_varied_sheets(&senneval, 30, 4_000)?;
     link.reset_counters();
     let start = std::time::Instant::now();
     link.partition(false);

@@ -106,6 +106,35 @@ pub fn render(m: &MetricsSnapshot, net: NetFacts, now_ms: i64) -> String {
     Family::new(o, "sync_rounds_in_sync_total", "counter", "Reconciliation rounds that found a peer in sync.")
         .sample(&[], c.rounds_in_sync);
     Family::new(o, "peers_connected", "gauge", "Peers connected now.").sample(&[], net.peers_connected);
+    let mut f = Family::new(o, "sync_messages_total", "counter", "Sync messages since start, by kind and direction.");
+    for (kind, t) in &c.traffic {
+        f.sample(&[("kind", kind), ("direction", "in")], t.messages_in);
+        f.sample(&[("kind", kind), ("direction", "out")], t.messages_out);
+    }
+    let mut f = Family::new(
+        o,
+        "sync_message_bytes_total",
+        "counter",
+        "Sync message bytes on the wire since start (compressed where it paid), by kind and direction.",
+    );
+    for (kind, t) in &c.traffic {
+        f.sample(&[("kind", kind), ("direction", "in")], t.bytes_in);
+        f.sample(&[("kind", kind), ("direction", "out")], t.bytes_out);
+    }
+    let d = &c.frames_sent;
+    Family::new(
+        o,
+        "docs_frames_sent_bytes_total",
+        "counter",
+        "What the document frames sent since start were made of, before compression (and on the wire).",
+    )
+    .sample(&[("part", "wire")], d.wire_bytes)
+    .sample(&[("part", "plain")], d.plain_bytes)
+    .sample(&[("part", "headers")], d.header_bytes)
+    .sample(&[("part", "change_bytes")], d.change_bytes);
+    Family::new(o, "docs_frames_sent_changes_total", "counter", "Changes sent in document frames since start.")
+        .sample(&[("signed", "own")], d.changes - d.covered)
+        .sample(&[("signed", "covered")], d.covered);
 
     let mut f = Family::new(o, "sync_bytes_total", "counter", "Sync payload bytes exchanged with each peer, all time.");
     for p in &m.peers {

@@ -53,6 +53,62 @@ pub struct SyncFigure {
     /// Poor link only: cuts during the transfer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cuts: Option<u64>,
+    /// Where the bytes went: the transport's own (handshakes, identify,
+    /// ping, stream framing), sync messages by kind, and what the document
+    /// frames carried before compression.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<serde_json::Value>,
+}
+
+/// A node's counters, `name{labels}` to value, from `GET /metrics`.
+type Counters = std::collections::BTreeMap<String, u64>;
+
+fn counters(p: &Proc) -> Counters {
+    let text = p.client().and_then(|c| Ok(c.metrics()?)).unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("passerelle_sync_message_bytes_total") || l.starts_with("passerelle_docs_frames_sent")
+        })
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.trim_start_matches("passerelle_").to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The breakdown of `link_bytes`, from A's and B's counters before and
+/// after (B's messages are every sync frame on the link: A is its one peer).
+fn breakdown(link_bytes: u64, a: (&Counters, &Counters), b: (&Counters, &Counters)) -> serde_json::Value {
+    let delta = |(before, after): (&Counters, &Counters), key: &str| {
+        after.get(key).copied().unwrap_or(0).saturating_sub(before.get(key).copied().unwrap_or(0))
+    };
+    let mut sync = serde_json::Map::new();
+    let mut sync_total = 0;
+    for key in b.1.keys().filter(|k| k.starts_with("sync_message_bytes_total")) {
+        let n = delta(b, key);
+        let Some(kind) = key.split("kind=\"").nth(1).and_then(|k| k.split('"').next()) else { continue };
+        if n > 0 {
+            let entry = sync.entry(kind.to_owned()).or_insert(json!(0));
+            *entry = json!(entry.as_u64().unwrap_or(0) + n);
+            sync_total += n;
+        }
+    }
+    let part = |p: &str| delta(a, &format!("docs_frames_sent_bytes_total{{part=\"{p}\"}}"));
+    let own = delta(a, "docs_frames_sent_changes_total{signed=\"own\"}");
+    let covered = delta(a, "docs_frames_sent_changes_total{signed=\"covered\"}");
+    json!({
+        "transport": link_bytes.saturating_sub(sync_total),
+        "sync": sync,
+        "docs_frames_from_a": {
+            "wire": part("wire"),
+            "plain": part("plain"),
+            "headers": part("headers"),
+            "change_bytes": part("change_bytes"),
+            "signatures": own * 64,
+            "changes_signed": own,
+            "changes_covered": covered,
+        },
+    })
 }
 
 /// The poor link of the benchmark: 64 kbit/s, 600 ms round trip, cut every 20 s.
@@ -271,9 +327,11 @@ fn scenarios(
         goodput: None,
         resent_fraction: None,
         cuts: None,
+        breakdown: None,
     };
 
     // 1. Catch-up: B, empty, fetches every document until it has A's heads.
+    let (a0, b0) = (counters(&a), counters(&b));
     link.reset_counters();
     let start = Instant::now();
     b.client()?.add_peer(&a_status.node_id, &link.multiaddr())?;
@@ -281,13 +339,17 @@ fn scenarios(
     // measurement does not slow down what it measures.
     wait("catch-up", SCENARIO_DEADLINE, Duration::from_millis(100), || Ok(heads_map(&b.client()?)? == a_heads))?;
     let clean_bytes = link.total_bytes();
-    figures.push(figure("catch-up", start.elapsed().as_secs_f64(), &a, &b, clean_bytes));
+    let wall = start.elapsed().as_secs_f64();
+    let mut f = figure("catch-up", wall, &a, &b, clean_bytes);
+    f.breakdown = Some(breakdown(clean_bytes, (&a0, &counters(&a)), (&b0, &counters(&b))));
+    figures.push(f);
     eprintln!("bench sync: catch-up done");
 
     // 2. Idle re-sync: B restarts on its own store and reconnects.
     b.stop();
     std::thread::sleep(Duration::from_millis(200));
     link.reset_counters();
+    let a0 = counters(&a);
     let restarted_ms = crate::clock::now_ms();
     b = Proc::start(bin, &homes[1])?;
     let start = Instant::now();
@@ -297,7 +359,10 @@ fn scenarios(
     wait("idle re-sync", SCENARIO_DEADLINE, Duration::from_millis(1), || Ok(in_sync(&b)? && in_sync(&a)?))?;
     let wall = start.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
-    figures.push(figure("idle-resync", wall, &a, &b, link.total_bytes()));
+    let bytes = link.total_bytes();
+    let mut f = figure("idle-resync", wall, &a, &b, bytes);
+    f.breakdown = Some(breakdown(bytes, (&a0, &counters(&a)), (&Counters::new(), &counters(&b))));
+    figures.push(f);
 
     // 3. One-change latency: A edits one field of one document; time until B has it.
     let a_client = a.client()?;

@@ -101,6 +101,8 @@ impl<S: Store> Worker<S> {
             if picked.is_empty() {
                 continue;
             }
+            // A run's changes were stored together: one signature covers it.
+            passerelle_protocol::envelope::cover_runs(&mut picked);
             let Some(header) = self.store.header(&id)? else { continue };
             authors.extend(picked.iter().map(|c| c.author));
             documents.insert(id, picked.len());

@@ -24,6 +24,10 @@ pub struct EngineMetrics {
     pub sessions_opened: u64,
     /// Reconciliation rounds that found a peer in sync.
     pub rounds_in_sync: u64,
+    /// Sync messages and bytes by kind, each way.
+    pub traffic: passerelle_protocol::replica::Traffic,
+    /// What the document frames sent were made of.
+    pub frames_sent: passerelle_protocol::replica::FrameParts,
 }
 
 /// Everything `GET /metrics` shows that the engine knows.

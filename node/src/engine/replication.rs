@@ -201,8 +201,10 @@ impl<S: Store> Worker<S> {
                     }) {
                         Ok(report) => report,
                         Err(EngineError::Store(e)) => {
-                            // A full or failing disk: nothing of the batch is
-                            // kept; the peer is asked to hold these documents
+                            // A full or failing disk: the batch is not kept
+                            // (its documents written before the failure are,
+                            // and the core learns of them); the peer is
+                            // asked to hold these documents
                             // back for a while instead of sending them at
                             // every round.
                             tracing::error!(peer = %from.short(), error = %e, "cannot store what a peer sent");

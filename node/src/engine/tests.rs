@@ -118,7 +118,7 @@ async fn ingest_accepts_signed_changes_and_refuses_the_rest() {
     let unknown = ChangeEnvelope::sign(id, &change, &stranger);
     // Forged: a valid envelope with one signature bit flipped.
     let mut forged = envs[4].clone();
-    forged.signature[3] ^= 1;
+    forged.signature.as_mut().unwrap()[3] ^= 1;
 
     let report = engine
         .ingest(IngestBatch {
@@ -165,6 +165,70 @@ async fn ingest_accepts_signed_changes_and_refuses_the_rest() {
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::NotAWriter(_)), "{err}");
+    assert!(engine.verify().await.unwrap().failures.is_empty());
+    engine.shutdown().await;
+    thread.join().unwrap();
+}
+
+#[tokio::test]
+async fn a_covered_run_is_taken_whole_or_not_at_all_and_verifies_in_the_store() {
+    let f = fixture(8);
+    let (engine, thread) = start(&f);
+    let (cert, header, envs, node) = remote_doc(20, 6);
+    let id = header.id();
+    let mut run = envs.clone();
+    assert_eq!(passerelle_protocol::envelope::cover_runs(&mut run), 5);
+
+    // Its cover forged: the covered changes are refused with it, nothing stored.
+    let mut forged = run.clone();
+    forged[5].signature.as_mut().unwrap()[7] ^= 1;
+    let batch = |changes: Vec<ChangeEnvelope>| IngestBatch {
+        certificates: vec![cert.clone()],
+        headers: vec![header.clone()],
+        changes,
+        from: Some(node.node_id()),
+    };
+    let report = engine.ingest(batch(forged)).await.unwrap();
+    assert_eq!(report.applied, 0);
+    let mut codes: Vec<_> = report.rejected.iter().map(|r| r.code.as_str()).collect();
+    codes.sort();
+    assert_eq!(codes, ["bad_signature", "uncovered", "uncovered", "uncovered", "uncovered", "uncovered"]);
+    assert!(matches!(engine.get(id, None).await, Err(EngineError::NotFound(_))));
+
+    // Without its cover: refused.
+    let report = engine.ingest(batch(run[..5].to_vec())).await.unwrap();
+    assert_eq!((report.applied, report.rejected.len()), (0, 5));
+
+    // Its cover refused for a reason that is no forgery (a clock far
+    // ahead): the changes it covers are not taken alone either.
+    {
+        let (cert2, header2, _, node2) = remote_doc(30, 0);
+        let mut doc = document::new_document(&node2.node_id());
+        let mut ahead = Vec::new();
+        for (i, t) in [2_000, 3_000, crate::clock::now_ms() + 3_600_000].into_iter().enumerate() {
+            let edit = document::Edit::Text { field: "title".into(), lang: "fr".into(), text: format!("v{i}") };
+            let change = document::commit(&mut doc, &[edit], "edit", t).unwrap().unwrap();
+            ahead.push(ChangeEnvelope::sign(header2.id(), &change, &node2));
+        }
+        passerelle_protocol::envelope::cover_runs(&mut ahead);
+        let report = engine
+            .ingest(IngestBatch {
+                certificates: vec![cert2],
+                headers: vec![header2],
+                changes: ahead,
+                from: Some(node2.node_id()),
+            })
+            .await
+            .unwrap();
+        let mut codes: Vec<_> = report.rejected.iter().map(|r| r.code.as_str()).collect();
+        codes.sort();
+        assert_eq!((report.applied, codes), (0, vec!["cover_refused", "cover_refused", "from_the_future"]));
+    }
+
+    // Whole: one signature, six changes stored, the store verifies them.
+    let report = engine.ingest(batch(run)).await.unwrap();
+    assert_eq!((report.applied, report.rejected.len()), (6, 0));
+    assert_eq!(engine.get(id, None).await.unwrap().title.as_deref(), Some("Demande v5"));
     assert!(engine.verify().await.unwrap().failures.is_empty());
     engine.shutdown().await;
     thread.join().unwrap();

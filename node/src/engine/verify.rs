@@ -46,19 +46,25 @@ impl<S: Store> Worker<S> {
             if let Err(e) = header.verify_for(&id) {
                 fail(None, None, format!("header: {e}"));
             }
+            // Signatures are checked over the document's whole log, so a
+            // change stored covered is checked with the run that covers it.
+            let mut stored = Vec::new();
             for (seq, record) in self.store.changes(&id, 0)? {
                 report.changes += 1;
-                let stored = match record {
-                    Ok(s) => s,
-                    Err(e) => {
-                        fail(Some(seq), None, format!("undecodable record: {e}"));
-                        continue;
-                    }
-                };
+                match record {
+                    Ok(s) => stored.push((seq, s)),
+                    Err(e) => fail(Some(seq), None, format!("undecodable record: {e}")),
+                }
+            }
+            let envelopes: Vec<_> = stored.iter().map(|(_, s)| s.envelope.clone()).collect();
+            let seals = passerelle_protocol::envelope::verify_signatures(&envelopes);
+            let mut results = Vec::with_capacity(stored.len());
+            for ((seq, stored), seal) in stored.into_iter().zip(seals) {
                 let hash = Change::from_bytes(stored.envelope.change.clone()).ok().map(|c| c.hash().to_string());
-                let result = stored.envelope.check_signature().and_then(|()| {
-                    let v =
-                        stored.envelope.clone().validate_signed(&id, &header.header, self.replica.book(), i64::MAX)?;
+                // Covered changes are judged below, with the whole log.
+                let seal = if stored.envelope.signature.is_none() { Ok(()) } else { seal };
+                let result = seal.and_then(|()| {
+                    let v = stored.envelope.validate_signed(&id, &header.header, self.replica.book(), i64::MAX)?;
                     // A change accepted before a revocation reached this node
                     // but not kept by it is named too: history cannot be
                     // rewritten, so an auditor must see it.
@@ -69,6 +75,20 @@ impl<S: Store> Worker<S> {
                         _ => Ok(()),
                     }
                 });
+                results.push((seq, hash, result));
+            }
+            // A covered change holds only if a cover that holds is stored
+            // (the whole log, without the bound a peer's batch has).
+            let holds: Vec<bool> =
+                envelopes.iter().zip(&results).map(|(e, (_, _, r))| e.signature.is_some() && r.is_ok()).collect();
+            let covered = passerelle_protocol::envelope::covered_within(&envelopes, &holds, usize::MAX);
+            for (i, (seq, hash, result)) in results.into_iter().enumerate() {
+                let result = match result {
+                    Ok(()) if envelopes[i].signature.is_none() && covered.binary_search(&i).is_err() => {
+                        Err(passerelle_protocol::envelope::ValidationFailure::Uncovered(envelopes[i].author.short()))
+                    }
+                    r => r,
+                };
                 if let Err(e) = result {
                     fail(Some(seq), hash, e.to_string());
                 }

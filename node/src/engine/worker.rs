@@ -81,6 +81,8 @@ impl<S: Store> Worker<S> {
         all.faults = core.faults;
         all.sessions_opened = core.sessions_opened;
         all.rounds_in_sync = core.rounds_in_sync;
+        all.traffic = core.traffic;
+        all.frames_sent = core.frames_sent;
         for (code, n) in &core.rejected {
             *all.rejected.entry(code.clone()).or_default() += n;
         }

@@ -31,7 +31,7 @@ pub const MAX_APART_PER_PEER: usize = 10_000;
 pub const DIFFER_DELAY_MS: Millis = 2_000;
 
 fn lasts(code: &str) -> Millis {
-    if matches!(code, "from_the_future" | "store_failed") { APART_AHEAD_FOR_MS } else { APART_FOR_MS }
+    if matches!(code, "from_the_future" | "store_failed" | "cover_refused") { APART_AHEAD_FOR_MS } else { APART_FOR_MS }
 }
 
 impl Replica {

@@ -146,6 +146,9 @@ impl Replica {
             return;
         }
         self.peer_mut(from).bytes_in += bytes as u64;
+        let t = self.counters.traffic.entry(msg.kind()).or_default();
+        t.messages_in += 1;
+        t.bytes_in += bytes as u64;
         match msg {
             SyncMessage::Welcome { statements } if self.is_joining_through(&from) => {
                 if let Some(j) = self.joining.take() {

@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::certificate::NodeCertificate;
-use crate::envelope::ChangeEnvelope;
+use crate::envelope::{self, ChangeEnvelope};
 use crate::header::SignedHeader;
 use crate::ids::{DocId, NodeId};
 use crate::sync::message::{DOCS_FRAME_TARGET_BYTES, SyncMessage};
@@ -157,32 +157,62 @@ impl Replica {
         headers.retain(|h| self.index.may_share(&h.id(), &peer, roster));
         changes.retain(|c| self.index.may_share(&c.doc, &peer, roster));
         let target = self.frame_target(&to);
+        // A header's id is a hash of it: computed once.
+        let header_of: HashMap<DocId, SignedHeader> = headers.into_iter().map(|h| (h.id(), h)).collect();
         let mut frames = Vec::new();
-        let mut frame_headers: Vec<SignedHeader> = Vec::new();
-        let mut frame_changes: Vec<ChangeEnvelope> = Vec::new();
-        let mut size = 0;
-        for change in changes {
-            let len = change.change.len() + 140;
-            if size + len > target && !frame_changes.is_empty() {
-                frames.push((std::mem::take(&mut frame_headers), std::mem::take(&mut frame_changes)));
-                size = 0;
+        let mut start = 0;
+        while start < changes.len() {
+            let (mut end, mut size) = (start, 0);
+            let mut frame_docs: HashSet<DocId> = HashSet::new();
+            while end < changes.len() {
+                let change = &changes[end];
+                let new_doc = !frame_docs.contains(&change.doc);
+                let len = change.change.len() + 140 + if new_doc { 400 } else { 0 };
+                if size + len > target && end > start {
+                    break;
+                }
+                frame_docs.insert(change.doc);
+                size += len;
+                end += 1;
             }
-            if let Some(h) = headers.iter().find(|h| h.id() == change.doc)
-                && !frame_headers.iter().any(|f| f.id() == change.doc)
-            {
-                size += 400;
-                frame_headers.push(h.clone());
+            // A frame is checked alone: it ends where every change in it
+            // without a signature of its own is covered within it.
+            let end = envelope::covered_cut(&changes, start, end);
+            let mut frame_changes = changes[start..end].to_vec();
+            envelope::cover_runs(&mut frame_changes);
+            // A stored change whose cover cannot travel with it (the frame
+            // would pass the wire's bounds) stays here: sent, it would be
+            // refused as a fault of ours.
+            let bare = envelope::uncovered(&frame_changes);
+            if !bare.is_empty() {
+                tracing::warn!(changes = bare.len(), "changes held back: their cover does not fit in a frame");
+                let mut k = 0;
+                frame_changes.retain(|_| {
+                    k += 1;
+                    bare.binary_search(&(k - 1)).is_err()
+                });
             }
-            size += len;
-            frame_changes.push(change);
+            let mut in_frame = HashSet::new();
+            let frame_headers: Vec<SignedHeader> = frame_changes
+                .iter()
+                .filter(|c| in_frame.insert(c.doc))
+                .filter_map(|c| header_of.get(&c.doc).cloned())
+                .collect();
+            frames.push((frame_headers, frame_changes));
+            start = end;
         }
         // Headers of documents without changes here still travel once.
-        for h in headers {
-            if !frame_headers.iter().any(|f| f.id() == h.id()) && frame_changes.iter().all(|c| c.doc != h.id()) {
-                frame_headers.push(h);
+        let with_changes: HashSet<DocId> = changes.iter().map(|c| c.doc).collect();
+        let mut alone: Vec<(DocId, SignedHeader)> =
+            header_of.into_iter().filter(|(id, _)| !with_changes.contains(id)).collect();
+        alone.sort_by_key(|(id, _)| *id);
+        let alone: Vec<SignedHeader> = alone.into_iter().map(|(_, h)| h).collect();
+        if !alone.is_empty() || frames.is_empty() {
+            match frames.last_mut() {
+                Some((h, _)) => h.extend(alone),
+                None => frames.push((alone, Vec::new())),
             }
         }
-        frames.push((frame_headers, frame_changes));
         let mut sent = 0;
         for (headers, changes) in frames {
             if headers.is_empty() && changes.is_empty() {
@@ -382,8 +412,12 @@ fn chunk(
         size += len;
         taken.push(m);
     }
+    // The chunk is checked alone: it ends where its runs are covered.
+    let envelopes: Vec<ChangeEnvelope> = order.iter().map(|m| m.envelope.clone()).collect();
+    let end = envelope::covered_cut(&envelopes, 0, taken.len());
+    let taken: Vec<_> = order.iter().take(end).collect();
     if taken.len() >= order.len() {
-        return (taken.into_iter().map(|m| m.envelope.clone()).collect(), None);
+        return (envelopes, None);
     }
     // The peer's heads after this chunk: of its heads and the chunk's
     // changes, those no change of the chunk depends on.

@@ -1,4 +1,4 @@
-//! Wire messages of `/passerelle/sync/4` and their codec.
+//! Wire messages of `/passerelle/sync/5` and their codec.
 //!
 //! Every message is canonical bytes (tag `passerelle/sync`, version 1, a
 //! type byte, then fields) carried in one length-prefixed frame of at most
@@ -8,7 +8,7 @@
 use crate::canonical::{DecodeError, Reader, Writer};
 use crate::certificate::NodeCertificate;
 use crate::envelope::ChangeEnvelope;
-use crate::header::SignedHeader;
+use crate::header::{DocHeader, SignedHeader};
 use crate::heartbeat::{MAX_HEARTBEAT_BYTES, SignedHeartbeat};
 use crate::ids::{DocId, NetworkId, NodeId};
 use crate::network::statement::MAX_STATEMENT_BYTES;
@@ -17,9 +17,19 @@ use crate::network::{Invitation, SignedStatement};
 use super::fingerprint::{BUCKETS, BucketPrint};
 
 /// The libp2p protocol name.
-pub const PROTOCOL: &str = "/passerelle/sync/4";
+pub const PROTOCOL: &str = "/passerelle/sync/5";
 const TAG: &str = "passerelle/sync";
 const VERSION: u8 = 1;
+/// The version of a compressed frame: the uncompressed size, then the
+/// zstd-compressed bytes of a version-1 message after its tag and version.
+const COMPRESSED_VERSION: u8 = 2;
+/// Messages smaller than this travel uncompressed.
+pub const COMPRESS_FROM_BYTES: usize = 1024;
+/// The most a compressed frame may grow when decompressed: what a peer
+/// makes a node decode stays in proportion to what it sent.
+pub const MAX_COMPRESSION_RATIO: usize = 32;
+/// zstd's level: fast, and most of what higher levels would save.
+const COMPRESSION_LEVEL: i32 = 3;
 /// Largest frame accepted, in bytes.
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
 /// Most documents listed in one `Items` message.
@@ -263,6 +273,49 @@ impl SyncMessage {
 
     /// Encodes the message.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_counted().0
+    }
+
+    /// Encodes the message, and says how long it was before compression.
+    pub fn encode_counted(&self) -> (Vec<u8>, usize) {
+        let plain = self.encode_plain();
+        let plain_len = plain.len();
+        (self.compressed(plain), plain_len)
+    }
+
+    fn compressed(&self, plain: Vec<u8>) -> Vec<u8> {
+        if !self.compressible() || plain.len() < COMPRESS_FROM_BYTES {
+            return plain;
+        }
+        let body = &plain[Writer::new(TAG, VERSION).finish().len()..];
+        match zstd::bulk::compress(body, COMPRESSION_LEVEL) {
+            // (What would shrink more than a receiver accepts goes as it is.)
+            Ok(packed) if packed.len() + 8 < body.len() && body.len() <= packed.len() * MAX_COMPRESSION_RATIO => {
+                let mut w = Writer::new(TAG, COMPRESSED_VERSION);
+                w.u32(body.len() as u32).fixed(&packed);
+                w.finish()
+            }
+            _ => plain,
+        }
+    }
+
+    /// Whether the message is worth compressing when large: those that
+    /// carry documents, rosters and lists (the others are small or random).
+    fn compressible(&self) -> bool {
+        matches!(
+            self,
+            SyncMessage::Docs { .. }
+                | SyncMessage::Push { .. }
+                | SyncMessage::Roster { .. }
+                | SyncMessage::Items { .. }
+                | SyncMessage::Welcome { .. }
+                | SyncMessage::Heartbeats { .. }
+        )
+    }
+
+    /// The message's bytes without compression (what a compressed frame
+    /// holds once decompressed: for tests and tools that look inside).
+    pub fn encode_plain(&self) -> Vec<u8> {
         let mut w = Writer::new(TAG, VERSION);
         match self {
             SyncMessage::Hello { certificate, network, roster_count, roster_fingerprint, proof } => {
@@ -380,7 +433,28 @@ impl SyncMessage {
         if bytes.len() > MAX_FRAME_BYTES {
             return Err(DecodeError::TooLarge { field: "frame", len: bytes.len(), max: MAX_FRAME_BYTES });
         }
-        let (mut r, _) = Reader::open(bytes, TAG, "sync message", VERSION)?;
+        let (mut r, version) = Reader::open(bytes, TAG, "sync message", COMPRESSED_VERSION)?;
+        if version < COMPRESSED_VERSION {
+            return Self::decode_body(r);
+        }
+        // Bounded before anything is decompressed: the size it claims, and
+        // the decompressor stops at that size.
+        let len = bounded(&mut r, "uncompressed size", MAX_FRAME_BYTES)?;
+        let packed = r.rest();
+        if len > packed.len().saturating_mul(MAX_COMPRESSION_RATIO) {
+            return Err(invalid(
+                "compressed frame",
+                format!("{len} bytes from {} compressed: over {MAX_COMPRESSION_RATIO} times", packed.len()),
+            ));
+        }
+        let body = zstd::bulk::decompress(packed, len).map_err(|e| invalid("compressed frame", e))?;
+        if body.len() != len {
+            return Err(invalid("compressed frame", format!("{} bytes where {len} were announced", body.len())));
+        }
+        Self::decode_body(Reader::raw(&body))
+    }
+
+    fn decode_body(mut r: Reader<'_>) -> Result<Self, DecodeError> {
         let count = |r: &mut Reader<'_>, field: &'static str, max: usize| -> Result<usize, DecodeError> {
             let n = r.u32(field)? as usize;
             if n > max { Err(DecodeError::TooLarge { field, len: n, max }) } else { Ok(n) }
@@ -551,17 +625,47 @@ impl SyncMessage {
 }
 
 fn write_docs(w: &mut Writer, certificates: &[NodeCertificate], headers: &[SignedHeader], changes: &[ChangeEnvelope]) {
-    w.u32(certificates.len() as u32);
-    for c in certificates {
+    // One table of certificates: those listed, then those only headers
+    // name; headers refer to theirs by position.
+    let mut table: Vec<&NodeCertificate> = certificates.iter().collect();
+    for h in headers {
+        if !table.contains(&&h.certificate) {
+            table.push(&h.certificate);
+        }
+    }
+    w.u32(certificates.len() as u32).u32((table.len() - certificates.len()) as u32);
+    for c in &table {
         w.bytes(&c.encode());
     }
     w.u32(headers.len() as u32);
     for h in headers {
-        w.bytes(&h.encode());
+        let at = table.iter().position(|c| *c == &h.certificate).unwrap_or_default();
+        w.bytes(&h.header.canonical_bytes()).u16(at as u16).fixed(&h.signature);
     }
-    w.u32(changes.len() as u32);
+    // Authors once, then each document's run of changes.
+    let mut authors: Vec<NodeId> = Vec::new();
+    let mut author_at: std::collections::HashMap<NodeId, u16> = std::collections::HashMap::new();
     for c in changes {
-        w.bytes(&c.encode());
+        author_at.entry(c.author).or_insert_with(|| {
+            authors.push(c.author);
+            (authors.len() - 1) as u16
+        });
+    }
+    w.u32(authors.len() as u32);
+    for a in &authors {
+        w.fixed(a.as_bytes());
+    }
+    let runs = changes.chunk_by(|a, b| a.doc == b.doc);
+    w.u32(runs.clone().count() as u32);
+    for run in runs {
+        w.fixed(run[0].doc.as_bytes()).u32(run.len() as u32);
+        for c in run {
+            w.u16(author_at.get(&c.author).copied().unwrap_or_default()).bytes(&c.change);
+            match &c.signature {
+                Some(sig) => w.u8(1).fixed(sig),
+                None => w.u8(0),
+            };
+        }
     }
 }
 
@@ -569,24 +673,47 @@ fn write_docs(w: &mut Writer, certificates: &[NodeCertificate], headers: &[Signe
 type DocsBody = (Vec<NodeCertificate>, Vec<SignedHeader>, Vec<ChangeEnvelope>);
 
 fn read_docs(r: &mut Reader<'_>) -> Result<DocsBody, DecodeError> {
-    let n = bounded(r, "certificates", MAX_DOC_ENTRIES)?;
-    let mut certificates = Vec::with_capacity(n.min(1024));
-    for _ in 0..n {
-        certificates
-            .push(NodeCertificate::decode(r.bytes("certificate", 512)?).map_err(|e| invalid("certificate", e))?);
+    let listed = bounded(r, "certificates", MAX_DOC_ENTRIES)?;
+    let extra = bounded(r, "header certificates", MAX_DOC_ENTRIES - listed)?;
+    let mut table = Vec::with_capacity((listed + extra).min(1024));
+    for _ in 0..listed + extra {
+        table.push(NodeCertificate::decode(r.bytes("certificate", 512)?).map_err(|e| invalid("certificate", e))?);
     }
     let n = bounded(r, "headers", MAX_DOC_ENTRIES)?;
     let mut headers = Vec::with_capacity(n.min(1024));
     for _ in 0..n {
-        headers.push(SignedHeader::decode(r.bytes("header", 8192)?).map_err(|e| invalid("header", e))?);
+        let header = DocHeader::decode(r.bytes("header", 4096)?)?;
+        let certificate = table
+            .get(usize::from(r.u16("header certificate")?))
+            .ok_or_else(|| invalid("header certificate", "no such certificate in the frame"))?
+            .clone();
+        headers.push(SignedHeader { header, certificate, signature: r.fixed("header signature")? });
     }
-    let n = bounded(r, "changes", MAX_DOC_ENTRIES)?;
-    let mut changes = Vec::with_capacity(n.min(1024));
+    table.truncate(listed);
+    let n = bounded(r, "authors", MAX_DOC_ENTRIES)?;
+    let mut authors = Vec::with_capacity(n.min(1024));
     for _ in 0..n {
-        let bytes = r.bytes("change envelope", crate::envelope::MAX_CHANGE_BYTES + 1024)?;
-        changes.push(ChangeEnvelope::decode(bytes).map_err(|e| invalid("change envelope", e))?);
+        authors.push(NodeId::from_bytes(r.fixed("author")?));
     }
-    Ok((certificates, headers, changes))
+    let runs = bounded(r, "document runs", MAX_DOC_ENTRIES)?;
+    let mut changes = Vec::with_capacity(runs.min(1024));
+    for _ in 0..runs {
+        let doc = DocId::from_bytes(r.fixed("document")?);
+        let n = bounded(r, "changes", MAX_DOC_ENTRIES - changes.len())?;
+        for _ in 0..n {
+            let author = *authors
+                .get(usize::from(r.u16("author")?))
+                .ok_or_else(|| invalid("author", "no such author in the frame"))?;
+            let change = r.bytes("change", crate::envelope::MAX_CHANGE_BYTES)?.to_vec();
+            let signature = match r.u8("seal")? {
+                0 => None,
+                1 => Some(r.fixed("signature")?),
+                s => return Err(invalid("seal", format!("unknown seal {s}"))),
+            };
+            changes.push(ChangeEnvelope { doc, author, change, signature });
+        }
+    }
+    Ok((table, headers, changes))
 }
 
 fn write_announced(w: &mut Writer, docs: &[Item], statements: &[[u8; 16]]) {
@@ -744,12 +871,20 @@ mod tests {
             SyncMessage::Docs {
                 certificates: vec![cert()],
                 headers: vec![],
-                changes: vec![ChangeEnvelope {
-                    doc: DocId::from_bytes([3; 32]),
-                    author: cert().node,
-                    change: vec![1, 2, 3],
-                    signature: [5; 64],
-                }],
+                changes: vec![
+                    ChangeEnvelope {
+                        doc: DocId::from_bytes([3; 32]),
+                        author: cert().node,
+                        change: vec![1, 2, 3],
+                        signature: None,
+                    },
+                    ChangeEnvelope {
+                        doc: DocId::from_bytes([3; 32]),
+                        author: cert().node,
+                        change: vec![1, 2, 3, 4],
+                        signature: Some([5; 64]),
+                    },
+                ],
             },
         ];
         for m in messages {
@@ -758,6 +893,78 @@ mod tests {
         for r in [SyncReply::Ok, SyncReply::Busy, SyncReply::Refused("bad signature".into())] {
             assert_eq!(SyncReply::decode(&r.encode()).unwrap(), r);
         }
+    }
+
+    /// A large `Docs` of repetitive changes: compressed on the wire.
+    fn large_docs() -> SyncMessage {
+        let changes = (0..200u8)
+            .map(|i| ChangeEnvelope {
+                doc: DocId::from_bytes([i % 7; 32]),
+                author: cert().node,
+                change: format!("{i} la commune de Senneval demande un appui pour son projet").into_bytes(),
+                signature: (i % 11 == 0).then_some([i; 64]),
+            })
+            .collect();
+        SyncMessage::Docs { certificates: vec![cert()], headers: vec![], changes }
+    }
+
+    #[test]
+    fn large_frames_travel_compressed_and_come_back_whole() {
+        let m = large_docs();
+        let bytes = m.encode();
+        assert_eq!(SyncMessage::decode(&bytes).unwrap(), m);
+        let (_, version) = Reader::open(&bytes, TAG, "sync message", COMPRESSED_VERSION).unwrap();
+        assert_eq!(version, COMPRESSED_VERSION);
+        assert!(bytes.len() * 3 < m.encode_plain().len(), "{} of {}", bytes.len(), m.encode_plain().len());
+        // Small messages stay as they are.
+        let small = SyncMessage::Prune.encode();
+        assert_eq!(Reader::open(&small, TAG, "sync message", COMPRESSED_VERSION).unwrap().1, VERSION);
+    }
+
+    #[test]
+    fn what_would_shrink_too_much_travels_as_it_is() {
+        let m = SyncMessage::Docs {
+            certificates: vec![],
+            headers: vec![],
+            changes: vec![ChangeEnvelope {
+                doc: DocId::from_bytes([1; 32]),
+                author: cert().node,
+                change: vec![b'a'; 200_000],
+                signature: Some([3; 64]),
+            }],
+        };
+        let bytes = m.encode();
+        assert_eq!(bytes, m.encode_plain());
+        assert_eq!(SyncMessage::decode(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn a_compressed_frame_is_bounded_before_it_is_decompressed() {
+        let m = large_docs();
+        let plain = m.encode_plain();
+        let body = &plain[Writer::new(TAG, VERSION).finish().len()..];
+        let packed = zstd::bulk::compress(body, 3).unwrap();
+        let frame = |claimed: u32, packed: &[u8]| {
+            let mut w = Writer::new(TAG, COMPRESSED_VERSION);
+            w.u32(claimed).fixed(packed);
+            w.finish()
+        };
+        // Claims more than a frame may hold: refused before decompressing.
+        let err = SyncMessage::decode(&frame(MAX_FRAME_BYTES as u32 + 1, &packed)).unwrap_err();
+        assert!(matches!(err, DecodeError::TooLarge { field: "uncompressed size", .. }), "{err}");
+        // Claims less than it holds (a bomb): the decompressor stops there.
+        assert!(SyncMessage::decode(&frame(body.len() as u32 / 2, &packed)).is_err());
+        // Claims more than it holds.
+        assert!(SyncMessage::decode(&frame(body.len() as u32 + 1, &packed)).is_err());
+        // A bomb: 4 MB of zeros in a few hundred bytes, claiming 1 KB.
+        let bomb = zstd::bulk::compress(&vec![0u8; MAX_FRAME_BYTES], 19).unwrap();
+        assert!(bomb.len() < 1024);
+        assert!(SyncMessage::decode(&frame(1024, &bomb)).is_err());
+        // Garbage.
+        assert!(SyncMessage::decode(&frame(100, &[1, 2, 3, 4])).is_err());
+        // Honest bytes claiming more than 32 times their size: refused unread.
+        let err = SyncMessage::decode(&frame((bomb.len() * 33) as u32, &bomb)).unwrap_err();
+        assert!(err.to_string().contains("over 32 times"), "{err}");
     }
 
     #[test]

@@ -30,7 +30,9 @@ pub const MAX_FAULTS: u32 = 3;
 /// against the relay either. An owner-only field changed by another writer
 /// (`owner_only`) may sit in a history an older release accepted: an
 /// honest relay of it is not at fault. Nor is what the receiver could not
-/// store (`store_failed`: a full or failing disk).
+/// store (`store_failed`: a full or failing disk), nor a covered change
+/// whose cover was refused for one of these reasons (`cover_refused`; a
+/// cover refused as a fault is counted as such already).
 pub fn refusal_is_fault(code: &str) -> bool {
     !matches!(
         code,
@@ -42,6 +44,7 @@ pub fn refusal_is_fault(code: &str) -> bool {
             | "role_forbids_kind"
             | "owner_only"
             | "store_failed"
+            | "cover_refused"
     )
 }
 
