@@ -268,6 +268,29 @@ struct EventLoop {
     relay_users: HashMap<PeerId, Instant>,
 }
 
+/// An error and its causes in words, the empty ones left out (libp2p's
+/// transport errors often say nothing themselves and put the cause in
+/// their source), with a hint when the port is taken.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !text.trim().is_empty() && !parts.iter().any(|p| p.contains(text.trim())) {
+            parts.push(text.trim().to_owned());
+        }
+        next = err.source();
+    }
+    if parts.is_empty() {
+        parts.push(format!("{e:?}"));
+    }
+    let mut out = parts.join(": ");
+    if out.contains("in use") {
+        out.push_str(" (another program, or another node, already uses this port: change [network] listen)");
+    }
+    out
+}
+
 fn build_err(e: impl std::fmt::Display) -> NetError {
     NetError::Build(e.to_string())
 }
@@ -336,7 +359,7 @@ pub async fn spawn(
         let addr: Multiaddr = text
             .parse()
             .map_err(|e| NetError::Listen { addr: text.clone(), reason: format!("not a multiaddr: {e}") })?;
-        let id = swarm.listen_on(addr).map_err(|e| NetError::Listen { addr: text.clone(), reason: e.to_string() })?;
+        let id = swarm.listen_on(addr).map_err(|e| NetError::Listen { addr: text.clone(), reason: causes(&e) })?;
         listeners.push(id);
     }
     let mut listen = Vec::new();
@@ -351,11 +374,11 @@ pub async fn spawn(
                     listen.push(address);
                 }
                 SwarmEvent::ListenerClosed { listener_id, reason, .. } if pending.contains(&listener_id) => {
-                    let reason = reason.err().map(|e| format!("{e} ({e:?})")).unwrap_or_else(|| "closed".into());
+                    let reason = reason.err().map(|e| causes(&e)).unwrap_or_else(|| "closed".into());
                     return Err(NetError::Listen { addr: format!("{listener_id:?}"), reason });
                 }
                 SwarmEvent::ListenerError { error, .. } => {
-                    return Err(NetError::Listen { addr: "listener".into(), reason: error.to_string() });
+                    return Err(NetError::Listen { addr: "listener".into(), reason: causes(&error) });
                 }
                 _ => {}
             },
@@ -930,5 +953,35 @@ impl EventLoop {
             }
             request_response::Event::ResponseSent { .. } => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::causes;
+
+    #[derive(Debug)]
+    struct Silent(std::io::Error);
+
+    impl std::fmt::Display for Silent {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            Ok(())
+        }
+    }
+
+    impl std::error::Error for Silent {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_silent_error_gives_its_cause_and_a_taken_port_a_hint() {
+        let taken = Silent(std::io::Error::from(std::io::ErrorKind::AddrInUse));
+        let text = causes(&taken);
+        assert!(text.starts_with("address in use"), "{text}");
+        assert!(text.contains("change [network] listen"), "{text}");
+        let other = Silent(std::io::Error::other("no route"));
+        assert_eq!(causes(&other), "no route");
     }
 }
