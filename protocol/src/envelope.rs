@@ -317,8 +317,7 @@ fn signed_bytes(doc: &DocId, author: &NodeId, change: &[u8]) -> Vec<u8> {
 pub fn verify_signatures(envelopes: &[ChangeEnvelope]) -> Vec<Result<(), ValidationFailure>> {
     const BATCH: usize = 64;
     let signed: Vec<usize> = (0..envelopes.len()).filter(|&i| envelopes[i].signature.is_some()).collect();
-    let mut out: Vec<Result<(), ValidationFailure>> =
-        envelopes.iter().map(|e| Err(ValidationFailure::Uncovered(e.author.short()))).collect();
+    let mut out: Vec<Result<(), ValidationFailure>> = vec![Ok(()); envelopes.len()];
     for chunk in signed.chunks(BATCH) {
         let msgs: Vec<Vec<u8>> = chunk.iter().map(|&i| envelopes[i].signed_bytes()).collect();
         let items: Vec<_> = chunk
@@ -328,15 +327,19 @@ pub fn verify_signatures(envelopes: &[ChangeEnvelope]) -> Vec<Result<(), Validat
                 Some((envelopes[i].author.as_bytes(), m.as_slice(), envelopes[i].signature.as_ref()?))
             })
             .collect();
-        let batch_ok = keys::verify_batch(&items).is_ok();
-        for &i in chunk {
-            out[i] = if batch_ok { Ok(()) } else { envelopes[i].check_signature() };
+        if keys::verify_batch(&items).is_err() {
+            for &i in chunk {
+                out[i] = envelopes[i].check_signature();
+            }
         }
     }
     if signed.len() < envelopes.len() {
-        let holds: Vec<bool> = out.iter().map(Result::is_ok).collect();
-        for i in runs::covered(envelopes, &holds) {
-            out[i] = Ok(());
+        let holds: Vec<bool> = envelopes.iter().zip(&out).map(|(e, r)| e.signature.is_some() && r.is_ok()).collect();
+        let covered = runs::covered(envelopes, &holds);
+        for (i, e) in envelopes.iter().enumerate() {
+            if e.signature.is_none() && covered.binary_search(&i).is_err() {
+                out[i] = Err(ValidationFailure::Uncovered(e.author.short()));
+            }
         }
     }
     out

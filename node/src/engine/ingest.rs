@@ -42,47 +42,7 @@ pub struct IngestReport {
     pub rejected: Vec<Rejection>,
 }
 
-/// Documents an ingest writes to the store at once, at most. One: measured
-/// with `bench ingest` (10,000 documents), writing a frame's documents in
-/// one sled batch of up to 256 was slower (3.3k against 4.1k changes/s)
-/// and held more memory (374 against 218 MB).
-const DOCS_PER_WRITE: usize = 1;
-
-/// A document's new state, waiting for its write.
-struct Ingested {
-    id: DocId,
-    header: SignedHeader,
-    meta: DocMeta,
-    doc: automerge::Automerge,
-    new_header: Option<SignedHeader>,
-    fresh: Vec<ChangeEnvelope>,
-}
-
 impl<S: Store> Worker<S> {
-    /// Writes ingested documents in one batch; then, once it is durable in
-    /// the store, the core, the relay and the cache learn of them. Returns
-    /// the changes applied.
-    fn store_ingested(
-        &mut self,
-        writes: Vec<WriteOp>,
-        stored: Vec<Ingested>,
-        from: Option<passerelle_protocol::ids::NodeId>,
-    ) -> Result<u64, EngineError> {
-        if stored.is_empty() {
-            return Ok(0);
-        }
-        self.store.write(writes)?;
-        let mut applied = 0;
-        for Ingested { id, header, meta, doc, new_header, fresh } in stored {
-            applied += fresh.len() as u64;
-            self.replica.doc_changed(meta.id, Audience::of(&header.header), meta.head_bytes(), meta.stored_ms);
-            // Relay: what is new here goes on to the other peers once durable.
-            self.announcements.push(Announcement { from, new_docs: new_header.into_iter().collect(), changes: fresh });
-            self.cache.insert(id, header, meta, doc);
-        }
-        Ok(applied)
-    }
-
     /// Why the network refuses a document's header, if it does: its owner
     /// is not a member, or the owner's role may not own that kind.
     fn header_refusal(&self, header: &SignedHeader) -> Option<(&'static str, String)> {
@@ -168,10 +128,6 @@ impl<S: Store> Worker<S> {
         }
 
         let node_id = self.node_id;
-        // Documents go to the store [`DOCS_PER_WRITE`] at a time; what the
-        // rest of the node learns of them waits until they are written.
-        let mut writes = Vec::new();
-        let mut stored = Vec::new();
         for (id, envelopes) in by_doc {
             let new_header = new_headers.remove(&id);
             let header = match &new_header {
@@ -284,14 +240,20 @@ impl<S: Store> Worker<S> {
             let mut meta = refreshed_meta(&meta, &header.header, &doc, added, latest);
             ops.extend(snapshot_due(id, &mut meta, &doc));
             ops.push(WriteOp::Meta(meta.clone()));
-            writes.extend(ops);
-            stored.push(Ingested { id, header, meta, doc, new_header, fresh });
-            if stored.len() >= DOCS_PER_WRITE {
-                report.applied +=
-                    self.store_ingested(std::mem::take(&mut writes), std::mem::take(&mut stored), batch.from)?;
-            }
+            // One write per document: a frame's documents in one sled batch
+            // were measured slower (3.3k against 4.1k changes/s in `bench
+            // ingest`) and held more memory (374 against 218 MB).
+            self.store.write(ops)?;
+            report.applied += added;
+            self.replica.doc_changed(meta.id, Audience::of(&header.header), meta.head_bytes(), meta.stored_ms);
+            // Relay: what is new here goes on to the other peers once durable.
+            self.announcements.push(Announcement {
+                from: batch.from,
+                new_docs: new_header.into_iter().collect(),
+                changes: fresh,
+            });
+            self.cache.insert(id, header, meta, doc);
         }
-        report.applied += self.store_ingested(writes, stored, batch.from)?;
         self.metrics.changes_remote += report.applied;
         self.metrics.changes_duplicate += report.duplicates;
         for (signature, code) in refused_sigs {

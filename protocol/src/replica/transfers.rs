@@ -179,11 +179,13 @@ impl Replica {
             // without a signature of its own is covered within it.
             let end = envelope::covered_cut(&changes, start, end);
             let mut frame_changes = changes[start..end].to_vec();
-            envelope::cover_runs(&mut frame_changes);
             // A stored change whose cover cannot travel with it (the frame
             // would pass the wire's bounds) stays here: sent, it would be
-            // refused as a fault of ours.
-            let bare = envelope::uncovered(&frame_changes);
+            // refused as a fault of ours. (What `cover_runs` leaves out is
+            // covered by construction: only stored ones are looked at.)
+            let stored_bare = frame_changes.iter().any(|c| c.signature.is_none());
+            let bare = if stored_bare { envelope::uncovered(&frame_changes) } else { Vec::new() };
+            envelope::cover_runs(&mut frame_changes);
             if !bare.is_empty() {
                 tracing::warn!(changes = bare.len(), "changes held back: their cover does not fit in a frame");
                 let mut k = 0;
