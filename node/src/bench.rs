@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use passerelle_protocol::certificate::NodeCertificate;
-use passerelle_protocol::document;
+use passerelle_protocol::document::{self, Edit, Scalar};
 use passerelle_protocol::envelope::{self, ChangeEnvelope};
 use passerelle_protocol::header::{DocHeader, DocKind, Scope, SignedHeader};
 use passerelle_protocol::keys::SecretKey;
@@ -207,6 +207,25 @@ pub async fn ingest(n_docs: usize, mut emit: impl FnMut(&Figure)) -> Result<(), 
     // durable. Like people at work, each writer creates a document then
     // edits it 10 times; LOCAL_IN_FLIGHT writers run at once.
     let local_docs = n_docs.min(2_000);
+
+    // Their ceiling on one core: the same Automerge commits alone (no
+    // schema, signature, store or view).
+    let start = Instant::now();
+    let mut commits = 0;
+    for i in 0..local_docs {
+        let mut doc = document::new_document(&id.node_id());
+        let title = Edit::Text { field: "title".into(), lang: "fr".into(), text: workload::title(i) };
+        let description = Edit::Text { field: "description".into(), lang: "fr".into(), text: workload::description(i) };
+        let status = Edit::Status { code: "open".into(), at_ms: 0, by: String::new(), note: None };
+        commits += usize::from(document::commit(&mut doc, &[title, description, status], "create", 0)?.is_some());
+        for round in 0..10 {
+            let deadline =
+                Edit::Put { field: "deadline".into(), value: Scalar::Str(format!("2026-01-{:02}", round + 10)) };
+            commits += usize::from(document::commit(&mut doc, &[deadline], "update", 0)?.is_some());
+        }
+    }
+    emit(&figure("local-automerge-commit-alone", local_docs, commits, start));
+
     let (engine, thread) = engine::spawn(SledStore::open(&home.store())?, &id)?;
     let start = Instant::now();
     let mut local_changes = 0;

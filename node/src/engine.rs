@@ -200,8 +200,8 @@ pub enum NetEvent {
     Message {
         /// From whom.
         from: NodeId,
-        /// The decoded message.
-        msg: passerelle_protocol::sync::message::SyncMessage,
+        /// The decoded message (boxed: a hello is large beside the other events).
+        msg: Box<passerelle_protocol::sync::message::SyncMessage>,
         /// Its size on the stream.
         bytes: usize,
     },

@@ -16,7 +16,10 @@
 use std::collections::BTreeMap;
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{ActorId, Automerge, AutomergeError, Change, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use automerge::{
+    ActorId, Automerge, AutomergeError, Change, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, ScalarValueRef, Value,
+    ValueRef,
+};
 
 use crate::ids::NodeId;
 
@@ -297,36 +300,30 @@ pub fn status_log(doc: &Automerge) -> Vec<StatusEntry> {
     let Ok(Some((Value::Object(ObjType::List), log))) = doc.get(ROOT, STATUS_LOG) else {
         return Vec::new();
     };
-    (0..doc.length(&log))
-        .filter_map(|i| match doc.get(&log, i) {
-            Ok(Some((Value::Object(ObjType::Map), entry))) => {
-                let field = |k: &str| match doc.get(&entry, k) {
-                    Ok(Some((Value::Scalar(v), _))) => Some(v.into_owned()),
-                    _ => None,
-                };
-                let text = |v: Option<ScalarValue>| match v {
-                    Some(ScalarValue::Str(s)) => Some(s.to_string()),
-                    _ => None,
-                };
-                let at_ms = match field("at") {
-                    Some(ScalarValue::Timestamp(t)) | Some(ScalarValue::Int(t)) => t,
-                    _ => 0,
-                };
-                Some(StatusEntry {
-                    status: text(field("status"))?,
-                    at_ms,
-                    by: text(field("by")).unwrap_or_default(),
-                    note: text(field("note")),
-                })
+    doc.list_range(&log, ..)
+        .filter_map(|item| {
+            if item.value != ValueRef::Object(ObjType::Map) {
+                return None;
             }
-            _ => None,
+            let (mut status, mut at_ms, mut by, mut note) = (None, 0, String::new(), None);
+            for field in doc.map_range(item.id(), ..) {
+                match (&*field.key, field.value) {
+                    ("status", ValueRef::Scalar(ScalarValueRef::Str(s))) => status = Some(s.into_owned()),
+                    ("at", ValueRef::Scalar(ScalarValueRef::Timestamp(t) | ScalarValueRef::Int(t))) => at_ms = t,
+                    ("by", ValueRef::Scalar(ScalarValueRef::Str(s))) => by = s.into_owned(),
+                    ("note", ValueRef::Scalar(ScalarValueRef::Str(s))) => note = Some(s.into_owned()),
+                    _ => {}
+                }
+            }
+            Some(StatusEntry { status: status?, at_ms, by, note })
         })
         .collect()
 }
 
 /// The text of a root field without reading the rest of the document: a
 /// plain string or Automerge text as is; a multilingual text in `lang` if
-/// present, else in its original language.
+/// present, else in its original language, else in any (as
+/// `schema::text_in` reads it from JSON).
 pub fn field_text(doc: &Automerge, field: &str, lang: &str) -> Option<String> {
     match doc.get(ROOT, field).ok()?? {
         (Value::Scalar(s), _) => match s.as_ref() {
@@ -339,10 +336,15 @@ pub fn field_text(doc: &Automerge, field: &str, lang: &str) -> Option<String> {
                 Some((Value::Scalar(s), _)) => s.as_str().map(str::to_owned),
                 _ => None,
             };
-            [Some(lang.to_owned()), original].into_iter().flatten().find_map(|l| match doc.get(&map, l.as_str()) {
+            let text_of = |l: &str| match doc.get(&map, l) {
                 Ok(Some((Value::Object(ObjType::Text), t))) => doc.text(&t).ok(),
                 _ => None,
-            })
+            };
+            [Some(lang.to_owned()), original]
+                .into_iter()
+                .flatten()
+                .find_map(|l| text_of(&l))
+                .or_else(|| doc.keys(&map).filter(|k| k != ORIGINAL).find_map(|k| text_of(&k)))
         }
         _ => None,
     }
@@ -364,40 +366,47 @@ pub fn to_json(doc: &Automerge) -> serde_json::Map<String, serde_json::Value> {
     }
 }
 
+// Maps and lists are read in one pass each (`map_range`, `list_range`): a
+// `get` per key seeks from the start of the object every time, and reading a
+// document back after every write showed in profiles.
 fn object_json(doc: &Automerge, obj: &ObjId, ty: ObjType) -> serde_json::Value {
     match ty {
-        ObjType::Map | ObjType::Table => {
-            let mut out = serde_json::Map::new();
-            for key in doc.keys(obj) {
-                if let Ok(Some((value, id))) = doc.get(obj, key.as_str()) {
-                    out.insert(key, value_json(doc, value, &id));
-                }
-            }
-            serde_json::Value::Object(out)
-        }
-        ObjType::List => serde_json::Value::Array(
-            (0..doc.length(obj))
-                .filter_map(|i| doc.get(obj, i).ok().flatten().map(|(v, id)| value_json(doc, v, &id)))
+        ObjType::Map | ObjType::Table => serde_json::Value::Object(
+            doc.map_range(obj, ..)
+                .map(|item| (item.key.to_string(), value_ref_json(doc, &item.value, || item.id())))
                 .collect(),
+        ),
+        ObjType::List => serde_json::Value::Array(
+            doc.list_range(obj, ..).map(|item| value_ref_json(doc, &item.value, || item.id())).collect(),
         ),
         ObjType::Text => serde_json::Value::String(doc.text(obj).unwrap_or_default()),
     }
 }
 
 fn value_json(doc: &Automerge, value: Value<'_>, id: &ObjId) -> serde_json::Value {
-    use serde_json::Value as J;
     match value {
         Value::Object(ty) => object_json(doc, id, ty),
-        Value::Scalar(s) => match s.as_ref() {
-            ScalarValue::Str(v) => J::String(v.to_string()),
-            ScalarValue::Int(v) | ScalarValue::Timestamp(v) => J::from(*v),
-            ScalarValue::Uint(v) => J::from(*v),
-            ScalarValue::F64(v) => serde_json::Number::from_f64(*v).map(J::Number).unwrap_or(J::Null),
-            ScalarValue::Counter(c) => J::from(i64::from(c)),
-            ScalarValue::Boolean(v) => J::Bool(*v),
-            ScalarValue::Bytes(b) => J::String(hex_string(b)),
-            ScalarValue::Unknown { .. } | ScalarValue::Null => J::Null,
-        },
+        Value::Scalar(s) => scalar_json(&ScalarValueRef::from(s.into_owned())),
+    }
+}
+
+fn value_ref_json(doc: &Automerge, value: &ValueRef<'_>, id: impl FnOnce() -> ObjId) -> serde_json::Value {
+    match value {
+        ValueRef::Object(ty) => object_json(doc, &id(), *ty),
+        ValueRef::Scalar(s) => scalar_json(s),
+    }
+}
+
+fn scalar_json(s: &ScalarValueRef<'_>) -> serde_json::Value {
+    use serde_json::Value as J;
+    match s {
+        ScalarValueRef::Str(v) => J::String(v.to_string()),
+        ScalarValueRef::Int(v) | ScalarValueRef::Timestamp(v) | ScalarValueRef::Counter(v) => J::from(*v),
+        ScalarValueRef::Uint(v) => J::from(*v),
+        ScalarValueRef::F64(v) => serde_json::Number::from_f64(*v).map(J::Number).unwrap_or(J::Null),
+        ScalarValueRef::Boolean(v) => J::Bool(*v),
+        ScalarValueRef::Bytes(b) => J::String(hex_string(b)),
+        ScalarValueRef::Unknown { .. } | ScalarValueRef::Null => J::Null,
     }
 }
 
@@ -490,5 +499,90 @@ mod tests {
         a.merge(&mut b).unwrap();
         let themes = to_json(&a)["themes"].as_object().unwrap().len();
         assert_eq!(themes, 3);
+    }
+
+    /// What a reader sees with one `get` per key and index: the reference
+    /// the one-pass reading must agree with.
+    fn json_by_get(doc: &Automerge, obj: &ObjId, ty: ObjType) -> serde_json::Value {
+        match ty {
+            ObjType::Map | ObjType::Table => serde_json::Value::Object(
+                doc.keys(obj)
+                    .filter_map(|k| {
+                        let (v, id) = doc.get(obj, k.as_str()).ok()??;
+                        Some((k, by_get_value(doc, v, &id)))
+                    })
+                    .collect(),
+            ),
+            ObjType::List => serde_json::Value::Array(
+                (0..doc.length(obj))
+                    .filter_map(|i| doc.get(obj, i).ok().flatten().map(|(v, id)| by_get_value(doc, v, &id)))
+                    .collect(),
+            ),
+            ObjType::Text => serde_json::Value::String(doc.text(obj).unwrap()),
+        }
+    }
+
+    fn by_get_value(doc: &Automerge, v: Value<'_>, id: &ObjId) -> serde_json::Value {
+        match v {
+            Value::Object(ty) => json_by_get(doc, id, ty),
+            Value::Scalar(s) => match s.as_ref() {
+                ScalarValue::Counter(c) => serde_json::Value::from(i64::from(c)),
+                _ => value_json(doc, Value::Scalar(s.clone()), id),
+            },
+        }
+    }
+
+    #[test]
+    fn one_pass_reading_agrees_with_reading_key_by_key() {
+        use automerge::transaction::Transactable;
+        let mut a = new_document(&node(1));
+        commit(
+            &mut a,
+            &[
+                Edit::Text { field: "title".into(), lang: "fr".into(), text: "Eau".into() },
+                Edit::Status { code: "open".into(), at_ms: 5, by: "c".into(), note: Some("n".into()) },
+                Edit::Put { field: "deadline".into(), value: Scalar::Str("2026-12-31".into()) },
+                Edit::Put { field: "gone".into(), value: Scalar::Int(1) },
+            ],
+            "a",
+            1,
+        )
+        .unwrap();
+        let mut tx = a.transaction();
+        let list = tx.put_object(ROOT, "list", ObjType::List).unwrap();
+        tx.insert(&list, 0, 1_i64).unwrap();
+        let inner = tx.insert_object(&list, 1, ObjType::Map).unwrap();
+        tx.put(&inner, "k", ScalarValue::Bytes(vec![1, 2])).unwrap();
+        tx.put(ROOT, "count", ScalarValue::counter(3)).unwrap();
+        // A multilingual text whose original language is missing.
+        let texts = tx.put_object(ROOT, "texts", ObjType::Map).unwrap();
+        let nl = tx.put_object(&texts, "nl", ObjType::Text).unwrap();
+        tx.splice_text(&nl, 0, 0, "Water").unwrap();
+        tx.commit();
+        let mut b = a.fork().with_actor(actor_of(&node(2)));
+        // Concurrent puts of one key (a conflict), a deletion, increments.
+        commit(&mut a, &[Edit::Put { field: "deadline".into(), value: Scalar::Str("2027-01-01".into()) }], "a", 2)
+            .unwrap();
+        commit(&mut b, &[Edit::Put { field: "deadline".into(), value: Scalar::Str("2027-02-02".into()) }], "b", 2)
+            .unwrap();
+        commit(&mut b, &[Edit::Delete { field: "gone".into() }], "b", 3).unwrap();
+        commit(&mut b, &[Edit::Status { code: "closed".into(), at_ms: 9, by: "d".into(), note: None }], "b", 4)
+            .unwrap();
+        let mut tx = b.transaction();
+        tx.increment(ROOT, "count", 4).unwrap();
+        tx.commit();
+        a.merge(&mut b).unwrap();
+        let one_pass = serde_json::Value::Object(to_json(&a));
+        assert_eq!(one_pass, json_by_get(&a, &ROOT, ObjType::Map));
+        assert_eq!(one_pass["count"], 7);
+        // Read from the document or from its JSON, a title is the same.
+        assert_eq!(field_text(&a, "texts", "").as_deref(), Some("Water"));
+        assert_eq!(crate::schema::text_in(&one_pass["texts"], ""), field_text(&a, "texts", ""));
+        assert_eq!(crate::schema::text_in(&one_pass["title"], "ar"), field_text(&a, "title", "ar"));
+        assert!(one_pass.get("gone").is_none());
+        let log = status_log(&a);
+        assert_eq!(log.len(), 2);
+        assert_eq!((log[0].status.as_str(), log[0].at_ms, log[0].note.as_deref()), ("open", 5, Some("n")));
+        assert_eq!((log[1].status.as_str(), log[1].by.as_str()), ("closed", "d"));
     }
 }

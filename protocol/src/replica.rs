@@ -121,6 +121,8 @@ struct Link {
     awaiting_hello: Option<(Millis, usize)>,
     /// The peer's requests that make this node work ([`ASKS_PER_MINUTE`]).
     asks: AskBudget,
+    /// The distances its last hello said, taken in once its session is ready.
+    hello_routes: Option<Vec<(NodeId, u8)>>,
 }
 
 /// Requests that make a node work for a peer (`Summary`, `Buckets`,

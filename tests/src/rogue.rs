@@ -147,7 +147,7 @@ impl RoguePeer {
     /// Says hello as a member, then hands over its whole roster, so a node
     /// that lacks part of it (and waits for it before documents) is served.
     pub async fn greet(&mut self, cert: &NodeCertificate, roster: &Roster) {
-        self.ask(passerelle_protocol::sync::session::Session::hello(cert, roster).encode()).await;
+        self.ask(passerelle_protocol::sync::session::Session::hello(cert, roster, true, None, vec![]).encode()).await;
         let statements = roster.statements().cloned().collect();
         self.ask(SyncMessage::Roster { statements, complete: true }.encode()).await;
     }

@@ -52,9 +52,9 @@ fn bad_input_on_the_wire_is_refused_and_the_node_keeps_serving() -> anyhow::Resu
         let mut replies = Vec::new();
         // 1. A hello that certifies another key than the connection's.
         let lying = NodeCertificate::issue(&rogue_commune, stranger.node_id(), 0);
-        replies.push(("lying hello", rogue.ask(Session::hello(&lying, &roster).encode()).await));
+        replies.push(("lying hello", rogue.ask(Session::hello(&lying, &roster, true, None, vec![]).encode()).await));
         // 2. A proper hello, so the rest is processed.
-        replies.push(("hello", rogue.ask(Session::hello(&rogue_cert, &roster).encode()).await));
+        replies.push(("hello", rogue.ask(Session::hello(&rogue_cert, &roster, true, None, vec![]).encode()).await));
         // 3. Its own document, properly signed: accepted (it is a member); then
         //    changes that must all be refused.
         let header = DocHeader::new(DocKind::Request, rogue_commune.commune_id(), Scope::Network, 1_000, [1; 16]);
@@ -148,7 +148,7 @@ fn a_flooding_peer_does_not_stop_the_node() -> anyhow::Result<()> {
     let (ok, busy) = rt.block_on(async {
         let mut rogue = RoguePeer::connect(&key, addr).await;
         let roster = rogue.join(&token, &cert).await;
-        rogue.ask(Session::hello(&cert, &roster).encode()).await;
+        rogue.ask(Session::hello(&cert, &roster, true, None, vec![]).encode()).await;
         let (swarm, peer) = (&mut rogue.swarm, rogue.peer);
         let fp = roster.fingerprint();
         let summary = SyncMessage::Summary { count: 1, fingerprint: [7; 16], roster_count: fp.count, roster_fingerprint: fp.xor, pending: 0 };

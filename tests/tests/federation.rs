@@ -156,6 +156,8 @@ fn outsiders_are_refused_at_the_door() -> anyhow::Result<()> {
             roster_count: 0,
             roster_fingerprint: [0; 16],
             proof: vec![self_admit],
+            summary: None,
+            routes: vec![],
         };
         rogue.ask(hello.encode()).await;
         let closed = rogue.wait_closed(Duration::from_secs(10)).await;

@@ -66,9 +66,7 @@ type Counters = std::collections::BTreeMap<String, u64>;
 fn counters(p: &Proc) -> Counters {
     let text = p.client().and_then(|c| Ok(c.metrics()?)).unwrap_or_default();
     text.lines()
-        .filter(|l| {
-            l.starts_with("passerelle_sync_message_bytes_total") || l.starts_with("passerelle_docs_frames_sent")
-        })
+        .filter(|l| l.starts_with("passerelle_sync_message") || l.starts_with("passerelle_docs_frames_sent"))
         .filter_map(|l| {
             let (key, value) = l.rsplit_once(' ')?;
             Some((key.trim_start_matches("passerelle_").to_owned(), value.parse().ok()?))
@@ -83,14 +81,22 @@ fn breakdown(link_bytes: u64, a: (&Counters, &Counters), b: (&Counters, &Counter
         after.get(key).copied().unwrap_or(0).saturating_sub(before.get(key).copied().unwrap_or(0))
     };
     let mut sync = serde_json::Map::new();
+    let mut messages = serde_json::Map::new();
     let mut sync_total = 0;
-    for key in b.1.keys().filter(|k| k.starts_with("sync_message_bytes_total")) {
-        let n = delta(b, key);
+    for key in b.1.keys() {
         let Some(kind) = key.split("kind=\"").nth(1).and_then(|k| k.split('"').next()) else { continue };
-        if n > 0 {
-            let entry = sync.entry(kind.to_owned()).or_insert(json!(0));
-            *entry = json!(entry.as_u64().unwrap_or(0) + n);
+        let n = delta(b, key);
+        let into = if key.starts_with("sync_message_bytes_total") {
             sync_total += n;
+            &mut sync
+        } else if key.starts_with("sync_messages_total") {
+            &mut messages
+        } else {
+            continue;
+        };
+        if n > 0 {
+            let entry = into.entry(kind.to_owned()).or_insert(json!(0));
+            *entry = json!(entry.as_u64().unwrap_or(0) + n);
         }
     }
     let part = |p: &str| delta(a, &format!("docs_frames_sent_bytes_total{{part=\"{p}\"}}"));
@@ -99,6 +105,7 @@ fn breakdown(link_bytes: u64, a: (&Counters, &Counters), b: (&Counters, &Counter
     json!({
         "transport": link_bytes.saturating_sub(sync_total),
         "sync": sync,
+        "messages": messages,
         "docs_frames_from_a": {
             "wire": part("wire"),
             "plain": part("plain"),

@@ -36,9 +36,43 @@ pub(crate) fn derived(kind: &DocKind, doc: &Automerge) -> (Option<String>, Optio
     (status, document::field_text(doc, schema.title_field, ""))
 }
 
+/// A document read back once after a local write: its content and status
+/// log feed both the metadata and the view answered (reading it twice
+/// showed in profiles of local writes).
+struct ReadBack {
+    content: serde_json::Map<String, serde_json::Value>,
+    status_log: Vec<document::StatusEntry>,
+}
+
+impl ReadBack {
+    fn of(doc: &Automerge) -> Self {
+        Self { content: document::to_json(doc), status_log: document::status_log(doc) }
+    }
+
+    /// What [`derived`] reads from the document.
+    fn derived(&self, kind: &DocKind) -> (Option<String>, Option<String>) {
+        let Some(schema) = schema::schema_of(kind) else {
+            return (None, None);
+        };
+        let status = schema
+            .lifecycle
+            .and_then(|lc| lc.current(self.status_log.iter().map(|e| e.status.as_str())).map(str::to_owned));
+        (status, schema.title(&self.content, ""))
+    }
+}
+
 /// Metadata after `added` more changes at time `time_ms`.
 pub(crate) fn refreshed_meta(meta: &DocMeta, header: &DocHeader, doc: &Automerge, added: u64, time_ms: i64) -> DocMeta {
-    let (status, title) = derived(&header.kind, doc);
+    meta_with(meta, doc, derived(&header.kind, doc), added, time_ms)
+}
+
+fn meta_with(
+    meta: &DocMeta,
+    doc: &Automerge,
+    (status, title): (Option<String>, Option<String>),
+    added: u64,
+    time_ms: i64,
+) -> DocMeta {
     DocMeta {
         changes: meta.changes + added,
         updated_ms: meta.updated_ms.max(time_ms),
@@ -101,8 +135,12 @@ fn announcement(op: &WriteOp, new_doc: Option<SignedHeader>) -> Announcement {
 }
 
 fn view(id: DocId, header: &SignedHeader, meta: &DocMeta, doc: &Automerge, lang: Option<&str>) -> DocView {
+    view_of(id, header, meta, ReadBack::of(doc), lang)
+}
+
+fn view_of(id: DocId, header: &SignedHeader, meta: &DocMeta, read: ReadBack, lang: Option<&str>) -> DocView {
     let h = &header.header;
-    let content = document::to_json(doc);
+    let ReadBack { content, status_log } = read;
     let schema = schema::schema_of(&h.kind);
     let (fields, title) = match schema {
         Some(s) => (s.present(&content), s.title(&content, lang.unwrap_or(""))),
@@ -120,7 +158,7 @@ fn view(id: DocId, header: &SignedHeader, meta: &DocMeta, doc: &Automerge, lang:
         status: meta.status.clone(),
         title,
         fields,
-        status_log: document::status_log(doc),
+        status_log,
         heads: meta.heads.clone(),
         changes: meta.changes,
     }
@@ -229,7 +267,8 @@ impl<S: Store> Worker<S> {
             .map_err(|e| invalid("fields", e.to_string()))?
             .expect("a new document always changes: it records its schema");
         let base = DocMeta::new(id, &signed.header);
-        let meta = refreshed_meta(&base, &signed.header, &doc, 1, now);
+        let read = ReadBack::of(&doc);
+        let meta = meta_with(&base, &doc, read.derived(&kind), 1, now);
         let op = change_op(&self.node_key, id, 0, &change, now);
         self.metrics.changes_local += 1;
         let announced = announcement(&op, Some(signed.clone()));
@@ -239,7 +278,7 @@ impl<S: Store> Worker<S> {
         self.announcements.push(announced);
         let loaded = self.cache.insert(id, signed, meta, doc);
         tracing::info!(doc = %id.short(), %kind, "document created");
-        Ok(view(id, &loaded.header, &loaded.meta, &loaded.doc, Some(&lang)))
+        Ok(view_of(id, &loaded.header, &loaded.meta, read, Some(&lang)))
     }
 
     /// Returns the new view and whether anything was written.
@@ -296,7 +335,8 @@ impl<S: Store> Worker<S> {
             return Ok((view(id, &loaded.header, &loaded.meta, &loaded.doc, Some(&lang)), false));
         };
         let seq = loaded.meta.changes;
-        let mut meta = refreshed_meta(&loaded.meta, &loaded.header.header, &loaded.doc, 1, now);
+        let read = ReadBack::of(&loaded.doc);
+        let mut meta = meta_with(&loaded.meta, &loaded.doc, read.derived(&kind), 1, now);
         let snapshot = snapshot_due(id, &mut meta, &loaded.doc);
         let op = change_op(&self.node_key, id, seq, &change, now);
         self.metrics.changes_local += 1;
@@ -311,7 +351,7 @@ impl<S: Store> Worker<S> {
         self.announcements.push(announced);
         loaded.meta = meta;
         tracing::info!(doc = %id.short(), seq, "document updated");
-        Ok((view(id, &loaded.header, &loaded.meta, &loaded.doc, Some(&lang)), true))
+        Ok((view_of(id, &loaded.header, &loaded.meta, read, Some(&lang)), true))
     }
 
     pub(crate) fn get(&mut self, id: DocId, lang: Option<String>) -> Result<DocView, EngineError> {

@@ -288,7 +288,7 @@ impl<S: Store> Worker<S> {
             NetEvent::DialFailed { node, error } => self.replicate(|r, _| r.dial_failed(now, node, error)),
             NetEvent::Refused { from, reason } => self.replicate(|r, docs| r.frame_refused(now, from, reason, docs)),
             NetEvent::Message { from, msg, bytes } => {
-                self.replicate(|r, docs| r.message_received(now, from, msg, bytes, docs));
+                self.replicate(|r, docs| r.message_received(now, from, *msg, bytes, docs));
             }
             NetEvent::Delivered { node, tag } => self.replicate(|r, docs| r.message_delivered(now, node, tag, docs)),
             NetEvent::Lost { node, tag } => self.replicate(|r, _| r.message_lost(now, node, tag)),

@@ -218,8 +218,10 @@ struct RelayListen {
 /// How long to wait before asking a relay for a reservation again.
 const RELAY_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long a peer may use this node's relay before it must be known as a
-/// member's registered node (the hello deadline's length).
-pub const RELAY_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+/// member's registered node: shorter than the sync layer's hello deadline
+/// (30 s), so a stranger that holds a reservation is refused (and counted)
+/// by the relay's guard rather than dropped for its silence first.
+pub const RELAY_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Parses a relay's address; it must name the relay's peer id.
 fn relay_addr(text: &str) -> Result<(Multiaddr, PeerId), NetError> {
@@ -878,7 +880,7 @@ impl EventLoop {
                         }
                         (Some(from), Ok(msg)) => {
                             let bytes = request.len() + 4;
-                            match self.engine.net_event(NetEvent::Message { from, msg, bytes }) {
+                            match self.engine.net_event(NetEvent::Message { from, msg: Box::new(msg), bytes }) {
                                 Ok(()) => SyncReply::Ok,
                                 Err(_) => SyncReply::Busy,
                             }

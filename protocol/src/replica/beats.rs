@@ -209,7 +209,7 @@ impl Replica {
     }
 
     /// The commune a node key speaks for, as far as this node knows.
-    fn commune_of_node(&self, node: &NodeId) -> Option<CommuneId> {
+    pub(super) fn commune_of_node(&self, node: &NodeId) -> Option<CommuneId> {
         self.book
             .commune_of(node)
             .or_else(|| self.roster.as_ref()?.members().find(|m| m.node == Some(*node)).map(|m| m.commune))
@@ -463,9 +463,26 @@ impl Replica {
         self.send_own(now);
     }
 
-    /// Tells `peer` this node's distances (what changed since last told),
-    /// saying "unreachable" for watchers reached through it (split horizon).
+    /// Tells `peer` this node's distances (what changed since last told).
     fn tell_routes(&mut self, peer: NodeId) {
+        let hops = self.routes_for(peer);
+        if self.beats.told.get(&peer) == Some(&hops) {
+            return;
+        }
+        self.beats.told.insert(peer, hops.clone());
+        self.send(peer, &SyncMessage::Routes { hops });
+    }
+
+    /// This node's distances for a hello to `peer`, noted as told.
+    pub(super) fn hello_routes(&mut self, peer: NodeId) -> Vec<(NodeId, u8)> {
+        let hops = self.routes_for(peer);
+        self.beats.told.insert(peer, hops.clone());
+        hops
+    }
+
+    /// This node's distances as told to `peer`, saying "unreachable" for
+    /// watchers reached through it (split horizon).
+    fn routes_for(&self, peer: NodeId) -> Vec<(NodeId, u8)> {
         let me = self.me.node();
         // A watcher already receives every node's words: it says it is two
         // hops further from the other watchers than it is, so that their
@@ -482,11 +499,7 @@ impl Replica {
             })
             .collect();
         hops.truncate(crate::sync::message::MAX_ROUTES);
-        if self.beats.told.get(&peer) == Some(&hops) {
-            return;
-        }
-        self.beats.told.insert(peer, hops.clone());
-        self.send(peer, &SyncMessage::Routes { hops });
+        hops
     }
 
     /// The neighbour towards `watcher`, if any.
@@ -619,7 +632,7 @@ impl Replica {
     /// A peer became ready: it learns this node's distances to the
     /// watchers, and routes are worked out again.
     pub(super) fn beats_on_ready(&mut self, now: Millis, peer: NodeId) {
-        self.beats.told.remove(&peer);
+        // Our hello told the peer our routes: only what changed since goes.
         self.tell_routes(peer);
         self.reroute(now);
     }

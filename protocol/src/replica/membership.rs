@@ -21,7 +21,7 @@ impl Replica {
         let connected: Vec<NodeId> = self.links.keys().copied().collect();
         for node in connected {
             if self.session(&node).is_none() {
-                self.open_session(node, docs);
+                self.open_session(now, node, docs);
                 // The peer has a while from now to answer our hello.
                 if let Some(link) = self.links.get_mut(&node) {
                     link.awaiting_hello = Some((now + super::HELLO_DEADLINE_MS, 0));
@@ -216,8 +216,9 @@ impl Replica {
         self.push(Output::Forget { node: from });
     }
 
-    /// The hello this node says (for a peer that asked again).
+    /// The hello this node says to a peer that knows nothing of it yet
+    /// (with the proof of its membership, without a summary).
     pub fn hello(&self) -> Option<SyncMessage> {
-        self.roster.as_ref().map(|r| Session::hello(&self.me.certificate, r))
+        self.roster.as_ref().map(|r| Session::hello(&self.me.certificate, r, true, None, vec![]))
     }
 }

@@ -59,6 +59,11 @@ pub struct PeerRecord {
     /// Documents the peer asked for beyond its allowance, not queued.
     #[serde(default)]
     pub pushes_refused: u64,
+    /// Whether the peer holds our membership statements (it said its
+    /// roster equals ours): our hellos leave the proof out until it asks
+    /// for it again.
+    #[serde(default)]
+    pub placed_us: bool,
 }
 
 impl PeerRecord {
@@ -78,6 +83,7 @@ impl PeerRecord {
             rejected: 0,
             last_error: None,
             link_bytes_per_s: None,
+            placed_us: false,
             last_addr: None,
             rounds_refused: 0,
             pushed: 0,

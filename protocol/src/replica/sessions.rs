@@ -34,6 +34,7 @@ impl Replica {
                 eager: true,
                 awaiting_hello: Some((now + HELLO_DEADLINE_MS, 0)),
                 asks: super::AskBudget::new(now),
+                hello_routes: None,
             },
         );
         if let Some(join) = self.joining.as_ref().filter(|j| j.invitation.issuer_node == node) {
@@ -44,7 +45,7 @@ impl Replica {
             };
             self.send(node, &msg);
         }
-        self.open_session(node, docs);
+        self.open_session(now, node, docs);
     }
 
     /// The last connection with a peer closed.
@@ -106,13 +107,41 @@ impl Replica {
 
     /// Opens a sync session with a connected peer and says hello, if this
     /// node is in a network (a node outside any can only join).
-    pub(super) fn open_session(&mut self, node: NodeId, _docs: &mut impl DocSource) {
-        let Some(roster) = &self.roster else { return };
-        let hello = Session::hello(&self.me.certificate, roster);
+    pub(super) fn open_session(&mut self, now: Millis, node: NodeId, docs: &mut impl DocSource) {
+        if self.roster.is_none() {
+            return;
+        }
         let Some(link) = self.links.get_mut(&node) else { return };
         // The session starts its first round when the peer's hello arrives.
         link.session = Some(Session::new(node));
         self.counters.sessions_opened += 1;
+        self.say_hello(now, node, false, docs);
+    }
+
+    /// Sends our hello to a connected peer. The membership proof goes to a
+    /// peer never in sync with us (it may not hold it), or that asked; our
+    /// first round's summary goes along when we know the peer's commune.
+    fn say_hello(&mut self, now: Millis, node: NodeId, proof_asked: bool, docs: &mut impl DocSource) {
+        let proof = proof_asked
+            || self.session(&node).is_some_and(Session::proof_was_asked)
+            || self.peers.get(&node).is_none_or(|r| !r.placed_us);
+        let pending = self.transfers.queue_len(&node, docs);
+        let peer_commune = self.commune_of_node(&node);
+        let Some(roster) = self.roster.as_ref() else { return };
+        let summary = {
+            let local = self.index.view(self.me.commune(), roster).without(self.apart.get(&node));
+            Session::hello_summary(&local, peer_commune.as_ref(), pending)
+        };
+        let routes = self.hello_routes(node);
+        let Some(roster) = self.roster.as_ref() else { return };
+        let hello = Session::hello(&self.me.certificate, roster, proof, summary, routes);
+        let Some(link) = self.links.get_mut(&node) else { return };
+        if summary.is_some() {
+            link.last_summary = now;
+        }
+        if let Some(session) = link.session.as_mut() {
+            session.hello_sent(&hello);
+        }
         self.send(node, &hello);
     }
 
@@ -194,15 +223,21 @@ impl Replica {
             }
             return;
         }
+        self.note_placed(from, &msg);
         if let SyncMessage::Items { buckets } = &msg {
             self.peer_lists(&from, buckets.iter().flat_map(|(_, items)| items.iter().map(|(doc, _)| doc)));
         }
         let Some(roster) = self.roster.as_ref() else { return };
         let pending = self.transfers.queue_len(&from, docs);
-        let Some(session) = self.links.get_mut(&from).and_then(|l| l.session.as_mut()) else {
+        let Some(link) = self.links.get_mut(&from).filter(|l| l.session.is_some()) else {
             tracing::debug!(peer = %from.short(), kind = msg.kind(), "message outside a session: ignored");
             return;
         };
+        if let SyncMessage::Hello { routes, .. } = &msg {
+            // Taken in once the session is ready (below).
+            link.hello_routes = Some(routes.clone());
+        }
+        let Some(session) = link.session.as_mut() else { return };
         let was_ready = session.phase() == Phase::Ready;
         session.set_pending(pending);
         let local = self.index.view(self.me.commune(), roster).without(self.apart.get(&from));
@@ -217,10 +252,33 @@ impl Replica {
             return;
         }
         self.run_effects(now, from, effects, docs);
+        if now_ready && let Some(routes) = self.links.get_mut(&from).and_then(|l| l.hello_routes.take()) {
+            self.on_routes(now, from, routes);
+        }
         if now_ready && !was_ready {
             // A transfer cut by the last disconnection resumes now.
             self.fill(from, docs);
             self.beats_on_ready(now, from);
+        }
+    }
+
+    /// Remembers whether the peer holds our membership statements: it
+    /// does when it says its roster equals ours (ours admits us); one
+    /// asking for our proof lost them.
+    fn note_placed(&mut self, from: NodeId, msg: &SyncMessage) {
+        let placed = match msg {
+            SyncMessage::Hello { roster_count, roster_fingerprint, .. }
+            | SyncMessage::Summary { roster_count, roster_fingerprint, .. } => {
+                let Some(roster) = self.roster.as_ref() else { return };
+                let fp = roster.fingerprint();
+                (fp.count, fp.xor) == (*roster_count, *roster_fingerprint)
+            }
+            SyncMessage::ProofWanted => false,
+            _ => return,
+        };
+        // Only a change is written.
+        if self.peers.get(&from).is_some_and(|r| r.placed_us != placed) {
+            self.peer_mut(from).placed_us = placed;
         }
     }
 
@@ -294,12 +352,7 @@ impl Replica {
                     }
                 }
                 Effect::IngestRoster(statements) => self.add_statements(now, statements, Some(peer), docs),
-                Effect::SendHello => {
-                    if let Some(roster) = &self.roster {
-                        let hello = Session::hello(&self.me.certificate, roster);
-                        self.send(peer, &hello);
-                    }
-                }
+                Effect::SendHello { proof } => self.say_hello(now, peer, proof, docs),
                 Effect::Redeem { invitation, certificate, addrs } => {
                     self.push(Output::Redeem { from: peer, invitation, certificate, addrs });
                 }

@@ -602,3 +602,40 @@ fn what_a_node_could_not_store_is_held_back_for_a_while() {
     sim.run_for(super::APART_AHEAD_FOR_MS);
     assert!(sim.nodes[0].replica.kept_apart(&one).is_empty(), "offered again after ten minutes");
 }
+
+#[test]
+fn a_restarted_peer_in_agreement_resyncs_with_the_two_hellos() {
+    let (mut sim, fed) = pair_sim(ReplicaConfig::default());
+    sim::create(&mut sim, &fed.keys[0], 0, Scope::Network, &[], 1);
+    sim::create(&mut sim, &fed.keys[1], 1, Scope::Network, &[], 2);
+    sim.run_for(120_000);
+    let first_hello = sim.nodes[0].received_bytes["hello"];
+    // Node 1 stops and starts again on what it persisted.
+    sim.stop(1);
+    sim.run_for(1_000);
+    let before: Vec<_> = sim.nodes.iter().map(|n| n.received.clone()).collect();
+    let hello_bytes_before = sim.nodes[0].received_bytes["hello"];
+    let restarted = sim.now;
+    sim.restart(1);
+    sim.run_for(10_000);
+    for (i, node) in sim.nodes.iter().enumerate() {
+        let peer = sim.ids[1 - i];
+        let synced = node.replica.peer(&peer).and_then(|r| r.last_sync_ms);
+        assert!(synced.is_some_and(|t| t >= restarted), "node {i} is not in sync again: {synced:?}");
+        let new: BTreeMap<&str, u64> = node
+            .received
+            .iter()
+            .map(|(k, n)| (*k, n - before[i].get(k).copied().unwrap_or(0)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        // One hello each way and nothing else: it carried the summary and
+        // the routes; no roster, no question about membership.
+        assert_eq!(new.get("hello"), Some(&1), "node {i}: {new:?}");
+        for kind in ["summary", "routes", "roster-have", "roster", "proof-wanted", "buckets", "items"] {
+            assert!(!new.contains_key(kind), "node {i} received {kind}: {new:?}");
+        }
+    }
+    // The hello of a peer met before leaves its membership proof out.
+    let resync_hello = sim.nodes[0].received_bytes["hello"] - hello_bytes_before;
+    assert!(resync_hello + 200 < first_hello, "hello of {resync_hello} B, the first {first_hello} B");
+}

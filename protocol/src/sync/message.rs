@@ -62,6 +62,18 @@ pub const MAX_ANNOUNCED: usize = 4_096;
 /// One document in an `Items` list: its id and heads.
 pub type Item = (DocId, Vec<[u8; 32]>);
 
+/// A summary of the documents the sender shares with the receiver, as a
+/// `Summary` message says it, carried in a hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetSummary {
+    /// Number of documents.
+    pub count: u64,
+    /// XOR of their item hashes.
+    pub fingerprint: [u8; 16],
+    /// Documents the sender still has queued for the receiver.
+    pub pending: u64,
+}
+
 /// A message of the sync protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncMessage {
@@ -78,9 +90,22 @@ pub enum SyncMessage {
         roster_fingerprint: [u8; 16],
         /// Statements proving the sender's commune is a member (the founding
         /// statement and the chain of admissions to it), for a receiver that
-        /// has not heard of it yet.
+        /// has not heard of it yet: left out when the receiver was in sync
+        /// with the sender before (it holds them); one that cannot place the
+        /// sender answers `ProofWanted`.
         proof: Vec<SignedStatement>,
+        /// The sender's first round, when it knows the receiver's commune
+        /// already: what a `Summary` would say. Peers whose rosters agree
+        /// compare it at once, so a re-sync of peers in agreement ends with
+        /// the two hellos.
+        summary: Option<SetSummary>,
+        /// The sender's distances to the watchers, as `Routes` says them
+        /// (one message fewer each way on every connection).
+        routes: Vec<(NodeId, u8)>,
     },
+    /// The sender cannot place the receiver's hello without its membership
+    /// proof: say hello again with it.
+    ProofWanted,
     /// The short hashes of every statement the sender holds: the receiver
     /// answers with the statements missing from the list.
     RosterHave {
@@ -249,6 +274,7 @@ impl SyncMessage {
     pub fn kind(&self) -> &'static str {
         match self {
             SyncMessage::Hello { .. } => "hello",
+            SyncMessage::ProofWanted => "proof-wanted",
             SyncMessage::RosterHave { .. } => "roster-have",
             SyncMessage::Roster { .. } => "roster",
             SyncMessage::Join { .. } => "join",
@@ -318,10 +344,22 @@ impl SyncMessage {
     pub fn encode_plain(&self) -> Vec<u8> {
         let mut w = Writer::new(TAG, VERSION);
         match self {
-            SyncMessage::Hello { certificate, network, roster_count, roster_fingerprint, proof } => {
+            SyncMessage::Hello { certificate, network, roster_count, roster_fingerprint, proof, summary, routes } => {
                 w.u8(1).bytes(&certificate.encode()).fixed(network.as_bytes());
                 w.u64(*roster_count).fixed(roster_fingerprint);
                 write_statements(&mut w, proof);
+                match summary {
+                    None => {
+                        w.u8(0);
+                    }
+                    Some(s) => {
+                        w.u8(1).u64(s.count).fixed(&s.fingerprint).u64(s.pending);
+                    }
+                }
+                write_routes(&mut w, routes);
+            }
+            SyncMessage::ProofWanted => {
+                w.u8(21);
             }
             SyncMessage::RosterHave { hashes } => {
                 w.u8(6).u32(hashes.len() as u32);
@@ -394,10 +432,8 @@ impl SyncMessage {
                 w.u8(17);
             }
             SyncMessage::Routes { hops } => {
-                w.u8(18).u32(hops.len() as u32);
-                for (node, h) in hops {
-                    w.fixed(node.as_bytes()).u8(*h);
-                }
+                w.u8(18);
+                write_routes(&mut w, hops);
             }
             SyncMessage::BeatsWanted { nodes } => {
                 w.u8(19).u32(nodes.len() as u32);
@@ -468,8 +504,19 @@ impl SyncMessage {
                 let roster_fingerprint = r.fixed("roster fingerprint")?;
                 let n = count(&mut r, "proof", MAX_PROOF)?;
                 let proof = read_statements(&mut r, n)?;
-                SyncMessage::Hello { certificate, network, roster_count, roster_fingerprint, proof }
+                let summary = match r.u8("summary")? {
+                    0 => None,
+                    1 => Some(SetSummary {
+                        count: r.u64("summary count")?,
+                        fingerprint: r.fixed("summary fingerprint")?,
+                        pending: r.u64("summary pending")?,
+                    }),
+                    other => return Err(invalid("summary", format!("{other} is neither 0 nor 1"))),
+                };
+                let routes = read_routes(&mut r)?;
+                SyncMessage::Hello { certificate, network, roster_count, roster_fingerprint, proof, summary, routes }
             }
+            21 => SyncMessage::ProofWanted,
             6 => {
                 let n = count(&mut r, "statement hashes", MAX_STATEMENTS)?;
                 let mut hashes = Vec::with_capacity(n.min(r.remaining() / 16));
@@ -573,14 +620,7 @@ impl SyncMessage {
             }
             14 => SyncMessage::Prune,
             17 => SyncMessage::Unlink,
-            18 => {
-                let n = count(&mut r, "routes", MAX_ROUTES)?;
-                let mut hops = Vec::with_capacity(n);
-                for _ in 0..n {
-                    hops.push((NodeId::from_bytes(r.fixed("watcher")?), r.u8("hops")?));
-                }
-                SyncMessage::Routes { hops }
-            }
+            18 => SyncMessage::Routes { hops: read_routes(&mut r)? },
             19 => {
                 let n = count(&mut r, "wanted beats", MAX_BEATS_WANTED)?;
                 let mut nodes = Vec::with_capacity(n);
@@ -755,6 +795,25 @@ fn bounded(r: &mut Reader<'_>, field: &'static str, max: usize) -> Result<usize,
     if n > max { Err(DecodeError::TooLarge { field, len: n, max }) } else { Ok(n) }
 }
 
+fn write_routes(w: &mut Writer, hops: &[(NodeId, u8)]) {
+    w.u32(hops.len() as u32);
+    for (node, h) in hops {
+        w.fixed(node.as_bytes()).u8(*h);
+    }
+}
+
+fn read_routes(r: &mut Reader<'_>) -> Result<Vec<(NodeId, u8)>, DecodeError> {
+    let n = r.u32("routes")? as usize;
+    if n > MAX_ROUTES {
+        return Err(DecodeError::TooLarge { field: "routes", len: n, max: MAX_ROUTES });
+    }
+    let mut hops = Vec::with_capacity(n);
+    for _ in 0..n {
+        hops.push((NodeId::from_bytes(r.fixed("watcher")?), r.u8("hops")?));
+    }
+    Ok(hops)
+}
+
 fn write_statements(w: &mut Writer, statements: &[SignedStatement]) {
     w.u32(statements.len() as u32);
     for s in statements {
@@ -835,7 +894,19 @@ mod tests {
                 roster_count: 3,
                 roster_fingerprint: [2; 16],
                 proof: vec![statement()],
+                summary: None,
+                routes: vec![],
             },
+            SyncMessage::Hello {
+                certificate: cert(),
+                network: NetworkId::from_bytes([6; 32]),
+                roster_count: 3,
+                roster_fingerprint: [2; 16],
+                proof: vec![],
+                summary: Some(SetSummary { count: 7, fingerprint: [5; 16], pending: 2 }),
+                routes: vec![(cert().node, 3)],
+            },
+            SyncMessage::ProofWanted,
             SyncMessage::RosterHave { hashes: vec![[1; 16], [2; 16]] },
             SyncMessage::Roster { statements: vec![statement(), statement()], complete: true },
             SyncMessage::Welcome { statements: vec![statement()] },

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use automerge::{Automerge, ChangeHash, ReadDoc};
 
 use super::fingerprint::{BUCKETS, BucketPrint, SetFingerprints};
-use super::message::{Item, MAX_PROOF, ROSTER_FRAME_TARGET_BYTES, SyncMessage};
+use super::message::{Item, MAX_PROOF, ROSTER_FRAME_TARGET_BYTES, SetSummary, SyncMessage};
 use crate::certificate::NodeCertificate;
 use crate::envelope::ChangeEnvelope;
 use crate::header::SignedHeader;
@@ -98,8 +98,12 @@ pub enum Effect {
         /// Where it listens.
         addrs: Vec<String>,
     },
-    /// Say hello (again): the peer may not have received ours.
-    SendHello,
+    /// Say hello (again): the peer may not have received ours, or asked
+    /// for the membership proof (`proof`: it must come with it).
+    SendHello {
+        /// The peer asked for the proof.
+        proof: bool,
+    },
     /// Verify and store what the peer sent.
     Ingest {
         /// Certificates.
@@ -149,6 +153,13 @@ pub struct Session {
     items_sent: std::collections::HashSet<u8>,
     /// Whether this round already answered a repeated hello with ours.
     hello_answered: bool,
+    /// What our last hello said: the roster summary, and whether it carried
+    /// our first round's summary.
+    hello_sent: Option<((u64, [u8; 16]), bool)>,
+    /// Whether we asked the peer for its membership proof (once).
+    proof_asked: bool,
+    /// Whether we answered the peer's request for ours (once).
+    proof_given: bool,
     /// Joins presented on this connection (see [`MAX_JOINS`]).
     joins: u8,
     /// `RosterHave`s answered since this node's last round started (see
@@ -176,6 +187,9 @@ impl Session {
             early: Vec::new(),
             items_sent: std::collections::HashSet::new(),
             hello_answered: false,
+            hello_sent: None,
+            proof_asked: false,
+            proof_given: false,
             joins: 0,
             roster_answers: 0,
             pending_out: 0,
@@ -185,11 +199,19 @@ impl Session {
     }
 
     /// The first message to send on a new connection: this node's
-    /// certificate, its network and roster summary, and the proof of its
-    /// commune's membership.
-    pub fn hello(certificate: &NodeCertificate, roster: &Roster) -> SyncMessage {
+    /// certificate, its network and roster summary, the proof of its
+    /// commune's membership (`proof`: unless the peer holds it already),
+    /// our first round's summary when we know the peer's commune, and our
+    /// distances to the watchers (`routes`, for the caller to act on).
+    pub fn hello(
+        certificate: &NodeCertificate,
+        roster: &Roster,
+        proof: bool,
+        summary: Option<SetSummary>,
+        routes: Vec<(NodeId, u8)>,
+    ) -> SyncMessage {
         let fp = roster.fingerprint();
-        let mut proof = roster.proof_for(&certificate.commune);
+        let mut proof = if proof { roster.proof_for(&certificate.commune) } else { Vec::new() };
         proof.truncate(MAX_PROOF);
         SyncMessage::Hello {
             certificate: certificate.clone(),
@@ -197,6 +219,28 @@ impl Session {
             roster_count: fp.count,
             roster_fingerprint: fp.xor,
             proof,
+            summary,
+            routes,
+        }
+    }
+
+    /// Our first round's summary for a hello, if the peer's commune is known.
+    pub fn hello_summary(local: &impl LocalSet, peer: Option<&CommuneId>, pending: u64) -> Option<SetSummary> {
+        let total = local.fingerprints(peer?).total();
+        Some(SetSummary { count: total.count, fingerprint: total.xor, pending })
+    }
+
+    /// Whether the peer asked for our membership proof on this connection
+    /// (every hello of ours carries it from then on).
+    pub fn proof_was_asked(&self) -> bool {
+        self.proof_given
+    }
+
+    /// Records the hello just sent to the peer (what it said decides
+    /// whether the peer's first round is compared with the hellos).
+    pub fn hello_sent(&mut self, hello: &SyncMessage) {
+        if let SyncMessage::Hello { roster_count, roster_fingerprint, summary, .. } = hello {
+            self.hello_sent = Some(((*roster_count, *roster_fingerprint), summary.is_some()));
         }
     }
 
@@ -249,7 +293,7 @@ impl Session {
         self.roster_answers = 0;
         match (self.phase, self.commune) {
             // Still no hello from the peer: ours may have been lost too.
-            (Phase::AwaitingHello, _) => vec![Effect::SendHello],
+            (Phase::AwaitingHello, _) => vec![Effect::SendHello { proof: false }],
             (Phase::Roster, _) => {
                 vec![Effect::Send(SyncMessage::RosterHave { hashes: roster.short_hashes() })]
             }
@@ -295,22 +339,65 @@ impl Session {
 
     fn become_ready(&mut self, local: &impl LocalSet, roster: &Roster) -> Vec<Effect> {
         self.phase = Phase::Ready;
-        let mut out = self.start_round(local, roster);
+        let out = self.start_round(local, roster);
+        self.with_early(out, local, roster)
+    }
+
+    /// Ready at the first hello, rosters agreeing: when the two hellos were
+    /// sent under the same roster (both sides see it so), each carried
+    /// summary is the first round of its sender. Ours said: no `Summary`
+    /// to send; theirs said: compare it now. A hello without one leaves its
+    /// sender's `Summary` to follow as before.
+    fn become_ready_at_hello(
+        &mut self,
+        local: &impl LocalSet,
+        roster: &Roster,
+        theirs: (u64, [u8; 16]),
+        summary: Option<SetSummary>,
+    ) -> Vec<Effect> {
+        let same_roster_sent = self.hello_sent.is_some_and(|(ours, _)| ours == theirs);
+        if !same_roster_sent {
+            return self.become_ready(local, roster);
+        }
+        self.phase = Phase::Ready;
+        let ours_said_it = self.hello_sent.is_some_and(|(_, s)| s);
+        let mut out = if ours_said_it {
+            self.rounds += 1;
+            Vec::new()
+        } else {
+            self.start_round(local, roster)
+        };
+        if let Some(s) = summary {
+            out.extend(self.on_sync(
+                SyncMessage::Summary {
+                    count: s.count,
+                    fingerprint: s.fingerprint,
+                    roster_count: theirs.0,
+                    roster_fingerprint: theirs.1,
+                    pending: s.pending,
+                },
+                local,
+                roster,
+            ));
+        }
+        self.with_early(out, local, roster)
+    }
+
+    /// Messages that came before the session was ready, handled now.
+    fn with_early(&mut self, mut out: Vec<Effect>, local: &impl LocalSet, roster: &Roster) -> Vec<Effect> {
         for early in std::mem::take(&mut self.early) {
             out.extend(self.on_message(early, local, roster));
         }
         out
     }
 
-    fn on_hello(
-        &mut self,
-        certificate: NodeCertificate,
-        network: crate::ids::NetworkId,
-        roster_fp: (u64, [u8; 16]),
-        proof: Vec<SignedStatement>,
-        local: &impl LocalSet,
-        roster: &Roster,
-    ) -> Vec<Effect> {
+    fn on_hello(&mut self, hello: SyncMessage, local: &impl LocalSet, roster: &Roster) -> Vec<Effect> {
+        let SyncMessage::Hello { certificate, network, roster_count, roster_fingerprint, proof, summary, routes: _ } =
+            hello
+        else {
+            return Vec::new();
+        };
+        let roster_fp = (roster_count, roster_fingerprint);
         if certificate.node != self.remote {
             return self.fault(format!(
                 "hello certifies node {} but the connection is from {}",
@@ -330,10 +417,16 @@ impl Session {
         }
         // The proof may teach us of a member admitted since we last heard:
         // check admission against the roster with the proof added.
+        let without_proof = proof.is_empty();
         let mut with_proof = roster.clone();
         let (new, _) = with_proof.insert_all(proof);
         let role = match with_proof.node_admitted(&certificate.node, &certificate.commune) {
             Ok(role) => role,
+            // A peer that left its proof out thought we held it: ask once.
+            Err(_) if without_proof && !self.proof_asked => {
+                self.proof_asked = true;
+                return vec![Effect::Send(SyncMessage::ProofWanted)];
+            }
             Err(reason) => return self.refuse(format!("not admitted: {reason}")),
         };
         if self.commune.is_some_and(|c| c != certificate.commune) {
@@ -346,7 +439,7 @@ impl Session {
         if !first && !self.hello_answered {
             // A hello again: the peer is still waiting for ours (lost). Once a round.
             self.hello_answered = true;
-            out.push(Effect::SendHello);
+            out.push(Effect::SendHello { proof: false });
         }
         if !new.is_empty() {
             out.push(Effect::IngestRoster(new));
@@ -355,7 +448,7 @@ impl Session {
         if first {
             let mine = with_proof.fingerprint();
             if (mine.count, mine.xor) == roster_fp {
-                out.extend(self.become_ready(local, &with_proof));
+                out.extend(self.become_ready_at_hello(local, &with_proof, roster_fp, summary));
             } else {
                 self.phase = Phase::Roster;
                 out.push(Effect::Send(SyncMessage::RosterHave { hashes: with_proof.short_hashes() }));
@@ -368,8 +461,13 @@ impl Session {
     /// `local` its documents as they may be shared with the peer.
     pub fn on_message(&mut self, msg: SyncMessage, local: &impl LocalSet, roster: &Roster) -> Vec<Effect> {
         match (self.phase, msg) {
-            (_, SyncMessage::Hello { certificate, network, roster_count, roster_fingerprint, proof }) => {
-                self.on_hello(certificate, network, (roster_count, roster_fingerprint), proof, local, roster)
+            (_, hello @ SyncMessage::Hello { .. }) => self.on_hello(hello, local, roster),
+            (_, SyncMessage::ProofWanted) => {
+                if self.proof_given {
+                    return self.fault("asked for our membership proof twice".into());
+                }
+                self.proof_given = true;
+                vec![Effect::SendHello { proof: true }]
             }
             (Phase::AwaitingHello, SyncMessage::Join { invitation, certificate, addrs }) => {
                 self.joins = self.joins.saturating_add(1);
@@ -542,6 +640,7 @@ impl Session {
             | SyncMessage::Differ { .. }) => vec![Effect::Gossip(gossip)],
             // Handled before a session is ready.
             SyncMessage::Hello { .. }
+            | SyncMessage::ProofWanted
             | SyncMessage::RosterHave { .. }
             | SyncMessage::Roster { .. }
             | SyncMessage::Join { .. }
@@ -646,7 +745,7 @@ mod tests {
         let set = Set::new(vec![(DocId::from_bytes([1; 32]), vec![[1; 32]])]);
         let (mut s, cert) = ready(1);
         assert!(s.on_message(summary(&set, &r), &set, &r).is_empty());
-        let out = s.on_message(Session::hello(&cert, &r), &set, &r);
+        let out = s.on_message(Session::hello(&cert, &r, true, None, vec![]), &set, &r);
         assert_eq!(out.last(), Some(&Effect::InSync), "{out:?}");
     }
 
@@ -655,7 +754,7 @@ mod tests {
         let r = roster();
         let set = Set::new(vec![(DocId::from_bytes([1; 32]), vec![[1; 32]])]);
         let (mut s, cert) = ready(1);
-        let out = s.on_message(Session::hello(&cert, &r), &set, &r);
+        let out = s.on_message(Session::hello(&cert, &r, true, None, vec![]), &set, &r);
         let Some(Effect::Send(summary)) = out.last().cloned() else { panic!("{out:?}") };
         assert_eq!(s.on_message(summary, &set, &r), vec![Effect::InSync]);
     }
@@ -669,7 +768,7 @@ mod tests {
         let mine = Set::new(vec![shared.clone(), moved.clone(), only_mine.clone()]);
         let theirs = Set::new(vec![shared, (moved.0, vec![[9; 32]])]);
         let (mut s, cert) = ready(1);
-        s.on_message(Session::hello(&cert, &r), &mine, &r);
+        s.on_message(Session::hello(&cert, &r, true, None, vec![]), &mine, &r);
         let out = s.on_message(summary(&theirs, &r), &mine, &r);
         assert!(matches!(&out[..], [Effect::Send(SyncMessage::Buckets { .. })]));
         let out = s.on_message(SyncMessage::Buckets { buckets: theirs.fingerprints(&ANY).bucket_prints() }, &mine, &r);
@@ -686,7 +785,7 @@ mod tests {
         let mine = Set::new(vec![(DocId::from_bytes([1; 32]), vec![[1; 32]])]);
         let theirs = Set::new(vec![]);
         let (mut s, cert) = ready(1);
-        s.on_message(Session::hello(&cert, &r), &mine, &r);
+        s.on_message(Session::hello(&cert, &r, true, None, vec![]), &mine, &r);
         // The peer still has documents queued for us: nothing to compare yet.
         let SyncMessage::Summary { count, fingerprint, roster_count, roster_fingerprint, .. } = summary(&theirs, &r)
         else {
@@ -715,7 +814,10 @@ mod tests {
             assert!(s.on_message(summary(&set, &r), &set, &r).is_empty());
         }
         assert!(matches!(s.on_message(summary(&set, &r), &set, &r)[..], [Effect::Fault(_)]));
-        assert!(matches!(s.on_message(Session::hello(&other_cert, &r), &set, &r)[..], [Effect::Fault(_)]));
+        assert!(matches!(
+            s.on_message(Session::hello(&other_cert, &r, true, None, vec![]), &set, &r)[..],
+            [Effect::Fault(_)]
+        ));
         let out = s.on_message(SyncMessage::Buckets { buckets: vec![] }, &set, &r);
         assert!(matches!(out.last(), Some(Effect::Disconnect(_))), "{out:?}");
     }
@@ -726,12 +828,12 @@ mod tests {
         let set = Set::new(vec![]);
         // Seed 3: its commune (103) was never admitted.
         let (mut s, cert) = ready(3);
-        let out = s.on_message(Session::hello(&cert, &r), &set, &r);
+        let out = s.on_message(Session::hello(&cert, &r, true, None, vec![]), &set, &r);
         assert!(matches!(&out[..], [Effect::Fault(_), Effect::Disconnect(reason)] if reason.contains("not admitted")));
         let other =
             Roster::founded(SignedStatement::found(&SecretKey::from_seed([9; 32]), "Autre", "X", "BE", 1)).unwrap();
         let (mut s, cert) = ready(1);
-        let out = s.on_message(Session::hello(&cert, &other), &set, &r);
+        let out = s.on_message(Session::hello(&cert, &other, true, None, vec![]), &set, &r);
         assert!(matches!(out.last(), Some(Effect::Disconnect(reason)) if reason.contains("network")), "{out:?}");
     }
 
@@ -750,7 +852,7 @@ mod tests {
         );
         theirs.insert(revoke.clone()).unwrap();
         let (mut s, cert) = ready(1);
-        let out = s.on_message(Session::hello(&cert, &theirs), &set, &r);
+        let out = s.on_message(Session::hello(&cert, &theirs, true, None, vec![]), &set, &r);
         assert!(matches!(out.last(), Some(Effect::Send(SyncMessage::RosterHave { .. }))), "{out:?}");
         assert_eq!(s.phase(), Phase::Roster);
         // A document message before the roster is complete waits.
@@ -770,14 +872,114 @@ mod tests {
         let set = Set::new(vec![]);
         let (mut s, cert) = ready(1);
         // No hello from the peer yet: each round says ours again.
-        assert_eq!(s.start_round(&set, &r), vec![Effect::SendHello]);
-        s.on_message(Session::hello(&cert, &r), &set, &r);
+        assert_eq!(s.start_round(&set, &r), vec![Effect::SendHello { proof: false }]);
+        s.on_message(Session::hello(&cert, &r, true, None, vec![]), &set, &r);
         // The peer says hello again: it did not get ours. Answered once a round.
-        let again = s.on_message(Session::hello(&cert, &r), &set, &r);
-        assert!(again.contains(&Effect::SendHello), "{again:?}");
-        let third = s.on_message(Session::hello(&cert, &r), &set, &r);
-        assert!(!third.contains(&Effect::SendHello), "{third:?}");
-        assert_ne!(s.start_round(&set, &r), vec![Effect::SendHello]);
-        assert!(s.on_message(Session::hello(&cert, &r), &set, &r).contains(&Effect::SendHello));
+        let again = s.on_message(Session::hello(&cert, &r, true, None, vec![]), &set, &r);
+        assert!(again.contains(&Effect::SendHello { proof: false }), "{again:?}");
+        let third = s.on_message(Session::hello(&cert, &r, true, None, vec![]), &set, &r);
+        assert!(!third.contains(&Effect::SendHello { proof: false }), "{third:?}");
+        assert_ne!(s.start_round(&set, &r), vec![Effect::SendHello { proof: false }]);
+        assert!(
+            s.on_message(Session::hello(&cert, &r, true, None, vec![]), &set, &r)
+                .contains(&Effect::SendHello { proof: false })
+        );
+    }
+
+    /// The roster without commune 101's admission (a node that never heard
+    /// of it, or lost it).
+    fn roster_without_101() -> Roster {
+        let founder = SecretKey::from_seed([200; 32]);
+        let full = roster();
+        let mut small = Roster::founded(SignedStatement::found(&founder, "Réseau", "Secrétariat", "BE", 1)).unwrap();
+        for st in full.proof_for(&SecretKey::from_seed([102; 32]).commune_id()) {
+            let _ = small.insert(st);
+        }
+        assert!(
+            small
+                .node_admitted(&SecretKey::from_seed([1; 32]).node_id(), &SecretKey::from_seed([101; 32]).commune_id())
+                .is_err()
+        );
+        small
+    }
+
+    #[test]
+    fn a_hello_without_its_proof_is_asked_for_once() {
+        let r = roster();
+        let small = roster_without_101();
+        let set = Set::new(vec![]);
+        // The peer (commune 101) thinks we hold its admission: we do not.
+        let (mut s, cert) = ready(1);
+        let out = s.on_message(Session::hello(&cert, &r, false, None, vec![]), &set, &small);
+        assert_eq!(out, vec![Effect::Send(SyncMessage::ProofWanted)]);
+        assert_eq!(s.phase(), Phase::AwaitingHello);
+        // Its hello with the proof places it.
+        let out = s.on_message(Session::hello(&cert, &r, true, None, vec![]), &set, &small);
+        assert!(matches!(&out[0], Effect::IngestRoster(new) if !new.is_empty()), "{out:?}");
+        assert_ne!(s.phase(), Phase::AwaitingHello);
+        // A peer asked once that says hello without it again is refused.
+        let (mut s, cert) = ready(1);
+        s.on_message(Session::hello(&cert, &r, false, None, vec![]), &set, &small);
+        let out = s.on_message(Session::hello(&cert, &r, false, None, vec![]), &set, &small);
+        assert!(matches!(out.last(), Some(Effect::Disconnect(reason)) if reason.contains("not admitted")), "{out:?}");
+        // A non-member (commune 103) gets one question, then the door.
+        let (mut s, cert) = ready(3);
+        assert_eq!(
+            s.on_message(Session::hello(&cert, &r, false, None, vec![]), &set, &r),
+            vec![Effect::Send(SyncMessage::ProofWanted)]
+        );
+        let out = s.on_message(Session::hello(&cert, &r, true, None, vec![]), &set, &r);
+        assert!(matches!(out.last(), Some(Effect::Disconnect(reason)) if reason.contains("not admitted")), "{out:?}");
+        // Asked for ours: said again with it, once; asked twice is a fault.
+        let (mut s, _) = ready(1);
+        assert_eq!(s.on_message(SyncMessage::ProofWanted, &set, &r), vec![Effect::SendHello { proof: true }]);
+        assert!(s.proof_was_asked());
+        assert!(matches!(s.on_message(SyncMessage::ProofWanted, &set, &r)[..], [Effect::Fault(_)]));
+    }
+
+    #[test]
+    fn summaries_in_the_hellos_end_a_round_of_peers_in_agreement() {
+        let r = roster();
+        let set = Set::new(vec![(DocId::from_bytes([1; 32]), vec![[1; 32]])]);
+        let (_, mine) = ready(2);
+        let ours = Session::hello_summary(&set, Some(&ANY), 0);
+        let theirs_equal = ours;
+        let theirs_other = Some(SetSummary { count: 2, fingerprint: [9; 16], pending: 0 });
+
+        // Both hellos carry summaries, equal: in sync with nothing more to send.
+        let (mut s, cert) = ready(1);
+        s.hello_sent(&Session::hello(&mine, &r, false, ours, vec![]));
+        let out = s.on_message(Session::hello(&cert, &r, false, theirs_equal, vec![]), &set, &r);
+        assert_eq!(out.last(), Some(&Effect::InSync), "{out:?}");
+        assert!(!out.iter().any(|e| matches!(e, Effect::Send(_))), "{out:?}");
+        assert_eq!((s.rounds, s.in_sync_rounds), (1, 1));
+
+        // Different sets: the buckets follow at once.
+        let (mut s, cert) = ready(1);
+        s.hello_sent(&Session::hello(&mine, &r, false, ours, vec![]));
+        let out = s.on_message(Session::hello(&cert, &r, false, theirs_other, vec![]), &set, &r);
+        assert!(matches!(out.last(), Some(Effect::Send(SyncMessage::Buckets { .. }))), "{out:?}");
+
+        // Ours had none: our summary goes as before, theirs is compared.
+        let (mut s, cert) = ready(1);
+        s.hello_sent(&Session::hello(&mine, &r, false, None, vec![]));
+        let out = s.on_message(Session::hello(&cert, &r, false, theirs_equal, vec![]), &set, &r);
+        assert!(out.iter().any(|e| matches!(e, Effect::Send(SyncMessage::Summary { .. }))), "{out:?}");
+        assert_eq!(out.last(), Some(&Effect::InSync), "{out:?}");
+
+        // Theirs had none: we wait for their summary.
+        let (mut s, cert) = ready(1);
+        s.hello_sent(&Session::hello(&mine, &r, false, ours, vec![]));
+        let out = s.on_message(Session::hello(&cert, &r, false, None, vec![]), &set, &r);
+        assert!(!out.iter().any(|e| matches!(e, Effect::Send(_) | Effect::InSync)), "{out:?}");
+        assert_eq!(s.on_message(summary(&set, &r), &set, &r), vec![Effect::InSync]);
+
+        // Hellos sent under different rosters: summaries are not compared;
+        // the rosters are reconciled, then a round starts as before.
+        let small = roster_without_101();
+        let (mut s, cert) = ready(2);
+        s.hello_sent(&Session::hello(&mine, &small, false, ours, vec![]));
+        let out = s.on_message(Session::hello(&cert, &r, true, theirs_equal, vec![]), &set, &small);
+        assert!(!out.contains(&Effect::InSync), "{out:?}");
     }
 }
