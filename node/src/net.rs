@@ -1,7 +1,7 @@
 //! The peer-to-peer side: one task owns the libp2p swarm.
 //!
 //! Transports are TCP (Noise, Yamux) and QUIC; behaviours are identify,
-//! ping, optional mDNS, and request-response for `/passerelle/sync/5`. The
+//! ping, optional mDNS, and request-response for `/passerelle/sync/6`. The
 //! node key is the libp2p identity, so the Noise handshake authenticates the
 //! node; its commune certificate travels in the first sync message.
 //!

@@ -49,15 +49,16 @@ impl ReadBack {
         Self { content: document::to_json(doc), status_log: document::status_log(doc) }
     }
 
-    /// What [`derived`] reads from the document.
-    fn derived(&self, kind: &DocKind) -> (Option<String>, Option<String>) {
+    /// What [`derived`] reads from the document (the title read the same
+    /// way as on ingest and repair: one field, whatever its content).
+    fn derived(&self, kind: &DocKind, doc: &Automerge) -> (Option<String>, Option<String>) {
         let Some(schema) = schema::schema_of(kind) else {
             return (None, None);
         };
         let status = schema
             .lifecycle
             .and_then(|lc| lc.current(self.status_log.iter().map(|e| e.status.as_str())).map(str::to_owned));
-        (status, schema.title(&self.content, ""))
+        (status, document::field_text(doc, schema.title_field, ""))
     }
 }
 
@@ -268,7 +269,7 @@ impl<S: Store> Worker<S> {
             .expect("a new document always changes: it records its schema");
         let base = DocMeta::new(id, &signed.header);
         let read = ReadBack::of(&doc);
-        let meta = meta_with(&base, &doc, read.derived(&kind), 1, now);
+        let meta = meta_with(&base, &doc, read.derived(&kind, &doc), 1, now);
         let op = change_op(&self.node_key, id, 0, &change, now);
         self.metrics.changes_local += 1;
         let announced = announcement(&op, Some(signed.clone()));
@@ -336,7 +337,7 @@ impl<S: Store> Worker<S> {
         };
         let seq = loaded.meta.changes;
         let read = ReadBack::of(&loaded.doc);
-        let mut meta = meta_with(&loaded.meta, &loaded.doc, read.derived(&kind), 1, now);
+        let mut meta = meta_with(&loaded.meta, &loaded.doc, read.derived(&kind, &loaded.doc), 1, now);
         let snapshot = snapshot_due(id, &mut meta, &loaded.doc);
         let op = change_op(&self.node_key, id, seq, &change, now);
         self.metrics.changes_local += 1;

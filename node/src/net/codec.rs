@@ -1,4 +1,4 @@
-//! Framing of `/passerelle/sync/5` on libp2p request-response streams: a
+//! Framing of `/passerelle/sync/6` on libp2p request-response streams: a
 //! request is one frame (u32 BE length, then the encoded message), bounded
 //! before anything is read; the response is one small encoded reply.
 

@@ -115,24 +115,26 @@ impl Replica {
         // The session starts its first round when the peer's hello arrives.
         link.session = Some(Session::new(node));
         self.counters.sessions_opened += 1;
-        self.say_hello(now, node, false, docs);
+        self.say_hello(now, node, true, docs);
     }
 
-    /// Sends our hello to a connected peer. The membership proof goes to a
-    /// peer never in sync with us (it may not hold it), or that asked; our
-    /// first round's summary goes along when we know the peer's commune.
-    fn say_hello(&mut self, now: Millis, node: NodeId, proof_asked: bool, docs: &mut impl DocSource) {
-        let proof = proof_asked
-            || self.session(&node).is_some_and(Session::proof_was_asked)
-            || self.peers.get(&node).is_none_or(|r| !r.placed_us);
+    /// Sends our hello to a connected peer. The membership proof is left
+    /// out only of the first hello on a connection (`first`) to a peer that
+    /// holds it (said a roster equal to ours): a hello said again (lost,
+    /// or asked for the proof) always carries it, so crossing messages
+    /// never get an honest node refused. Our first round's summary and our
+    /// routes go along only to a peer our roster admits (nothing about the
+    /// network to a stranger).
+    fn say_hello(&mut self, now: Millis, node: NodeId, first: bool, docs: &mut impl DocSource) {
+        let proof = !first || self.peers.get(&node).is_none_or(|r| !r.placed_us);
         let pending = self.transfers.queue_len(&node, docs);
-        let peer_commune = self.commune_of_node(&node);
         let Some(roster) = self.roster.as_ref() else { return };
-        let summary = {
+        let member = self.commune_of_node(&node).filter(|c| roster.node_admitted(&node, c).is_ok());
+        let summary = member.and_then(|commune| {
             let local = self.index.view(self.me.commune(), roster).without(self.apart.get(&node));
-            Session::hello_summary(&local, peer_commune.as_ref(), pending)
-        };
-        let routes = self.hello_routes(node);
+            Session::hello_summary(&local, Some(&commune), pending)
+        });
+        let routes = if member.is_some() { self.hello_routes(node) } else { Vec::new() };
         let Some(roster) = self.roster.as_ref() else { return };
         let hello = Session::hello(&self.me.certificate, roster, proof, summary, routes);
         let Some(link) = self.links.get_mut(&node) else { return };
@@ -229,15 +231,14 @@ impl Replica {
         }
         let Some(roster) = self.roster.as_ref() else { return };
         let pending = self.transfers.queue_len(&from, docs);
-        let Some(link) = self.links.get_mut(&from).filter(|l| l.session.is_some()) else {
+        let Some(session) = self.links.get_mut(&from).and_then(|l| l.session.as_mut()) else {
             tracing::debug!(peer = %from.short(), kind = msg.kind(), "message outside a session: ignored");
             return;
         };
-        if let SyncMessage::Hello { routes, .. } = &msg {
-            // Taken in once the session is ready (below).
-            link.hello_routes = Some(routes.clone());
-        }
-        let Some(session) = link.session.as_mut() else { return };
+        let hello_routes = match &msg {
+            SyncMessage::Hello { routes, .. } => Some(routes.clone()),
+            _ => None,
+        };
         let was_ready = session.phase() == Phase::Ready;
         session.set_pending(pending);
         let local = self.index.view(self.me.commune(), roster).without(self.apart.get(&from));
@@ -246,15 +247,24 @@ impl Replica {
         let said_hello = session.phase() != Phase::AwaitingHello;
         if said_hello && let Some(link) = self.links.get_mut(&from) {
             link.awaiting_hello = None;
+            // The routes of a hello accepted, taken in once the session is
+            // ready (a refused one, or one answered `ProofWanted`, says nothing).
+            if let Some(routes) = hello_routes
+                && !effects.iter().any(|e| matches!(e, Effect::Fault(_) | Effect::Disconnect(_)))
+            {
+                link.hello_routes = Some(routes);
+            }
         }
         if now_ready && !was_ready && self.unlink_if_owed(from) {
             // Removed by the operator: told, and nothing else happens.
             return;
         }
-        self.run_effects(now, from, effects, docs);
+        // Before the effects: `Routes` that came early (kept by the session
+        // while it reconciled rosters) are newer and must win.
         if now_ready && let Some(routes) = self.links.get_mut(&from).and_then(|l| l.hello_routes.take()) {
             self.on_routes(now, from, routes);
         }
+        self.run_effects(now, from, effects, docs);
         if now_ready && !was_ready {
             // A transfer cut by the last disconnection resumes now.
             self.fill(from, docs);
@@ -352,7 +362,7 @@ impl Replica {
                     }
                 }
                 Effect::IngestRoster(statements) => self.add_statements(now, statements, Some(peer), docs),
-                Effect::SendHello { proof } => self.say_hello(now, peer, proof, docs),
+                Effect::SendHello { .. } => self.say_hello(now, peer, false, docs),
                 Effect::Redeem { invitation, certificate, addrs } => {
                     self.push(Output::Redeem { from: peer, invitation, certificate, addrs });
                 }

@@ -639,3 +639,36 @@ fn a_restarted_peer_in_agreement_resyncs_with_the_two_hellos() {
     let resync_hello = sim.nodes[0].received_bytes["hello"] - hello_bytes_before;
     assert!(resync_hello + 200 < first_hello, "hello of {resync_hello} B, the first {first_hello} B");
 }
+
+#[test]
+fn a_stranger_hears_neither_our_summary_nor_our_routes() {
+    let specs = vec![member(0, "BE", Role::Coordinator), member(1, "BE", Role::Commune)];
+    let fed = Federation::new(&specs, 13);
+    let mut node = fed.node(0, &specs[0], fed.roster(), ReplicaConfig::default(), EPOCH_MS);
+    let mut docs = crate::sim::MemDocs::default();
+    let hello_to = |node: &mut crate::sim::SimNode, peer: NodeId| {
+        let mut hello = None;
+        while let Some(out) = node.replica.poll() {
+            if let super::Output::Send { to, kind: "hello", bytes, .. } = out
+                && to == peer
+            {
+                hello = Some(crate::sync::message::SyncMessage::decode(&bytes).expect("our hello decodes"));
+            }
+        }
+        hello.expect("a hello was sent")
+    };
+    let stranger = SecretKey::from_seed([77; 32]).node_id();
+    node.replica.peer_connected(EPOCH_MS, stranger, "/ip4/10.0.0.9/tcp/7421".into(), &mut docs);
+    let crate::sync::message::SyncMessage::Hello { proof, summary, routes, .. } = hello_to(&mut node, stranger) else {
+        unreachable!()
+    };
+    assert!(!proof.is_empty() && summary.is_none() && routes.is_empty(), "{proof:?} {summary:?} {routes:?}");
+    // A member gets both (and the proof: it never said our roster).
+    let member_node = fed.keys[1].node.node_id();
+    node.replica.peer_connected(EPOCH_MS, member_node, "/ip4/10.0.0.8/tcp/7421".into(), &mut docs);
+    let crate::sync::message::SyncMessage::Hello { proof, summary, routes, .. } = hello_to(&mut node, member_node)
+    else {
+        unreachable!()
+    };
+    assert!(!proof.is_empty() && summary.is_some() && !routes.is_empty(), "{proof:?} {summary:?} {routes:?}");
+}

@@ -1,4 +1,4 @@
-//! Wire messages of `/passerelle/sync/5` and their codec.
+//! Wire messages of `/passerelle/sync/6` and their codec.
 //!
 //! Every message is canonical bytes (tag `passerelle/sync`, version 1, a
 //! type byte, then fields) carried in one length-prefixed frame of at most
@@ -17,7 +17,7 @@ use crate::network::{Invitation, SignedStatement};
 use super::fingerprint::{BUCKETS, BucketPrint};
 
 /// The libp2p protocol name.
-pub const PROTOCOL: &str = "/passerelle/sync/5";
+pub const PROTOCOL: &str = "/passerelle/sync/6";
 const TAG: &str = "passerelle/sync";
 const VERSION: u8 = 1;
 /// The version of a compressed frame: the uncompressed size, then the
@@ -90,17 +90,19 @@ pub enum SyncMessage {
         roster_fingerprint: [u8; 16],
         /// Statements proving the sender's commune is a member (the founding
         /// statement and the chain of admissions to it), for a receiver that
-        /// has not heard of it yet: left out when the receiver was in sync
-        /// with the sender before (it holds them); one that cannot place the
-        /// sender answers `ProofWanted`.
+        /// has not heard of it yet: left out of the first hello on a
+        /// connection when the receiver said a roster equal to the sender's
+        /// (it holds them); one that cannot place the sender answers
+        /// `ProofWanted`.
         proof: Vec<SignedStatement>,
-        /// The sender's first round, when it knows the receiver's commune
-        /// already: what a `Summary` would say. Peers whose rosters agree
+        /// The sender's first round, when its roster admits the receiver's
+        /// node: what a `Summary` would say. Peers whose rosters agree
         /// compare it at once, so a re-sync of peers in agreement ends with
         /// the two hellos.
         summary: Option<SetSummary>,
         /// The sender's distances to the watchers, as `Routes` says them
-        /// (one message fewer each way on every connection).
+        /// (one message fewer each way on every connection); empty to a
+        /// node its roster does not admit.
         routes: Vec<(NodeId, u8)>,
     },
     /// The sender cannot place the receiver's hello without its membership

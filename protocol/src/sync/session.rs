@@ -230,12 +230,6 @@ impl Session {
         Some(SetSummary { count: total.count, fingerprint: total.xor, pending })
     }
 
-    /// Whether the peer asked for our membership proof on this connection
-    /// (every hello of ours carries it from then on).
-    pub fn proof_was_asked(&self) -> bool {
-        self.proof_given
-    }
-
     /// Records the hello just sent to the peer (what it said decides
     /// whether the peer's first round is compared with the hellos).
     pub fn hello_sent(&mut self, hello: &SyncMessage) {
@@ -933,7 +927,6 @@ mod tests {
         // Asked for ours: said again with it, once; asked twice is a fault.
         let (mut s, _) = ready(1);
         assert_eq!(s.on_message(SyncMessage::ProofWanted, &set, &r), vec![Effect::SendHello { proof: true }]);
-        assert!(s.proof_was_asked());
         assert!(matches!(s.on_message(SyncMessage::ProofWanted, &set, &r)[..], [Effect::Fault(_)]));
     }
 
