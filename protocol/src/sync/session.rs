@@ -201,8 +201,8 @@ impl Session {
     /// The first message to send on a new connection: this node's
     /// certificate, its network and roster summary, the proof of its
     /// commune's membership (`proof`: unless the peer holds it already),
-    /// our first round's summary when we know the peer's commune, and our
-    /// distances to the watchers (`routes`, for the caller to act on).
+    /// our first round's summary and our distances to the watchers (the
+    /// caller gives them to a peer its roster admits only).
     pub fn hello(
         certificate: &NodeCertificate,
         roster: &Roster,
@@ -224,7 +224,7 @@ impl Session {
         }
     }
 
-    /// Our first round's summary for a hello, if the peer's commune is known.
+    /// Our first round's summary for a hello, for a peer of a known commune.
     pub fn hello_summary(local: &impl LocalSet, peer: Option<&CommuneId>, pending: u64) -> Option<SetSummary> {
         let total = local.fingerprints(peer?).total();
         Some(SetSummary { count: total.count, fingerprint: total.xor, pending })
