@@ -293,6 +293,33 @@ fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// Checks that a TCP listen address's port is free. libp2p's TCP listener
+/// sets `SO_REUSEPORT` (for hole punching), so a second node on the same
+/// port would bind without an error and share the port with the first,
+/// whose peers' dials then reach the wrong node ("did not answer"). A plain
+/// bind, without that option, fails while another socket listens there.
+/// Port 0 (any port) and non-TCP addresses pass.
+fn tcp_port_free(addr: &Multiaddr) -> Result<(), String> {
+    use libp2p::multiaddr::Protocol;
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    let Some(Protocol::Tcp(port)) = parts.next() else { return Ok(()) };
+    if port == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind((ip, port)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
+            "TCP port {port} is in use (another program, or another node, already uses this port: change [network] listen)"
+        )),
+        Err(e) => Err(causes(&e)),
+    }
+}
+
 fn build_err(e: impl std::fmt::Display) -> NetError {
     NetError::Build(e.to_string())
 }
@@ -361,6 +388,7 @@ pub async fn spawn(
         let addr: Multiaddr = text
             .parse()
             .map_err(|e| NetError::Listen { addr: text.clone(), reason: format!("not a multiaddr: {e}") })?;
+        tcp_port_free(&addr).map_err(|reason| NetError::Listen { addr: text.clone(), reason })?;
         let id = swarm.listen_on(addr).map_err(|e| NetError::Listen { addr: text.clone(), reason: causes(&e) })?;
         listeners.push(id);
     }
@@ -960,7 +988,7 @@ impl EventLoop {
 
 #[cfg(test)]
 mod tests {
-    use super::causes;
+    use super::{causes, tcp_port_free};
 
     #[derive(Debug)]
     struct Silent(std::io::Error);
@@ -985,5 +1013,26 @@ mod tests {
         assert!(text.contains("change [network] listen"), "{text}");
         let other = Silent(std::io::Error::other("no route"));
         assert_eq!(causes(&other), "no route");
+    }
+
+    #[test]
+    fn a_tcp_port_another_socket_listens_on_is_refused_by_name() {
+        // A listener with SO_REUSEPORT, as libp2p's is: a second one with it
+        // would bind; the check's plain bind does not.
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_reuse_address(true).unwrap();
+        socket.set_reuse_port(true).unwrap();
+        socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        socket.listen(16).unwrap();
+        let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+        let taken: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+        let reason = tcp_port_free(&taken).unwrap_err();
+        assert!(reason.contains(&format!("TCP port {port} is in use")), "{reason}");
+        assert!(reason.contains("change [network] listen"), "{reason}");
+        drop(socket);
+        assert_eq!(tcp_port_free(&taken), Ok(()), "free once the other listener is gone");
+        for free in ["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/7421/quic-v1"] {
+            assert_eq!(tcp_port_free(&free.parse().unwrap()), Ok(()));
+        }
     }
 }
